@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""vz end to end on this machine: a local test node, an image, a push, an unpack.
+
+Run by ../quickstart.sh (as root, after installing what vz needs). The test node is
+a "VPS in a box" (vzmaster.box): its own network, a real init as PID 1 and the
+stock OpenSSH sshd with the vzslave subsystem, as on a rented VPS. Every vzmaster
+command it runs is printed first, so you can run them yourself against a real node.
+"""
+
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+from vzmaster.box import Hub, missing_requirements
+
+
+def say(text: str) -> None:
+    print("\n\033[1m== {}\033[0m".format(text), flush=True)
+
+
+def run(argv: list, netns: str = "") -> str:
+    """Run and echo a command (in the hub's network namespace if ``netns``)."""
+    print("$ " + shlex.join(argv), flush=True)
+    full = ["ip", "netns", "exec", netns] + argv if netns else argv
+    done = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        raise SystemExit("command failed with status {}".format(done.returncode))
+    return done.stdout
+
+
+def build_image(path: str) -> None:
+    """A tiny OCI bundle: static busybox, its applets as links, and a config.json."""
+    config = {
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": True},
+        "process": {"args": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
+                    "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 65534, "gid": 65534}},
+    }
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    with tarfile.open(path, "w:xz", format=tarfile.PAX_FORMAT) as tar:
+        def add(name: str, data: bytes = b"", mode: int = 0o644, kind: bytes = tarfile.REGTYPE,
+                link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.linkname, info.size = kind, mode, link, len(data)
+            info.mtime = 1700000000
+            tar.addfile(info, io.BytesIO(data))
+        add("config.json", json.dumps(config, indent=2).encode())
+        for directory in ("rootfs", "rootfs/bin", "rootfs/www", "rootfs/proc", "rootfs/dev"):
+            add(directory, mode=0o755, kind=tarfile.DIRTYPE)
+        add("rootfs/tmp", mode=0o1777, kind=tarfile.DIRTYPE)
+        with open(busybox, "rb") as binary:
+            add("rootfs/bin/busybox", binary.read(), 0o755)
+        for applet in ("sh", "ls", "cat", "echo", "httpd"):
+            add("rootfs/bin/" + applet, kind=tarfile.SYMTYPE, link="busybox")
+        add("rootfs/www/index.html", b"<h1>Hello from a vz container</h1>\n")
+
+
+def main() -> None:
+    reasons = missing_requirements("busybox")
+    if reasons:
+        raise SystemExit("cannot make a local test node here: " + "; ".join(reasons))
+    vzmaster = os.path.join(os.path.dirname(sys.executable), "vzmaster")
+    work = tempfile.mkdtemp(prefix="vz-quickstart-")
+    started = time.monotonic()
+    try:
+        with Hub() as hub:
+            say("A local test node: its own network, busybox init as PID 1, OpenSSH sshd")
+            box = hub.box(init="busybox")
+            print("{} is up at {} (real sshd, key login as root)".format(box.name, box.ip))
+            ssh = ["-l", "root", "-i", hub.client_key, "--known-hosts", hub.known_hosts]
+
+            say("An image: an OCI bundle (config.json + rootfs) packed as a tarball")
+            image = os.path.join(work, "hello.txz")
+            build_image(image)
+            run(["tar", "-tJvf", image, "--numeric-owner"])
+
+            say("Push it to the node over SSH (sha256-verified, resumable)")
+            run([vzmaster, "push", box.ip, image] + ssh, hub.netns)
+            run([vzmaster, "images", box.ip] + ssh, hub.netns)
+
+            say("Pushing again sends nothing: the node already has those bytes")
+            run([vzmaster, "push", box.ip, image] + ssh, hub.netns)
+
+            say("Unpack it into a bundle on the node (the tarball is treated as hostile)")
+            run([vzmaster, "unpack", box.ip, "hello.txz", "hello"] + ssh, hub.netns)
+            run([vzmaster, "bundles", box.ip] + ssh, hub.netns)
+
+            say("The bundle is a runnable root filesystem on the node")
+            run(["ssh", "-F", "none", "-i", hub.client_key, "-o", "BatchMode=yes",
+                 "-o", "UserKnownHostsFile=" + hub.known_hosts, "root@" + box.ip,
+                 "chroot /var/lib/vz/bundles/hello/rootfs /bin/sh -c "
+                 "'echo hello from $(cat /www/index.html)'"], hub.netns)
+
+            say("What vzslave says about the node")
+            run([vzmaster, "hello", box.ip] + ssh, hub.netns)
+
+            say("Clean up")
+            run([vzmaster, "rm-bundle", box.ip, "hello"] + ssh, hub.netns)
+            run([vzmaster, "rm-image", box.ip, "hello.txz"] + ssh, hub.netns)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\nDone in {:.1f} s; the test node is gone. Next: README.md".format(
+        time.monotonic() - started))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Fixtures shared by all test levels: a state root, a node layout, sample images."""
+
+import os
+
+import pytest
+
+from tests import tarballs as tb
+from vzslave.config import Layout, Limits
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """A fresh node state root with its directories made."""
+    result = Layout(str(tmp_path / "vz"))
+    result.make_dirs()
+    return result
+
+
+@pytest.fixture
+def limits():
+    """Default limits, without the free-space reserve (test disks are small)."""
+    return Limits(reserve_bytes=0)
+
+
+def sample_image(marker: bytes = b"hello", fmt: str = "tar.gz") -> bytes:
+    """A small valid image: config.json and a rootfs with one file holding ``marker``."""
+    return tb.make_tar(tb.bundle(
+        tb.directory("rootfs/bin"),
+        tb.file("rootfs/bin/app", marker, mode=0o755),
+        tb.symlink("rootfs/bin/sh", "/bin/app"),
+        tb.directory("rootfs/tmp", mode=0o1777),
+    ), fmt=fmt)
+
+
+@pytest.fixture
+def image_file(tmp_path):
+    """Write an image to a file and return its path: ``image_file(data, name)``."""
+
+    def write(data: bytes = b"", name: str = "app.tar.gz") -> str:
+        path = str(tmp_path / name)
+        with open(path, "wb") as out:
+            out.write(data or sample_image())
+        return path
+
+    return write
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    """Deterministic incompressible bytes."""
+    import random
+    return random.Random(seed).randbytes(size)
+
+
+def put(store, name, data, offset=0, chunk=1000):
+    """Upload ``data`` into an ImageStore as ``name`` from ``offset`` on; publish it."""
+    import hashlib
+    with store.upload(name, len(data), offset) as upload:
+        for start in range(offset, len(data), chunk):
+            upload.write(data[start:start + chunk])
+        return upload.commit(hashlib.sha256(data).hexdigest())
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

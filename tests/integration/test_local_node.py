@@ -1,0 +1,138 @@
+"""vzmaster.Client driving a real vzslave child process over pipes."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import random_bytes, sample_image
+from vzmaster import (
+    BadImageError,
+    BadNameError,
+    Client,
+    ConnectionLostError,
+    LocalTransport,
+    NoSuchBundleError,
+    NoSuchImageError,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_hello_tells_the_node_facts(node, node_root):
+    assert node.facts.root == node_root
+    assert node.info.version == 1
+    assert node.hello().hostname == os.uname().nodename
+
+
+def test_an_image_goes_up_unpacks_and_comes_down(node, image_file):
+    info = node.upload_image(image_file())
+    assert [i.name for i in node.images()] == ["app.tar.gz"]
+    bundle = node.unpack(info.name, "app")
+    assert [b.name for b in node.bundles()] == ["app"]
+    assert bundle.sha256 == info.sha256
+    node.remove_bundle("app")
+    node.remove_image(info.name)
+    assert node.images() == [] and node.bundles() == []
+
+
+def test_progress_reaches_the_total(node, image_file):
+    seen = []
+    node.upload_image(image_file(random_bytes(3 << 20)), progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (3 << 20, 3 << 20)
+    assert len(seen) > 3
+
+
+def test_the_sha256_is_the_file_sha256(node, image_file):
+    data = random_bytes(1 << 20)
+    assert node.upload_image(image_file(data)).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_pushing_what_the_node_already_has_sends_nothing(connect, image_file, node_root):
+    path = image_file(random_bytes(1 << 20))
+    connect().upload_image(path)
+    seen = []
+    connect().upload_image(path, progress=lambda d, t: seen.append(d))
+    assert seen == [1 << 20]
+
+
+def test_a_changed_file_under_the_same_name_replaces_the_image(node, image_file):
+    node.upload_image(image_file(random_bytes(1000, seed=1)))
+    info = node.upload_image(image_file(random_bytes(1000, seed=2)))
+    assert node.images() == [info]
+
+
+def test_remote_errors_raise_their_own_classes(node, image_file):
+    with pytest.raises(NoSuchImageError, match="nope"):
+        node.remove_image("nope")
+    with pytest.raises(NoSuchBundleError):
+        node.remove_bundle("nope")
+    node.upload_image(image_file(b"not a tarball at all"), name="junk.tar")
+    with pytest.raises(BadImageError):
+        node.unpack("junk.tar", "app")
+
+
+def test_a_bad_name_is_refused_locally_before_connecting_work(node, image_file):
+    with pytest.raises(BadNameError):
+        node.upload_image(image_file(), name="../escape")
+
+
+def test_the_session_survives_remote_errors(node):
+    with pytest.raises(NoSuchImageError):
+        node.remove_image("nope")
+    assert node.images() == []
+
+
+def test_a_closed_client_says_so(node):
+    node.close()
+    with pytest.raises(ConnectionLostError, match="closed"):
+        node.images()
+
+
+def test_stray_output_on_the_nodes_stdout_is_a_protocol_error(tmp_path):
+    script = "import sys; sys.stdout.write('Welcome to my VPS!\\n'); sys.stdout.flush()"
+    transport = LocalTransport(command=[sys.executable, "-c", script])
+    from vzmaster import ProtocolError
+    with pytest.raises(ProtocolError, match="printing"):
+        Client(transport=transport)
+
+
+def test_the_nodes_stderr_is_drained_and_kept_for_messages(tmp_path):
+    script = ("import sys\nfor i in range(20000): sys.stderr.write('noise %d\\n' % i)\n"
+              "sys.stderr.flush()")
+    transport = LocalTransport(command=[sys.executable, "-c", script])
+    with pytest.raises(ConnectionLostError, match="noise 19999"):
+        Client(transport=transport)
+
+
+PY36 = "/root/.pyenv/versions/3.6.15/bin/python3.6"
+
+
+def python36_with_msgpack():
+    if not os.path.exists(PY36):
+        return None
+    probe = subprocess.run([PY36, "-c", "import msgpack"], stderr=subprocess.DEVNULL)
+    return PY36 if probe.returncode == 0 else None
+
+
+@pytest.mark.skipif(python36_with_msgpack() is None,
+                    reason="no Python 3.6 with msgpack here (.ci/run installs one)")
+def test_the_node_side_runs_on_python_3_6(tmp_path, image_file, digests):
+    env_python = python36_with_msgpack()
+    transport = LocalTransport(root=str(tmp_path / "node36"), python=env_python)
+    with Client(transport=transport, digests=digests) as node:
+        assert node.facts.python.startswith("3.6")
+        for fmt in ("tar", "tar.gz", "tar.xz"):
+            info = node.upload_image(image_file(sample_image(fmt=fmt), "a." + fmt))
+            node.unpack(info.name, "b-" + fmt.replace(".", "-"))
+        assert len(node.bundles()) == 3
+
+
+def test_the_vzslave_command_is_installed_or_runnable():
+    command = shutil.which("vzslave") or None
+    argv = [command] if command else [sys.executable, "-m", "vzslave"]
+    result = subprocess.run(argv + ["--version"], stdout=subprocess.PIPE, cwd=ROOT)
+    assert result.stdout.startswith(b"vzslave ")

@@ -1,0 +1,73 @@
+"""Where the node keeps its state, and the limits it enforces: all from one root."""
+
+import os
+from typing import NamedTuple
+
+from vzslave.fs import FreeSpace
+
+DEFAULT_ROOT = "/var/lib/vz"
+
+
+class Limits(NamedTuple):
+    """Caps that keep a hostile or broken image from exhausting the node."""
+
+    max_entries: int = 200000  # tarball members per image
+    max_member_size: int = 8 * 1024 ** 3  # bytes of one member
+    max_path_length: int = 2048  # characters of one member path
+    max_path_depth: int = 96  # components of one member path
+    reserve_bytes: int = 16 * 1024 ** 2  # free space an unpack or upload leaves alone
+
+    def usable(self, free: "FreeSpace") -> int:
+        """Bytes an upload or unpack may use: the free space less the reserve, which
+        shrinks to 2% of the disk on disks too small for the full reserve."""
+        return max(free.bytes - min(self.reserve_bytes, free.total // 50), 0)
+
+
+class Layout(NamedTuple):
+    """Every path vzslave touches, derived from the state root (``vzslave --root``)."""
+
+    root: str
+
+    @property
+    def images(self) -> str:
+        """One symlink per image name, pointing into ``blobs``."""
+        return os.path.join(self.root, "images")
+
+    @property
+    def blobs(self) -> str:
+        """Image contents, named by their sha256."""
+        return os.path.join(self.root, "images", ".blobs")
+
+    @property
+    def partial(self) -> str:
+        """Uploads in progress or interrupted, one file per image name."""
+        return os.path.join(self.root, "images", ".partial")
+
+    @property
+    def bundles(self) -> str:
+        """One symlink per bundle name, pointing into ``trees``."""
+        return os.path.join(self.root, "bundles")
+
+    @property
+    def trees(self) -> str:
+        """Unpacked bundle trees; also the staging place of unpacks under way."""
+        return os.path.join(self.root, "bundles", ".trees")
+
+    @property
+    def locks(self) -> str:
+        """Lock files that serialise concurrent vzslave processes."""
+        return os.path.join(self.root, "locks")
+
+    @property
+    def log_dir(self) -> str:
+        """vzslave's own diagnostics (never stdout: that belongs to the protocol)."""
+        return os.path.join(self.root, "log")
+
+    def make_dirs(self) -> None:
+        """Create the state directories; the root is private to its owner (0700)."""
+        # 0700: rootfs trees may hold setuid files and secrets that no other local
+        # user of the node should reach.
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        for path in (self.images, self.blobs, self.partial, self.bundles, self.trees,
+                     self.locks, self.log_dir):
+            os.makedirs(path, mode=0o700, exist_ok=True)

@@ -1,0 +1,255 @@
+"""The one error vocabulary of vz, shared by the node and the master.
+
+Exception tree (drawn here once)::
+
+    Exception
+    ├── VzError                 the node refused or failed a request; crosses the wire
+    │   ├── BadFrameError            10  (one subclass per ErrorCode, see CODE_TO_ERROR)
+    │   ├── ...
+    │   └── InternalError            99
+    └── TransportError          talking to the node failed, on this side of the wire
+        ├── ConnectError             could not reach, verify or log in to the node
+        │   ├── HostKeyError             unknown host key (not trusted yet)
+        │   │   └── HostKeyChangedError  the node shows a different key than before
+        │   └── AuthenticationError      no offered credential was accepted
+        ├── ConnectionLostError      the link dropped while a request was under way
+        └── ProtocolError            the peer sent something that is not the vz protocol
+
+Domain code on the node raises a ``VzError`` subclass; ``server.py`` is the one place
+that turns exceptions into wire errors and the client turns them back
+(``error_from_code``) into the same class. Codes are append-only and grouped by
+decade: 1x protocol, 2x images, 3x bundles and containers, 4x logs, 8x node
+resources, 9x internal. A code this side does not know decodes to plain ``VzError``.
+
+Standard library only: this module runs on the node (Python 3.6+).
+"""
+
+import enum
+import errno
+from typing import Any, Dict, Optional, Type
+
+
+class ErrorCode(enum.IntEnum):
+    """Wire error codes; documented in docs/protocol.md. Append only."""
+
+    BAD_FRAME = 10
+    FRAME_TOO_LARGE = 11
+    VERSION_MISMATCH = 12
+    HELLO_REQUIRED = 13
+    UNSUPPORTED_OP = 14
+    BAD_REQUEST = 15
+    BAD_NAME = 16
+
+    NO_SUCH_IMAGE = 20
+    CHECKSUM_MISMATCH = 21
+    OFFSET_MISMATCH = 22
+    BAD_IMAGE = 23
+    UNSAFE_IMAGE = 24
+    UNSUPPORTED_FORMAT = 25
+
+    NO_SUCH_BUNDLE = 30
+
+    DISK_FULL = 80
+    PERMISSION_DENIED = 81
+    BUSY = 82
+    IO_ERROR = 83
+
+    INTERNAL = 99
+
+
+class VzError(Exception):
+    """A request failed on the node. ``code`` says how; ``details`` carries data."""
+
+    code: Optional[ErrorCode] = None
+
+    def __init__(self, message: str, details: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})
+
+    @property
+    def code_number(self) -> int:
+        """The numeric code, also for codes this side does not know."""
+        if self.code is not None:
+            return int(self.code)
+        return int(self.details.get("code", ErrorCode.INTERNAL))
+
+
+class BadFrameError(VzError):
+    """A frame was not valid msgpack or not a valid vz frame."""
+
+    code = ErrorCode.BAD_FRAME
+
+
+class FrameTooLargeError(VzError):
+    """A frame, or a string or binary field in it, exceeded the size limits."""
+
+    code = ErrorCode.FRAME_TOO_LARGE
+
+
+class VersionMismatchError(VzError):
+    """Client and node share no protocol version."""
+
+    code = ErrorCode.VERSION_MISMATCH
+
+
+class HelloRequiredError(VzError):
+    """A request came before the ``hello`` exchange."""
+
+    code = ErrorCode.HELLO_REQUIRED
+
+
+class UnsupportedOpError(VzError):
+    """The node does not know the requested op."""
+
+    code = ErrorCode.UNSUPPORTED_OP
+
+
+class BadRequestError(VzError):
+    """The op is known but its arguments are missing, unknown or of the wrong type."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class BadNameError(VzError):
+    """An image or bundle name is not acceptable."""
+
+    code = ErrorCode.BAD_NAME
+
+
+class NoSuchImageError(VzError):
+    """No image of that name is on the node."""
+
+    code = ErrorCode.NO_SUCH_IMAGE
+
+
+class ChecksumMismatchError(VzError):
+    """The uploaded bytes do not have the sha256 the client announced."""
+
+    code = ErrorCode.CHECKSUM_MISMATCH
+
+
+class OffsetMismatchError(VzError):
+    """A resumed upload does not start where the node's partial copy ends."""
+
+    code = ErrorCode.OFFSET_MISMATCH
+
+
+class BadImageError(VzError):
+    """The image is not a readable tarball of an OCI bundle."""
+
+    code = ErrorCode.BAD_IMAGE
+
+
+class UnsafeImageError(VzError):
+    """A tarball member was refused by the unpack policy (see vzslave/unpack.py)."""
+
+    code = ErrorCode.UNSAFE_IMAGE
+
+
+class UnsupportedFormatError(VzError):
+    """The image's compression cannot be read on this node."""
+
+    code = ErrorCode.UNSUPPORTED_FORMAT
+
+
+class NoSuchBundleError(VzError):
+    """No bundle of that name is on the node."""
+
+    code = ErrorCode.NO_SUCH_BUNDLE
+
+
+class DiskFullError(VzError):
+    """The node ran out of disk space (or inodes, or quota)."""
+
+    code = ErrorCode.DISK_FULL
+
+
+class PermissionDeniedError(VzError):
+    """The node's user may not do this (often: vzslave is not running as root)."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class BusyError(VzError):
+    """Another request holds what this one needs; try again later."""
+
+    code = ErrorCode.BUSY
+
+
+class IOFailureError(VzError):
+    """An I/O error other than a full disk or a denied permission."""
+
+    code = ErrorCode.IO_ERROR
+
+
+class InternalError(VzError):
+    """A bug in vzslave; the node's log has the traceback."""
+
+    code = ErrorCode.INTERNAL
+
+
+CODE_TO_ERROR: Dict[Optional[ErrorCode], Type[VzError]] = {
+    cls.code: cls
+    for cls in (
+        BadFrameError, FrameTooLargeError, VersionMismatchError, HelloRequiredError,
+        UnsupportedOpError, BadRequestError, BadNameError, NoSuchImageError,
+        ChecksumMismatchError, OffsetMismatchError, BadImageError, UnsafeImageError,
+        UnsupportedFormatError, NoSuchBundleError, DiskFullError, PermissionDeniedError,
+        BusyError, IOFailureError, InternalError,
+    )
+}
+
+# OSError errno -> the VzError class the wire point uses when domain code lets one escape.
+ERRNO_TO_ERROR: Dict[int, Type[VzError]] = {
+    errno.ENOSPC: DiskFullError,
+    errno.EDQUOT: DiskFullError,
+    errno.EACCES: PermissionDeniedError,
+    errno.EPERM: PermissionDeniedError,
+    errno.EROFS: PermissionDeniedError,
+    errno.EBUSY: BusyError,
+}
+
+
+def error_from_code(code: int, message: str, details: Optional[Dict[str, Any]] = None) -> VzError:
+    """The exception for a wire error: the class of ``code``, or VzError if unknown."""
+    try:
+        cls = CODE_TO_ERROR[ErrorCode(code)]
+    except ValueError:
+        return VzError(message, dict(details or {}, code=code))
+    return cls(message, details)
+
+
+def error_from_os(exc: OSError, doing: str) -> VzError:
+    """Wrap an OSError as the VzError of its errno, saying what was being done."""
+    cls = ERRNO_TO_ERROR.get(exc.errno or 0, IOFailureError)
+    where = " ({})".format(exc.filename) if exc.filename else ""
+    return cls("{}: {}{}".format(doing, exc.strerror or exc, where), {"errno": exc.errno})
+
+
+class TransportError(Exception):
+    """Talking to the node failed on this side: connecting, or the link itself."""
+
+
+class ConnectError(TransportError):
+    """The node could not be reached, verified or logged in to."""
+
+
+class HostKeyError(ConnectError):
+    """The node's host key is not in known_hosts, so it cannot be trusted yet."""
+
+
+class HostKeyChangedError(HostKeyError):
+    """The node's host key differs from the one in known_hosts."""
+
+
+class AuthenticationError(ConnectError):
+    """The node refused every credential offered."""
+
+
+class ConnectionLostError(TransportError):
+    """The link to the node dropped while a request was under way."""
+
+
+class ProtocolError(TransportError):
+    """The peer sent bytes that are not the vz protocol."""

@@ -1,0 +1,214 @@
+"""Filesystem primitives with the guarantees the stores rely on.
+
+Atomic writes (temp + fsync + rename + fsync of the directory), advisory locks
+between concurrent vzslave processes, free-space figures, and a tree removal that
+never follows a symlink and never crosses into another mount.
+"""
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import stat
+from typing import Iterator, List, NamedTuple, Optional
+
+from vzslave.errors import BusyError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink inside ``path`` durable."""
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new, never half."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, ".{}.tmp{}".format(name, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            out.write(data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(directory or ".")
+
+
+def atomic_symlink(target: str, path: str) -> None:
+    """Point the symlink ``path`` at ``target``, replacing any old link in one step."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, ".{}.lnk{}".format(name, os.getpid()))
+    _unlink_quietly(tmp)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(directory or ".")
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class FreeSpace(NamedTuple):
+    """What an unprivileged writer may still use on a filesystem."""
+
+    bytes: int
+    inodes: int
+    total: int  # the filesystem's size in bytes
+    block: int  # its allocation unit
+
+
+def free_space(path: str) -> FreeSpace:
+    """Free bytes and inodes available to non-root writers of ``path``'s filesystem."""
+    st = os.statvfs(path)
+    # f_favail is 0 on filesystems without an inode limit (btrfs, some tmpfs).
+    inodes = st.f_favail if st.f_files else 2 ** 63
+    return FreeSpace(st.f_bavail * st.f_frsize, inodes, st.f_blocks * st.f_frsize,
+                     st.f_frsize)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, what: str, blocking: bool = False) -> Iterator[int]:
+    """Hold an exclusive flock on ``path`` (created if needed).
+
+    Without ``blocking``, raise BusyError naming ``what`` if another process holds
+    it. flock locks vanish with their process: a killed vzslave leaves none behind.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise BusyError("{} is in use by another vzslave request; try again when it "
+                            "has finished".format(what)) from None
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def is_locked(path: str) -> bool:
+    """True if some process holds a flock on ``path`` right now."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def mounts_under(path: str) -> List[str]:
+    """Mount points at or below ``path``, as /proc/self/mountinfo lists them."""
+    top = os.path.realpath(path)
+    found: List[str] = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as info:
+            lines = info.read().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) < 5:
+            continue
+        point = os.fsdecode(_unescape_mountinfo(fields[4]))
+        if point == top or point.startswith(top.rstrip("/") + "/"):
+            found.append(point)
+    return found
+
+
+def _unescape_mountinfo(field: bytes) -> bytes:
+    # The kernel writes space, tab, newline and backslash as \ooo octal escapes.
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i:i + 1] == b"\\" and field[i + 1:i + 4].isdigit():
+            out.append(int(field[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out += field[i:i + 1]
+            i += 1
+    return bytes(out)
+
+
+def remove_tree(path: str) -> None:
+    """Delete ``path`` and everything below it; a missing path is not an error.
+
+    Never follows a symlink and never enters another filesystem: a rootfs with a
+    live bind mount inside raises BusyError instead of deleting the mounted data.
+    Directories without write permission are opened up first, so non-root owners
+    can remove trees unpacked from images with 0555 directories.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    mounted = mounts_under(path)
+    if mounted:
+        raise BusyError("{} has mounts under it ({}); stop what uses it first".format(
+            path, ", ".join(mounted[:3])))
+    parent, name = os.path.split(os.path.abspath(path))
+    parent_fd = os.open(parent, _DIR_FLAGS)
+    try:
+        _remove_dir_at(parent_fd, name, st.st_dev)
+    finally:
+        os.close(parent_fd)
+
+
+def _remove_dir_at(parent_fd: int, name: str, device: int) -> None:
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        st = os.fstat(fd)
+        if st.st_dev != device:
+            raise BusyError("refusing to delete across a mount point at {}".format(name))
+        if st.st_mode & 0o700 != 0o700 and os.geteuid() != 0:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+        for child in os.listdir(fd):
+            child_st = os.lstat(child, dir_fd=fd)
+            if stat.S_ISDIR(child_st.st_mode):
+                _remove_dir_at(fd, child, device)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+_libc: Optional[ctypes.CDLL] = None
+
+
+def sync_filesystem(path: str) -> None:
+    """Flush every dirty page of the filesystem holding ``path`` (syncfs, else sync)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc symbols
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        syncfs = getattr(_libc, "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            # Kernels before 2.6.39 (some OpenVZ guests) have no syncfs.
+            os.sync()
+    finally:
+        os.close(fd)

@@ -1,0 +1,164 @@
+"""The ops a node serves: one table, each op with its argument schema and handler.
+
+Handlers validate nothing by hand and do no protocol I/O beyond their call's own
+stream: the server checks arguments against the table before calling, and turns
+whatever a handler raises into a wire error. docs/protocol.md documents each op.
+"""
+
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Tuple
+
+from vzslave.bundles import BundleStore
+from vzslave.config import Layout, Limits
+from vzslave.errors import BadRequestError, VersionMismatchError
+from vzslave.facts import node_facts
+from vzslave.images import ImageStore
+from vzslave.protocol import MAX_DATA, MAX_FRAME, SUPPORTED_VERSIONS
+from vzslave.records import to_wire
+
+
+class Node:
+    """The node's state that handlers work on."""
+
+    def __init__(self, layout: Layout, limits: Limits) -> None:
+        self.layout = layout
+        self.limits = limits
+        self.images = ImageStore(layout, limits)
+        self.bundles = BundleStore(layout, limits, self.images)
+
+
+class Call:
+    """One request in progress, as a handler sees it: its id and its client stream."""
+
+    def __init__(self, call_id: int, receive: Callable[["Call"], Iterator[bytes]]) -> None:
+        self.id = call_id
+        self._receive = receive
+        self.trailer: Dict[str, Any] = {}
+        self.ended = False  # the client's End frame has been read
+
+    def data(self) -> Iterator[bytes]:
+        """The chunks the client streams for this call, up to its End frame."""
+        return self._receive(self)
+
+
+Args = Dict[str, Any]
+Result = Dict[str, Any]
+Handler = Callable[[Node, Call, Args], Result]
+
+
+class Op(NamedTuple):
+    """An op's handler and schema: required and optional arguments with their types."""
+
+    handler: Handler
+    required: Dict[str, type]
+    optional: Dict[str, Tuple[type, Any]]  # name -> (type, default)
+    client_stream: bool = False  # data frames and an end frame follow the request
+
+
+def check_args(op_name: str, op: Op, raw: Dict[str, Any]) -> Args:
+    """The arguments of a request, checked against the op's schema."""
+    unknown = sorted(set(raw) - set(op.required) - set(op.optional))
+    if unknown:
+        raise BadRequestError("{} does not take {}".format(op_name, ", ".join(unknown)))
+    args: Args = {}
+    for key, kind in op.required.items():
+        if key not in raw:
+            raise BadRequestError("{} needs the argument {!r}".format(op_name, key))
+        args[key] = _typed(op_name, key, raw[key], kind)
+    for key, (kind, default) in op.optional.items():
+        args[key] = _typed(op_name, key, raw[key], kind) if key in raw else default
+    return args
+
+
+def _typed(op_name: str, key: str, value: Any, kind: type) -> Any:
+    # bool is an int in Python but not on the wire.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRequestError("{}: {!r} must be {}, not {}".format(
+            op_name, key, _TYPE_WORDS.get(kind, kind.__name__), type(value).__name__))
+    if isinstance(value, int) and value < 0:
+        raise BadRequestError("{}: {!r} must not be negative".format(op_name, key))
+    return value
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "a boolean", list: "an array"}
+
+
+def choose_version(offered: List[Any]) -> int:
+    """The highest protocol version both ends speak."""
+    common = [v for v in offered if isinstance(v, int) and v in SUPPORTED_VERSIONS]
+    if not common:
+        raise VersionMismatchError(
+            "this node speaks protocol versions {}, the client offered {}; upgrade the "
+            "older side".format(list(SUPPORTED_VERSIONS), offered[:10]))
+    return max(common)
+
+
+def op_hello(node: Node, call: Call, args: Args) -> Result:
+    """Negotiate the version; report the node's facts and limits."""
+    return {
+        "version": choose_version(args["versions"]),
+        "facts": to_wire(node_facts(node.layout)),
+        "limits": {"max_frame": MAX_FRAME, "max_data": MAX_DATA},
+        "ops": sorted(OPS),
+    }
+
+
+def op_image_list(node: Node, call: Call, args: Args) -> Result:
+    """All published images."""
+    return {"images": [to_wire(info) for info in node.images.list()]}
+
+
+def op_image_probe(node: Node, call: Call, args: Args) -> Result:
+    """What the node holds of an image: the published one and a resumable prefix."""
+    image, partial = node.images.probe(args["name"])
+    return {
+        "image": None if image is None else to_wire(image),
+        "partial": None if partial is None else to_wire(partial),
+    }
+
+
+def op_image_put(node: Node, call: Call, args: Args) -> Result:
+    """Receive an image's bytes from ``offset`` on; publish it if the sha256 matches."""
+    with node.images.upload(args["name"], args["size"], args["offset"]) as upload:
+        for chunk in call.data():
+            upload.write(chunk)
+        sha256 = call.trailer.get("sha256")
+        return {"image": to_wire(upload.commit(sha256))}  # type: ignore[arg-type]
+
+
+def op_image_remove(node: Node, call: Call, args: Args) -> Result:
+    """Remove an image (and any kept prefix of its upload)."""
+    node.images.remove(args["name"])
+    return {}
+
+
+def op_bundle_unpack(node: Node, call: Call, args: Args) -> Result:
+    """Unpack an image into a bundle, atomically replacing a bundle of that name."""
+    info = node.bundles.unpack(args["image"], args["name"], args["keep_setid"])
+    return {"bundle": to_wire(info)}
+
+
+def op_bundle_list(node: Node, call: Call, args: Args) -> Result:
+    """All bundles."""
+    return {"bundles": [to_wire(info) for info in node.bundles.list()]}
+
+
+def op_bundle_remove(node: Node, call: Call, args: Args) -> Result:
+    """Remove a bundle and its tree."""
+    node.bundles.remove(args["name"])
+    return {}
+
+
+OPS: Dict[str, Op] = {
+    "hello": Op(op_hello, {"versions": list}, {"client": (str, "")}),
+    "image.list": Op(op_image_list, {}, {}),
+    "image.probe": Op(op_image_probe, {"name": str}, {}),
+    "image.put": Op(op_image_put, {"name": str, "size": int}, {"offset": (int, 0)},
+                    client_stream=True),
+    "image.remove": Op(op_image_remove, {"name": str}, {}),
+    "bundle.unpack": Op(op_bundle_unpack, {"image": str, "name": str},
+                        {"keep_setid": (bool, False)}),
+    "bundle.list": Op(op_bundle_list, {}, {}),
+    "bundle.remove": Op(op_bundle_remove, {"name": str}, {}),
+}
+
+HELLO = "hello"

@@ -1,0 +1,80 @@
+"""The records that cross the wire as op results, shared by node and client.
+
+Each is a NamedTuple whose fields are exactly the keys of its wire map
+(docs/protocol.md). ``from_wire`` ignores keys it does not know, so a newer node
+can add fields without breaking an older client.
+"""
+
+from typing import Any, Dict, List, NamedTuple, Optional, Type, TypeVar
+
+from vzslave.errors import BadFrameError
+
+T = TypeVar("T")
+
+
+class ImageInfo(NamedTuple):
+    """An image the node holds, complete and verified."""
+
+    name: str
+    size: int
+    sha256: str
+    format: str  # "tar", "tar.gz", "tar.xz", "tar.zst" or "unknown"
+    created: float  # unix time it was published on the node
+
+
+class PartialInfo(NamedTuple):
+    """The prefix of an interrupted upload the node kept, so it can be resumed."""
+
+    size: int
+    sha256: str  # of those first ``size`` bytes
+
+
+class BundleInfo(NamedTuple):
+    """A bundle unpacked on the node: ``config.json`` plus its root filesystem."""
+
+    name: str
+    image: str  # the image it was unpacked from
+    sha256: str  # that image's sha256 at the time
+    created: float
+    files: int  # tarball members extracted
+    bytes: int  # regular-file bytes extracted
+    setid_stripped: List[str]  # members whose setuid/setgid bits were removed (<= 100)
+
+
+class NodeFacts(NamedTuple):
+    """What ``hello`` tells about the node."""
+
+    protocol: int
+    version: str  # vzslave's version
+    hostname: str
+    kernel: str
+    arch: str
+    init: str  # "sysvinit", "busybox", "systemd", "upstart", "openrc" or "unknown"
+    python: str
+    root: str  # the state root
+    uid: int  # the user vzslave runs as
+    free_bytes: int  # under the state root
+    free_inodes: int
+    formats: List[str]  # image formats this node can unpack
+
+
+def to_wire(record: Any) -> Dict[str, Any]:
+    """The wire map of a record."""
+    return dict(record._asdict())
+
+
+def from_wire(cls: Type[T], value: Any) -> T:
+    """Build record ``cls`` from a wire map; BadFrameError if a field is missing."""
+    if not isinstance(value, dict):
+        raise BadFrameError("{}: expected a map, got {}".format(
+            cls.__name__, type(value).__name__))
+    fields = cls._fields  # type: ignore[attr-defined]
+    missing = [f for f in fields if f not in value]
+    if missing:
+        raise BadFrameError("{}: missing {}".format(cls.__name__, ", ".join(missing)))
+    return cls(**{f: value[f] for f in fields})
+
+
+def optional_from_wire(cls: Type[T], value: Any) -> Optional[T]:
+    """Like ``from_wire`` but None stays None."""
+    return None if value is None else from_wire(cls, value)

@@ -1,0 +1,268 @@
+"""The request loop of vzslave, and the one place where exceptions become wire errors.
+
+``serve(read, write, node)`` runs one session over any byte pipe (stdin/stdout under
+sshd, a paramiko channel in tests); ``main()`` binds it to fds 0 and 1. Requests are
+served one at a time, in order (docs/protocol.md, "Calls").
+"""
+
+import argparse
+import fcntl
+import logging
+import logging.handlers
+import os
+import resource
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from vzslave import __version__
+from vzslave.config import DEFAULT_ROOT, Layout, Limits
+from vzslave.errors import (
+    BadFrameError,
+    ErrorCode,
+    FrameTooLargeError,
+    HelloRequiredError,
+    InternalError,
+    UnsupportedOpError,
+    VersionMismatchError,
+    VzError,
+    error_from_os,
+)
+from vzslave.handlers import HELLO, OPS, Call, Node, check_args
+from vzslave.protocol import (
+    READ_SIZE,
+    Cancel,
+    Data,
+    Decoder,
+    End,
+    Error,
+    Frame,
+    Reply,
+    Request,
+    encode,
+)
+
+log = logging.getLogger("vzslave")
+
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 on; Linux 2.6.35+
+
+Read = Callable[[], bytes]
+Write = Callable[[bytes], None]
+
+
+class _Disconnect(Exception):
+    """The session is over: the peer closed, or broke the protocol and was told so."""
+
+
+def error_frame(call_id: Optional[int], exc: BaseException) -> Error:
+    """The wire form of any exception a call raised (the only such conversion)."""
+    if isinstance(exc, VzError):
+        err = exc
+    elif isinstance(exc, OSError):
+        err = error_from_os(exc, "the node could not complete the request")
+    elif isinstance(exc, NotImplementedError):
+        err = UnsupportedOpError(str(exc) or "not implemented on this node")
+    else:
+        log.error("internal error in call %s:\n%s", call_id, "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        err = InternalError("internal error in vzslave ({}: {}); the node's vzslave log "
+                            "has the traceback".format(type(exc).__name__, exc))
+    code = err.code_number
+    try:
+        name = ErrorCode(code).name
+    except ValueError:
+        name = "UNKNOWN"
+    return Error(call_id, code, name, _printable(err.message), _printable(err.details))
+
+
+def _printable(value: Any) -> Any:
+    # Member names decode with surrogateescape; msgpack needs real UTF-8.
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
+
+
+class Session:
+    """One client's conversation with the node."""
+
+    def __init__(self, read: Read, write: Write, node: Node) -> None:
+        self._read = read
+        self._write = write
+        self._node = node
+        self._decoder = Decoder()
+        self._negotiated = False
+
+    def run(self) -> None:
+        """Serve requests until the client closes or breaks the protocol."""
+        try:
+            while True:
+                frame = self._next()
+                if frame is None:
+                    return
+                if isinstance(frame, Request):
+                    self._handle(frame)
+                elif isinstance(frame, Cancel):
+                    continue  # it raced the end of the call it meant: nothing to stop
+                else:
+                    self._violation(frame.id, "a {} frame outside any call that streams".format(
+                        type(frame).__name__.lower()))
+        except _Disconnect:
+            return
+
+    def _handle(self, request: Request) -> None:
+        started = time.monotonic()
+        call = Call(request.id, self._receive)
+        op = OPS.get(request.op)
+        outcome = "ok"
+        try:
+            if op is None:
+                raise UnsupportedOpError("this node does not know the op {!r} (vzslave {})"
+                                         .format(request.op, __version__))
+            if request.op != HELLO and not self._negotiated:
+                raise HelloRequiredError("send hello before {}".format(request.op))
+            args = check_args(request.op, op, request.args)
+            result = op.handler(self._node, call, args)
+            if request.op == HELLO:
+                self._negotiated = True
+            self._send(Reply(request.id, result))
+        except _Disconnect:
+            raise
+        except Exception as exc:
+            frame = error_frame(request.id, exc)
+            outcome = frame.name
+            self._send(frame)
+            if isinstance(exc, VersionMismatchError):
+                raise _Disconnect() from exc
+        finally:
+            log.info("call %s %s: %s in %.3fs", request.id, request.op, outcome,
+                     time.monotonic() - started)
+        if op is not None and op.client_stream and not call.ended:
+            self._drain(call)
+
+    def _receive(self, call: Call) -> Iterator[bytes]:
+        while True:
+            frame = self._next()
+            if frame is None:
+                raise _Disconnect()  # the client vanished mid-stream; handlers clean up
+            if isinstance(frame, Data) and frame.id == call.id:
+                yield frame.data
+            elif isinstance(frame, End) and frame.id == call.id:
+                call.trailer = frame.trailer
+                call.ended = True
+                return
+            else:
+                self._violation(frame.id, "call {} is streaming, but a {} frame for {} "
+                                "came".format(call.id, type(frame).__name__.lower(), frame.id))
+
+    def _drain(self, call: Call) -> None:
+        # The call failed while the client was still streaming to it: its data is
+        # dropped until its End frame, after which the session goes on.
+        for _ in self._receive(call):
+            pass
+
+    def _next(self) -> Optional[Frame]:
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except (BadFrameError, FrameTooLargeError) as exc:
+                self._send(error_frame(None, exc))
+                raise _Disconnect() from exc
+            if frame is not None:
+                return frame
+            if self._decoder.eof:
+                return None
+            self._decoder.feed(self._read())
+
+    def _violation(self, call_id: Optional[int], what: str) -> None:
+        self._send(error_frame(call_id, BadFrameError("protocol violation: " + what)))
+        raise _Disconnect()
+
+    def _send(self, frame: Frame) -> None:
+        try:
+            self._write(encode(frame))
+        except OSError as exc:  # the client is gone; nobody is left to tell
+            raise _Disconnect() from exc
+
+
+def serve(read: Read, write: Write, node: Node) -> None:
+    """Run one session; ``read()`` returns b"" at EOF, ``write`` sends all it is given."""
+    Session(read, write, node).run()
+
+
+def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="vzslave",
+        description="vz node agent. Run by sshd as 'Subsystem vzslave "
+                    "/usr/bin/vzslave'; speaks msgpack on stdin/stdout.")
+    parser.add_argument("--root", default=DEFAULT_ROOT,
+                        help="state root (default: %(default)s)")
+    parser.add_argument("--version", action="version", version="vzslave " + __version__)
+    return parser.parse_args(argv)
+
+
+def _setup_logging(layout: Layout) -> None:
+    handler: logging.Handler
+    try:
+        handler = logging.handlers.RotatingFileHandler(
+            os.path.join(layout.log_dir, "vzslave.log"), maxBytes=1024 * 1024,
+            backupCount=3)
+    except OSError:
+        handler = logging.StreamHandler(sys.stderr)  # sshd forwards it; keep it rare
+        handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s vzslave[%(process)d] %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def _protocol_fds() -> Dict[str, int]:
+    """Take fds 0 and 1 for the protocol; stray prints and children get stderr."""
+    fds = {"in": os.dup(0), "out": os.dup(1)}
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    for fd in fds.values():
+        os.set_inheritable(fd, False)
+    try:
+        # A 1 MiB pipe lets each read take what sshd wrote meanwhile: fewer wakeups
+        # and syscalls per uploaded MB. Not a pipe (a socket, a tty): no matter.
+        fcntl.fcntl(fds["in"], _F_SETPIPE_SZ, 1024 * 1024)
+    except OSError:
+        pass
+    return fds
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point of the ``vzslave`` command."""
+    args = _parse_args(argv)
+    fds = _protocol_fds()
+
+    def read() -> bytes:
+        return os.read(fds["in"], READ_SIZE)
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fds["out"], view):]
+
+    layout = Layout(os.path.abspath(args.root))
+    try:
+        layout.make_dirs()
+    except OSError as exc:
+        # No session without a state root, but the client still learns why.
+        write(encode(error_frame(None, error_from_os(
+            exc, "vzslave cannot create its state root {}".format(layout.root)))))
+        sys.exit(1)
+    _setup_logging(layout)
+    log.info("session start: vzslave %s, uid %d, root %s, client %s", __version__,
+             os.geteuid(), layout.root, os.environ.get("SSH_CLIENT", "local"))
+    serve(read, write, Node(layout, Limits()))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    log.info("session end: cpu %.2fs user %.2fs system, max rss %d KiB",
+             usage.ru_utime, usage.ru_stime, usage.ru_maxrss)
