@@ -60,4 +60,19 @@ def put(store, name, data, offset=0, chunk=1000):
         return upload.commit(hashlib.sha256(data).hexdigest())
 
 
+def decode_frames(data: bytes, eof: bool = True):
+    """Every frame in ``data``, decoded (raising as the decoder does)."""
+    from vzslave.protocol import Decoder
+    decoder = Decoder()
+    decoder.feed(data)
+    if eof:
+        decoder.feed(b"")
+    frames = []
+    while True:
+        frame = decoder.next_frame()
+        if frame is None:
+            return frames
+        frames.append(frame)
+
+
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

@@ -181,7 +181,8 @@ def extract_image(image: bytes, dest: "os.PathLike[str] | str", fmt: str = "tar"
     tests run as root.
     """
     from vzslave.config import Limits
-    from vzslave.unpack import decompressed, extract_bundle
+    from vzslave.formats import decompressed
+    from vzslave.unpack import extract_bundle
 
     if as_root is None:
         as_root = os.geteuid() == 0

@@ -24,6 +24,7 @@ from vzmaster.digests import DigestCache
 from vzmaster.transport import LocalTransport, OpenSSHTransport, Transport
 from vzslave.errors import (
     BadFrameError,
+    ConnectError,
     ConnectionLostError,
     FrameTooLargeError,
     ProtocolError,
@@ -129,6 +130,13 @@ class Client:
         self._closed = False
         try:
             self.info = self._hello()
+        except ConnectionLostError as exc:
+            self.close()
+            raise ConnectError(
+                "{} (before answering hello). Check on the node that the command of its "
+                "'Subsystem vzslave' line runs: sshd discards a subsystem's error output, "
+                "so run it by hand there; vzslave logs to ROOT/log/vzslave.log".format(exc)
+            ) from exc
         except BaseException:
             self.close()
             raise

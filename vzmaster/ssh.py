@@ -14,7 +14,6 @@ import getpass
 import os
 import select
 import socket
-import threading
 from typing import Any, Sequence
 
 import paramiko
@@ -91,8 +90,7 @@ class ParamikoTransport(Transport):
         # Data frames of exactly eight SSH packets: 256 KiB frames would add a ninth,
         # nearly empty packet each (paramiko leaves 64 bytes of each packet unused).
         self.frame_size = 8 * (channel.out_max_packet_size - 64)
-        self._drainer = threading.Thread(target=self._drain, name="vz-stderr", daemon=True)
-        self._drainer.start()
+        self._drain_in_background(self._drain)
 
     @classmethod
     def connect(cls, host: str, *, user: str | None = None, port: int | None = None,
@@ -220,7 +218,7 @@ class ParamikoTransport(Transport):
         finally:
             if self._client is not None:
                 self._client.close()
-        self._drainer.join(timeout=5)
+        self._wait_for_stderr(5)
 
 
 def _why(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 from vzslave.errors import (
     AuthenticationError,
@@ -41,6 +41,7 @@ class Transport(abc.ABC):
 
     def __init__(self) -> None:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._drainer: threading.Thread | None = None  # reads the remote stderr
 
     @abc.abstractmethod
     def send(self, data: bytes) -> None:
@@ -66,10 +67,17 @@ class Transport(abc.ABC):
 
     def stderr_tail(self, lines: int = 5) -> str:
         """The last lines the remote side wrote to stderr (waits briefly for them)."""
-        drainer = getattr(self, "_drainer", None)
-        if drainer is not None:
-            drainer.join(timeout=2)  # stdout's EOF can overtake stderr's last lines
+        self._wait_for_stderr(2)  # stdout's EOF can overtake stderr's last lines
         return " | ".join(list(self._stderr_tail)[-lines:])
+
+    def _drain_in_background(self, target: Callable[..., None], *args: object) -> None:
+        self._drainer = threading.Thread(target=target, args=args, name="vz-stderr",
+                                         daemon=True)
+        self._drainer.start()
+
+    def _wait_for_stderr(self, timeout: float) -> None:
+        if self._drainer is not None:
+            self._drainer.join(timeout)
 
     def _stderr_line(self, line: str) -> None:
         line = line.rstrip()
@@ -94,9 +102,7 @@ class ProcessTransport(Transport):
         assert self._proc.stdin and self._proc.stdout and self._proc.stderr
         self._in = self._proc.stdin.fileno()
         self._out = self._proc.stdout.fileno()
-        self._drainer = threading.Thread(target=self._drain, args=(self._proc.stderr,),
-                                         name="vz-stderr", daemon=True)
-        self._drainer.start()
+        self._drain_in_background(self._drain, self._proc.stderr)
 
     def _drain(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
@@ -136,7 +142,7 @@ class ProcessTransport(Transport):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        self._drainer.join(timeout=5)
+        self._wait_for_stderr(5)
         for stream in (proc.stdout, proc.stderr):
             if stream and not stream.closed:
                 stream.close()

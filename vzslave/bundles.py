@@ -26,7 +26,8 @@ from vzslave.errors import BadFrameError, NoSuchBundleError, PermissionDeniedErr
 from vzslave.images import ImageStore
 from vzslave.names import validate_name
 from vzslave.records import BundleInfo, from_wire, to_wire
-from vzslave.unpack import decompressed, extract_bundle
+from vzslave.formats import decompressed
+from vzslave.unpack import extract_bundle
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,8 @@ class BundleStore:
 
     def list(self) -> List[BundleInfo]:
         """Every bundle, sorted by name."""
-        found = []
-        for name in sorted(os.listdir(self.layout.bundles)):
-            if name.startswith("."):
-                continue
-            info = self._info(name)
-            if info is not None:
-                found.append(info)
-        return found
+        found = map(self._info, fs.visible_names(self.layout.bundles))
+        return [info for info in found if info is not None]
 
     def get(self, name: str) -> BundleInfo:
         """The bundle ``name``, or NoSuchBundleError."""

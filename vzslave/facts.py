@@ -8,7 +8,7 @@ from vzslave import __version__, fs
 from vzslave.config import Layout
 from vzslave.protocol import PROTOCOL_VERSION
 from vzslave.records import NodeFacts
-from vzslave.unpack import available_formats
+from vzslave.formats import available_formats
 
 # Byte strings found in each init's binary, checked in this order. sysvinit and
 # upstart both install /sbin/init, so the name alone cannot tell them apart.

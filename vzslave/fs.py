@@ -65,6 +65,15 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+def visible_names(directory: str) -> List[str]:
+    """The sorted names in ``directory`` that do not start with a dot.
+
+    The stores keep their own entries under dot names (.blobs, .trees, temp files),
+    out of the namespace of validated names, which never start with a dot.
+    """
+    return sorted(name for name in os.listdir(directory) if not name.startswith("."))
+
+
 class FreeSpace(NamedTuple):
     """What an unprivileged writer may still use on a filesystem."""
 

@@ -23,6 +23,7 @@ from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from vzslave import fs
 from vzslave.config import Layout, Limits
+from vzslave.formats import sniff_format
 from vzslave.errors import (
     BadRequestError,
     ChecksumMismatchError,
@@ -35,24 +36,6 @@ from vzslave.records import ImageInfo, PartialInfo
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 _HASH_BLOCK = 1024 * 1024
-
-# Magic numbers of the compressions an image may use; plain tar says "ustar" at 257.
-_MAGIC = (
-    (b"\x1f\x8b", "tar.gz"),
-    (b"\xfd7zXZ\x00", "tar.xz"),
-    (b"\x28\xb5\x2f\xfd", "tar.zst"),
-)
-
-
-def sniff_format(head: bytes) -> str:
-    """The image format from its first 512 bytes (not from its name)."""
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    if head[257:262] == b"ustar":
-        return "tar"
-    return "unknown"
-
 
 def _hash_prefix(fd: int, length: int) -> "hashlib._Hash":
     hasher = hashlib.sha256()
@@ -77,14 +60,8 @@ class ImageStore:
 
     def list(self) -> List[ImageInfo]:
         """Every published image, sorted by name."""
-        found = []
-        for name in sorted(os.listdir(self.layout.images)):
-            if name.startswith("."):
-                continue
-            info = self._info(name)
-            if info is not None:
-                found.append(info)
-        return found
+        found = map(self._info, fs.visible_names(self.layout.images))
+        return [info for info in found if info is not None]
 
     def get(self, name: str) -> ImageInfo:
         """The image ``name``, or NoSuchImageError."""
@@ -205,9 +182,9 @@ class ImageStore:
     def _collect_blobs(self) -> None:
         # Called with the store lock held: no name can be re-pointed meanwhile.
         used = set()
-        for name in os.listdir(self.layout.images):
+        for name in fs.visible_names(self.layout.images):
             path = os.path.join(self.layout.images, name)
-            if not name.startswith(".") and os.path.islink(path):
+            if os.path.islink(path):
                 used.add(os.path.basename(os.readlink(path)))
         for sha256 in os.listdir(self.layout.blobs):
             if sha256 not in used:

@@ -8,21 +8,28 @@ The policy, member by member (a refusal names the member and nothing is left):
 
 - the top level holds ``config.json`` (a regular file) and one directory, the root
   filesystem, which config.json's ``root.path`` must name ("rootfs" by convention);
-- paths are relative, without ``..``, within the length and depth caps; a leading
-  ``./`` is fine;
-- regular files, directories, symlinks and hard links only: device nodes, fifos and
-  anything else are refused (the runner creates the few device nodes a container
-  needs);
+- paths are relative, without ``..``, within the length and depth caps, with no
+  component over 255 bytes; a leading ``./`` is fine;
+- regular files, directories, symlinks and hard links only: device nodes, fifos,
+  sparse files and anything else are refused (the runner creates the few device
+  nodes a container needs), as is data on a member that is not a regular file (GNU
+  tar would skip it, tarfile would read it as headers: two views of one image);
 - no path may pass through a symlink or a file the image made earlier, and no
   member may appear twice (except a directory), so nothing is written through a
   link;
-- hard links point at a regular file the image made earlier, in the same directory
-  tree;
-- every symlink must resolve inside its tree; absolute targets resolve relative to
-  the root filesystem, as they will inside the container; ``..`` past that root is
-  refused, because vzslave and the runner act on these paths from outside the chroot;
-- member count, member size and total size are capped (config.Limits and the free
-  space under the state root);
+- hard links point at a regular file the image made earlier, in the same tree;
+- every symlink must resolve inside its tree within the kernel's 40 hops: absolute
+  targets resolve relative to the root filesystem, as they will inside the
+  container; ``..`` past that root is refused because vzslave and the runner act on
+  these paths from outside the chroot; longer chains and loops are refused because
+  userland resolvers (realpath) have no hop limit and could be led out;
+- damage is an error, never a short image: a bad header after the first member
+  (which tarfile would take for the end), a missing end-of-archive, a bad gzip CRC,
+  more than 1 MiB after the end; extended headers over 1 MiB are refused before
+  tarfile reads them into memory;
+- member count, member size, total name bytes and symlink resolution work are
+  capped, and the image must fit the free space and inodes, counted in filesystem
+  blocks as the disk will use them (config.Limits; DiskFullError);
 - modes are kept (1777 on tmp directories included) and, when vzslave runs as root,
   numeric owners too. Setuid and setgid bits on files are **removed** unless the
   caller asks to keep them and vzslave runs as root: an image from elsewhere should
@@ -31,18 +38,14 @@ The policy, member by member (a refusal names the member and nothing is left):
 """
 
 import collections
-import contextlib
 import json
 import os
 import stat
-import subprocess
 import tarfile
-import tempfile
 from typing import (
     BinaryIO,
     Callable,
     Dict,
-    Iterator,
     List,
     NamedTuple,
     Optional,
@@ -57,7 +60,6 @@ from vzslave.errors import (
     BadImageError,
     DiskFullError,
     UnsafeImageError,
-    UnsupportedFormatError,
     error_from_os,
 )
 
@@ -90,92 +92,6 @@ class ExtractResult(NamedTuple):
     files: int  # members extracted
     bytes: int  # regular-file bytes written
     setid_stripped: List[str]  # members that lost setuid/setgid bits (first 100)
-
-
-def available_formats() -> List[str]:
-    """The image formats this node can read."""
-    formats = ["tar", "tar.gz"]
-    try:
-        import lzma  # noqa: F401  (minimal Python builds may lack it)
-        formats.append("tar.xz")
-    except ImportError:
-        pass
-    if _zstd_reader_kind() is not None:
-        formats.append("tar.zst")
-    return formats
-
-
-def _zstd_reader_kind() -> Optional[str]:
-    for module in ("compression.zstd", "zstandard"):  # novm
-        try:
-            __import__(module)
-            return module
-        except ImportError:
-            continue
-    for directory in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
-        if os.access(os.path.join(directory, "zstd"), os.X_OK):
-            return "zstd"
-    return None
-
-
-@contextlib.contextmanager
-def decompressed(stream: BinaryIO, fmt: str) -> Iterator[BinaryIO]:
-    """A readable stream of the tar inside an image of format ``fmt``."""
-    if fmt == "tar":
-        yield stream
-    elif fmt == "tar.gz":
-        import gzip
-        with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
-            yield unzipped  # type: ignore[misc]
-    elif fmt == "tar.xz":
-        try:
-            import lzma
-        except ImportError:
-            raise UnsupportedFormatError(
-                "this node's Python has no lzma module; push the image as .tar.gz or "
-                ".tar.zst") from None
-        with lzma.LZMAFile(stream) as unxzed:
-            yield unxzed  # type: ignore[misc]
-    elif fmt == "tar.zst":
-        with _unzstd(stream) as unzstded:
-            yield unzstded
-    else:
-        raise BadImageError("the image is not a tarball (.tar, .tar.gz, .tar.xz or .tar.zst)")
-
-
-@contextlib.contextmanager
-def _unzstd(stream: BinaryIO) -> Iterator[BinaryIO]:
-    kind = _zstd_reader_kind()
-    if kind == "compression.zstd":
-        from compression import zstd  # novm: only tried where it exists (3.14+)
-        with zstd.ZstdFile(stream) as reader:
-            yield reader
-    elif kind == "zstandard":
-        import zstandard
-        with zstandard.ZstdDecompressor().stream_reader(stream) as reader:
-            yield reader
-    elif kind == "zstd":
-        # No Python binding on this node: the zstd program decompresses in a pipe.
-        with tempfile.TemporaryFile() as errors:
-            proc = subprocess.Popen(["zstd", "-d", "-c", "-q"], stdin=stream,
-                                    stdout=subprocess.PIPE, stderr=errors)
-            assert proc.stdout is not None
-            try:
-                yield proc.stdout  # type: ignore[misc]
-                proc.stdout.read()  # let zstd finish and report trailing damage
-                if proc.wait() != 0:
-                    errors.seek(0)
-                    raise BadImageError("zstd could not decompress the image: {}".format(
-                        errors.read(500).decode("utf-8", "replace").strip()))
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-                proc.stdout.close()
-    else:
-        raise UnsupportedFormatError(
-            "this node cannot read .tar.zst: install the zstd program (or the Python "
-            "zstandard module), or push the image as .tar.gz or .tar.xz")
 
 
 class _Refused(Exception):

@@ -13,6 +13,7 @@ from vzmaster import (
     BadImageError,
     BadNameError,
     Client,
+    ConnectError,
     ConnectionLostError,
     LocalTransport,
     NoSuchBundleError,
@@ -104,7 +105,7 @@ def test_the_nodes_stderr_is_drained_and_kept_for_messages(tmp_path):
     script = ("import sys\nfor i in range(20000): sys.stderr.write('noise %d\\n' % i)\n"
               "sys.stderr.flush()")
     transport = LocalTransport(command=[sys.executable, "-c", script])
-    with pytest.raises(ConnectionLostError, match="noise 19999"):
+    with pytest.raises(ConnectError, match="noise 19999"):
         Client(transport=transport)
 
 

@@ -5,9 +5,11 @@ No sshd and no root: a paramiko server Transport on one end of a socketpair runs
 sftp_server fixture).
 """
 
+import os
 import socket
 import subprocess
 import threading
+import time
 
 import paramiko
 import pytest
@@ -198,3 +200,21 @@ def test_aes_gcm_is_offered_first():
     finally:
         a.close()
         b.close()
+
+
+def test_a_key_held_by_the_ssh_agent_logs_in(pair, trusted, keys, tmp_path, monkeypatch):
+    agent_sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", agent_sock], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(agent_sock):
+                break
+            time.sleep(0.02)
+        monkeypatch.setenv("SSH_AUTH_SOCK", agent_sock)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+        subprocess.run(["ssh-add", "-q", keys["client"][0]], check=True)
+        with pair(key_filename=None) as node:
+            assert node.images() == []
+    finally:
+        agent.terminate()
+        agent.wait()

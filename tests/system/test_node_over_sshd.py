@@ -2,6 +2,8 @@
 real busybox init or sysvinit as PID 1, driven by vzmaster.Client and by plain ssh -s."""
 
 import hashlib
+import shutil
+import sys
 import threading
 import time
 
@@ -10,8 +12,9 @@ import pytest
 from tests import tarballs as tb
 from tests.conftest import random_bytes, sample_image
 from vzmaster import (
-    Client, DiskFullError, HostKeyError, TransportError, VzError,
+    Client, ConnectError, DiskFullError, HostKeyError, TransportError, VzError,
 )
+from vzmaster.box import SRC_DIR
 from vzmaster.digests import DigestCache
 from vzslave.protocol import Decoder, Reply, Request, encode
 
@@ -192,3 +195,44 @@ def test_a_key_restricted_to_vzslave_by_a_forced_command_works(make_box, digests
     with connect(box, digests) as node:
         assert node.facts.hostname == box.name
     assert box.ssh("echo shell", check=False).stdout == b""  # no shell for that key
+
+
+def sudo_box(make_box, hub, sudoers):
+    """A box whose Subsystem line runs vzslave through `sudo -n`, with a user "deploy"
+    (key login) whose sudoers entry is ``sudoers``."""
+    if shutil.which("sudo") is None:
+        pytest.skip("sudo is not installed (.ci/install installs it)")
+    box = make_box(vzslave_command="/usr/bin/sudo -n /usr/bin/env PYTHONPATH={} {} -m vzslave"
+                   .format(SRC_DIR, sys.executable))
+    box.write_file("/etc/passwd", box.read_file("/etc/passwd") +
+                   b"deploy:x:4242:4242::/tmp:/bin/sh\n")
+    box.write_file("/etc/group", box.read_file("/etc/group") + b"deploy:x:4242:\n")
+    box.write_file("/etc/shadow", box.read_file("/etc/shadow") +
+                   b"deploy:*:19000:0:99999:7:::\n", mode=0o640)
+    with open(hub.client_key + ".pub", "rb") as pub:
+        box.write_file("/etc/ssh/authorized_keys_deploy", pub.read())
+    box.write_file("/etc/sudoers.d/deploy", sudoers, mode=0o440)
+    return box
+
+
+def connect_as_deploy(box, digests):
+    opts = box.ssh_options()
+    return Client(opts["host"], user="deploy", key_filename=opts["key_filename"],
+                  known_hosts=opts["known_hosts"], sock=box.connect(), ssh_config=None,
+                  digests=digests)
+
+
+def test_a_user_with_passwordless_sudo_gets_a_root_vzslave(make_box, hub, digests):
+    """The original workflow: log in as a user with passwordless sudo; the Subsystem
+    line runs vzslave through `sudo -n` (as sshd_config.d/vzslave.conf describes)."""
+    box = sudo_box(make_box, hub, b"deploy ALL=(ALL) NOPASSWD: ALL\n")
+    with connect_as_deploy(box, digests) as node:
+        assert (node.facts.uid, node.facts.root) == (0, ROOT)
+
+
+def test_a_subsystem_that_fails_to_start_gets_advice(make_box, hub, digests):
+    """sshd discards a subsystem's stderr (OpenSSH 9.2, checked), so sudo's complaint
+    is lost: the error must say where to look instead."""
+    box = sudo_box(make_box, hub, b"# deploy may not sudo\n")
+    with pytest.raises(ConnectError, match="Subsystem vzslave"):
+        connect_as_deploy(box, digests)

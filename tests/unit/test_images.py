@@ -17,7 +17,8 @@ from vzslave.errors import (
     NoSuchImageError,
     OffsetMismatchError,
 )
-from vzslave.images import ImageStore, sniff_format
+from vzslave.formats import sniff_format
+from vzslave.images import ImageStore
 
 
 @pytest.fixture

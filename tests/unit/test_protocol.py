@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import decode_frames
 from vzslave.errors import BadFrameError, FrameTooLargeError
 from vzslave.protocol import (
     MAX_DATA,
@@ -33,14 +34,7 @@ FRAMES = [
 
 
 def decode_all(data: bytes):
-    decoder = Decoder()
-    decoder.feed(data)
-    frames = []
-    while True:
-        frame = decoder.next_frame()
-        if frame is None:
-            return frames
-        frames.append(frame)
+    return decode_frames(data, eof=False)
 
 
 @pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)

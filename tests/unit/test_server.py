@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import sample_image
+from tests.conftest import decode_frames, sample_image
 from vzslave.errors import ErrorCode
 from vzslave.handlers import Node
-from vzslave.protocol import Data, Decoder, End, Error, Reply, Request, encode
+from vzslave.protocol import Data, End, Error, Reply, Request, encode
 from vzslave.server import error_frame, serve
 
 HELLO = encode(Request(1, "hello", {"versions": [1]}))
@@ -25,15 +25,7 @@ def session(node, *chunks: bytes):
     pending = list(chunks)
     output = bytearray()
     serve(lambda: pending.pop(0) if pending else b"", output.extend, node)
-    decoder = Decoder()
-    decoder.feed(bytes(output))
-    decoder.feed(b"")
-    frames = []
-    while True:
-        frame = decoder.next_frame()
-        if frame is None:
-            return frames
-        frames.append(frame)
+    return decode_frames(bytes(output))
 
 
 def put_frames(call_id, data, sha256=None, name="app.tar.gz"):

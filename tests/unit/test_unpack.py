@@ -16,7 +16,8 @@ import pytest
 
 from tests import tarballs as tb
 from vzslave.errors import BadImageError, UnsafeImageError
-from vzslave.unpack import ExtractResult, available_formats, decompressed
+from vzslave.formats import available_formats, decompressed
+from vzslave.unpack import ExtractResult
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="owners and setid bits need root")
