@@ -12,13 +12,14 @@ then resumes where it stopped).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
 import queue
 import threading
 from types import TracebackType
-from typing import Any, BinaryIO, Callable, NamedTuple, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
 from vzmaster.digests import DigestCache
 from vzmaster.transport import LocalTransport, OpenSSHTransport, Transport
@@ -29,6 +30,7 @@ from vzslave.errors import (
     FrameTooLargeError,
     ProtocolError,
     TransportError,
+    VzError,
     error_from_code,
 )
 from vzslave.names import validate_name
@@ -245,8 +247,21 @@ class Client:
 
     def _call(self, op: str, **args: Any) -> dict[str, Any]:
         call_id = next(self._ids)
-        self._send(Request(call_id, op, args))
-        return self._result(call_id, self._receive())
+        with self._call_scope():
+            self._send(Request(call_id, op, args))
+            return self._result(call_id, self._receive())
+
+    @contextlib.contextmanager
+    def _call_scope(self) -> Iterator[None]:
+        """Close the session if a call is abandoned midway (Ctrl-C, a local error):
+        the node may be mid-stream and the next call would read its leftovers."""
+        try:
+            yield
+        except VzError:
+            raise  # the node answered: the session is in step
+        except BaseException:
+            self.close()
+            raise
 
     def _stream_call(self, op: str, source: BinaryIO, length: int, hasher: Any,
                      digest: str | None, progress: Progress | None, done: int,
@@ -257,6 +272,13 @@ class Client:
         what ``hasher`` (primed with any prefix not sent) makes of the bytes sent.
         """
         call_id = next(self._ids)
+        with self._call_scope():
+            return self._stream(call_id, op, source, length, hasher, digest, progress, done,
+                                args)
+
+    def _stream(self, call_id: int, op: str, source: BinaryIO, length: int, hasher: Any,
+                digest: str | None, progress: Progress | None, done: int,
+                args: dict[str, Any]) -> tuple[dict[str, Any], str]:
         self._send(Request(call_id, op, args))
         total = done + length
         overhead = len(encode(Data(call_id, bytes(65536)))) - 65536
@@ -277,7 +299,8 @@ class Client:
             while remaining > 0:
                 chunk = source.read(min(chunk_size, remaining))
                 if not chunk:
-                    raise ConnectionLostError("the file shrank while it was being sent")
+                    raise OSError("the image file shrank while it was being sent; push it "
+                                  "again when it is complete")
                 self._send(Data(call_id, chunk))
                 if hashing is not None:
                     chunks.put(chunk)

@@ -18,7 +18,6 @@ import errno
 import hashlib
 import os
 import re
-import stat
 from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from vzslave import fs
@@ -258,11 +257,7 @@ class Upload:
 
 def _unlink_if_present(path: str) -> bool:
     try:
-        st = os.lstat(path)
+        os.unlink(path)
     except FileNotFoundError:
         return False
-    if stat.S_ISDIR(st.st_mode):
-        fs.remove_tree(path)
-    else:
-        os.unlink(path)
     return True

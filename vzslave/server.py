@@ -176,7 +176,11 @@ class Session:
                 return frame
             if self._decoder.eof:
                 return None
-            self._decoder.feed(self._read())
+            try:
+                data = self._read()
+            except OSError as exc:  # the pipe itself failed: as good as closed
+                raise _Disconnect() from exc
+            self._decoder.feed(data)
 
     def _violation(self, call_id: Optional[int], what: str) -> None:
         self._send(error_frame(call_id, BadFrameError("protocol violation: " + what)))

@@ -137,3 +137,38 @@ def test_the_vzslave_command_is_installed_or_runnable():
     argv = [command] if command else [sys.executable, "-m", "vzslave"]
     result = subprocess.run(argv + ["--version"], stdout=subprocess.PIPE, cwd=ROOT)
     assert result.stdout.startswith(b"vzslave ")
+
+
+def test_an_upload_abandoned_midway_closes_the_session_and_the_next_resumes(
+        connect, image_file):
+    """When the progress callback raises (as Ctrl-C would) mid-upload, the client
+    closes rather than read the node's leftovers as answers; a new one resumes."""
+    path = image_file(random_bytes(3 << 20), "big.img")
+
+    def interrupt(done, _total):
+        if done > 1 << 20:
+            raise KeyboardInterrupt()
+
+    node = connect()
+    with pytest.raises(KeyboardInterrupt):
+        node.upload_image(path, progress=interrupt)
+    with pytest.raises(ConnectionLostError, match="closed"):
+        node.images()
+    starts = []
+    connect().upload_image(path, progress=lambda done, _: starts.append(done))
+    assert starts[0] > 0
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\xc1" * 10,
+    b"\xdb\xff\xff\xff\xff" + b"x" * 2000000,  # a str header claiming 4 GiB, then bytes
+    b"GET / HTTP/1.1\r\nHost: node\r\n\r\n",
+], ids=["invalid-byte", "oversized-str", "http"])
+def test_the_real_vzslave_answers_garbage_with_an_error_and_exits(tmp_path, garbage):
+    proc = subprocess.Popen([sys.executable, "-m", "vzslave", "--root", str(tmp_path / "n")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+    out, _ = proc.communicate(garbage, timeout=30)
+    from tests.conftest import decode_frames
+    [error] = decode_frames(out)
+    assert error.id is None and error.name in ("BAD_FRAME", "FRAME_TOO_LARGE")
+    assert proc.returncode == 0
