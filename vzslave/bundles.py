@@ -26,8 +26,6 @@ from vzslave.errors import BadFrameError, NoSuchBundleError, PermissionDeniedErr
 from vzslave.images import ImageStore
 from vzslave.names import validate_name
 from vzslave.records import BundleInfo, from_wire, to_wire
-from vzslave.formats import decompressed
-from vzslave.unpack import extract_bundle
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +58,10 @@ class BundleStore:
 
     def unpack(self, image: str, name: str, keep_setid: bool = False) -> BundleInfo:
         """Unpack image ``image`` into bundle ``name``, replacing any old one at the end."""
+        # Imported here: tarfile and the decompressors would cost every session.
+        from vzslave.formats import decompressed
+        from vzslave.unpack import extract_bundle
+
         validate_name("image", image)
         validate_name("bundle", name)
         as_root = os.geteuid() == 0

@@ -1,8 +1,7 @@
 """What a node is: the facts ``hello`` reports, and which init runs as PID 1."""
 
 import os
-import platform
-import socket
+import sys
 
 from vzslave import __version__, fs
 from vzslave.config import Layout
@@ -53,11 +52,11 @@ def node_facts(layout: Layout) -> NodeFacts:
     return NodeFacts(
         protocol=PROTOCOL_VERSION,
         version=__version__,
-        hostname=socket.gethostname(),
+        hostname=uname.nodename,
         kernel=uname.release,
         arch=uname.machine,
         init=detect_init(),
-        python=platform.python_version(),
+        python="{}.{}.{}".format(*sys.version_info[:3]),
         root=layout.root,
         uid=os.geteuid(),
         free_bytes=free.bytes,

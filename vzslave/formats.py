@@ -8,8 +8,6 @@ which formats this node can read.
 
 import contextlib
 import os
-import subprocess
-import tempfile
 from typing import BinaryIO, Iterator, List, Optional
 
 from vzslave.errors import BadImageError, UnsupportedFormatError
@@ -100,6 +98,8 @@ def _unzstd(stream: BinaryIO) -> Iterator[BinaryIO]:
             yield reader
     elif kind == "zstd":
         # No Python binding on this node: the zstd program decompresses in a pipe.
+        import subprocess  # here, not at the top: every session would pay for them
+        import tempfile
         with tempfile.TemporaryFile() as errors:
             proc = subprocess.Popen(["zstd", "-d", "-c", "-q"], stdin=stream,
                                     stdout=subprocess.PIPE, stderr=errors)

@@ -6,11 +6,10 @@ never follows a symlink and never crosses into another mount.
 """
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import stat
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Any, Iterator, List, NamedTuple, Optional
 
 from vzslave.errors import BusyError
 
@@ -205,13 +204,14 @@ def _remove_dir_at(parent_fd: int, name: str, device: int) -> None:
     os.rmdir(name, dir_fd=parent_fd)
 
 
-_libc: Optional[ctypes.CDLL] = None
+_libc: Optional[Any] = None  # a ctypes.CDLL, imported only when first needed
 
 
 def sync_filesystem(path: str) -> None:
     """Flush every dirty page of the filesystem holding ``path`` (syncfs, else sync)."""
     global _libc
     if _libc is None:
+        import ctypes
         _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc symbols
     fd = os.open(path, _DIR_FLAGS)
     try:

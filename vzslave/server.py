@@ -8,7 +8,6 @@ served one at a time, in order (docs/protocol.md, "Calls").
 import argparse
 import fcntl
 import logging
-import logging.handlers
 import os
 import resource
 import sys
@@ -45,6 +44,7 @@ from vzslave.protocol import (
 
 log = logging.getLogger("vzslave")
 
+_LOG_LIMIT = 1024 * 1024  # past this the log becomes vzslave.log.1 (one generation)
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 on; Linux 2.6.35+
 
 Read = Callable[[], bytes]
@@ -211,10 +211,16 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def _setup_logging(layout: Layout) -> None:
     handler: logging.Handler
+    path = os.path.join(layout.log_dir, "vzslave.log")
     try:
-        handler = logging.handlers.RotatingFileHandler(
-            os.path.join(layout.log_dir, "vzslave.log"), maxBytes=1024 * 1024,
-            backupCount=3)
+        # Rotated at session start, not per record: sessions are short, several may
+        # run at once, and logging.handlers would cost every session ~5 ms to import.
+        if os.path.getsize(path) > _LOG_LIMIT:
+            os.replace(path, path + ".1")
+    except OSError:
+        pass
+    try:
+        handler = logging.FileHandler(path)
     except OSError:
         handler = logging.StreamHandler(sys.stderr)  # sshd forwards it; keep it rare
         handler.setLevel(logging.WARNING)

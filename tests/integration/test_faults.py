@@ -117,9 +117,8 @@ def test_vzslave_killed_mid_unpack_leaves_the_old_bundle_intact(tmp_path, image_
     transport, worker = unpack_in_background(root, "new.tgz", "app")
     deadline = time.monotonic() + 20
     while len(os.listdir(trees)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.05)  # well inside the extraction
-    os.kill(transport._proc.pid, signal.SIGKILL)
+        time.sleep(0.001)
+    os.kill(transport._proc.pid, signal.SIGKILL)  # the new tree is being extracted
     worker.join()
     transport.close()
     with open(os.path.join(root, "bundles", "app", "rootfs", "bin", "app"), "rb") as app:
