@@ -273,51 +273,45 @@ class Client:
         """
         call_id = next(self._ids)
         with self._call_scope():
-            return self._stream(call_id, op, source, length, hasher, digest, progress, done,
-                                args)
-
-    def _stream(self, call_id: int, op: str, source: BinaryIO, length: int, hasher: Any,
-                digest: str | None, progress: Progress | None, done: int,
-                args: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        self._send(Request(call_id, op, args))
-        total = done + length
-        overhead = len(encode(Data(call_id, bytes(65536)))) - 65536
-        chunk_size = min(self._transport.frame_size - overhead, MAX_DATA)
-        # sha256 runs in a thread beside the sending (hashlib releases the GIL):
-        # inline it would cost ~18% of paramiko's throughput on this kind of CPU.
-        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
-        hashing = None
-        if hasher is not None:
-            hashing = threading.Thread(target=_hash_queue, args=(hasher, chunks),
-                                       daemon=True)
-            hashing.start()
-        early: Frame | None = None
-        if progress:
-            progress(done, total)  # where a resumed upload starts
-        try:
-            remaining = length
-            while remaining > 0:
-                chunk = source.read(min(chunk_size, remaining))
-                if not chunk:
-                    raise OSError("the image file shrank while it was being sent; push it "
-                                  "again when it is complete")
-                self._send(Data(call_id, chunk))
+            self._send(Request(call_id, op, args))
+            total = done + length
+            overhead = len(encode(Data(call_id, bytes(65536)))) - 65536
+            chunk_size = min(self._transport.frame_size - overhead, MAX_DATA)
+            # sha256 runs in a thread beside the sending (hashlib releases the GIL):
+            # inline it would cost ~18% of paramiko's throughput on this kind of CPU.
+            chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+            hashing = None
+            if hasher is not None:
+                hashing = threading.Thread(target=_hash_queue, args=(hasher, chunks),
+                                           daemon=True)
+                hashing.start()
+            early: Frame | None = None
+            if progress:
+                progress(done, total)  # where a resumed upload starts
+            try:
+                remaining = length
+                while remaining > 0:
+                    chunk = source.read(min(chunk_size, remaining))
+                    if not chunk:
+                        raise OSError("the image file shrank while it was being sent; push it "
+                                      "again when it is complete")
+                    self._send(Data(call_id, chunk))
+                    if hashing is not None:
+                        chunks.put(chunk)
+                    remaining -= len(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+                    early = self._poll()
+                    if early is not None:
+                        break  # the node refused mid-stream; it discards data until End
+            finally:
                 if hashing is not None:
-                    chunks.put(chunk)
-                remaining -= len(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-                early = self._poll()
-                if early is not None:
-                    break  # the node refused mid-stream; it discards data until End
-        finally:
-            if hashing is not None:
-                chunks.put(None)
-                hashing.join()
-        final = digest or hasher.hexdigest()
-        self._send(End(call_id, {"sha256": final}))
-        return self._result(call_id, early if early is not None else self._receive()), final
+                    chunks.put(None)
+                    hashing.join()
+            final = digest or hasher.hexdigest()
+            self._send(End(call_id, {"sha256": final}))
+            return self._result(call_id, early if early is not None else self._receive()), final
 
     def _result(self, call_id: int, frame: Frame) -> dict[str, Any]:
         if frame.id != call_id and frame.id is not None:

@@ -7,6 +7,7 @@ which formats this node can read.
 """
 
 import contextlib
+import importlib.util
 import os
 from typing import BinaryIO, Iterator, List, Optional
 
@@ -44,11 +45,12 @@ def available_formats() -> List[str]:
 
 
 def _zstd_reader_kind() -> Optional[str]:
+    # find_spec, not import: hello asks on every session and need not load them.
     for module in ("compression.zstd", "zstandard"):  # novm
         try:
-            __import__(module)
-            return module
-        except ImportError:
+            if importlib.util.find_spec(module) is not None:
+                return module
+        except ImportError:  # "compression" itself missing (before 3.14)
             continue
     for directory in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
         if os.access(os.path.join(directory, "zstd"), os.X_OK):

@@ -222,7 +222,8 @@ def _setup_logging(layout: Layout) -> None:
     try:
         handler = logging.FileHandler(path)
     except OSError:
-        handler = logging.StreamHandler(sys.stderr)  # sshd forwards it; keep it rare
+        # Last resort: OpenSSH drops a subsystem's stderr, but a local child's is read.
+        handler = logging.StreamHandler(sys.stderr)
         handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter(
         "%(asctime)s vzslave[%(process)d] %(levelname)s %(message)s"))
