@@ -48,6 +48,12 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_FORMAT = 25
 
     NO_SUCH_BUNDLE = 30
+    NO_SUCH_CONTAINER = 31
+    BAD_CONFIG = 32
+    DISABLED_BY_ADMIN = 33
+    INITTAB_ERROR = 34
+    NO_RUNTIME = 35
+    WRONG_STATE = 36
 
     DISK_FULL = 80
     PERMISSION_DENIED = 81
@@ -159,6 +165,49 @@ class NoSuchBundleError(VzError):
     code = ErrorCode.NO_SUCH_BUNDLE
 
 
+class NoSuchContainerError(VzError):
+    """No container of that name was ever started on the node (or it was removed)."""
+
+    code = ErrorCode.NO_SUCH_CONTAINER
+
+
+class BadConfigError(VzError):
+    """A bundle's config.json is invalid or asks for what the runner cannot honour.
+
+    ``details["field"]`` names the offending field, e.g. ``linux.uidMappings``.
+    """
+
+    code = ErrorCode.BAD_CONFIG
+
+
+class DisabledByAdminError(VzError):
+    """The sysadmin commented out or deleted the container's inittab entry.
+
+    vz does not put it back unless the start request asks to override.
+    """
+
+    code = ErrorCode.DISABLED_BY_ADMIN
+
+
+class InittabError(VzError):
+    """The node's inittab cannot be used: unsupported init, unparsable or unwritable
+    file, or an entry that would break the init's limits."""
+
+    code = ErrorCode.INITTAB_ERROR
+
+
+class NoRuntimeError(VzError):
+    """The container is set to run under runc or crun, which the node does not have."""
+
+    code = ErrorCode.NO_RUNTIME
+
+
+class WrongStateError(VzError):
+    """The container is not in a state that allows the request (OCI lifecycle)."""
+
+    code = ErrorCode.WRONG_STATE
+
+
 class DiskFullError(VzError):
     """The node ran out of disk space (or inodes, or quota)."""
 
@@ -195,7 +244,9 @@ CODE_TO_ERROR: Dict[Optional[ErrorCode], Type[VzError]] = {
         BadFrameError, FrameTooLargeError, VersionMismatchError, HelloRequiredError,
         UnsupportedOpError, BadRequestError, BadNameError, NoSuchImageError,
         ChecksumMismatchError, OffsetMismatchError, BadImageError, UnsafeImageError,
-        UnsupportedFormatError, NoSuchBundleError, DiskFullError, PermissionDeniedError,
+        UnsupportedFormatError, NoSuchBundleError, NoSuchContainerError, BadConfigError,
+        DisabledByAdminError, InittabError, NoRuntimeError, WrongStateError, DiskFullError,
+        PermissionDeniedError,
         BusyError, IOFailureError, InternalError,
     )
 }
