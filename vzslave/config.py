@@ -59,6 +59,30 @@ class Layout(NamedTuple):
         return os.path.join(self.root, "locks")
 
     @property
+    def containers(self) -> str:
+        """One directory per container: its exec plan and its run record."""
+        return os.path.join(self.root, "containers")
+
+    def container_dir(self, name: str) -> str:
+        """The state of one container (``name`` already validated)."""
+        return os.path.join(self.root, "containers", name)
+
+    @property
+    def logs(self) -> str:
+        """Container output: ``NAME.log`` and its rotated ``NAME.log.1`` ... files."""
+        return os.path.join(self.root, "logs")
+
+    @property
+    def bin(self) -> str:
+        """Programs init runs: the ``vzrun`` launcher named by every inittab entry."""
+        return os.path.join(self.root, "bin")
+
+    @property
+    def launcher(self) -> str:
+        """The launcher inittab entries exec: ``ROOT/bin/vzrun NAME``."""
+        return os.path.join(self.root, "bin", "vzrun")
+
+    @property
     def log_dir(self) -> str:
         """vzslave's own diagnostics (never stdout: that belongs to the protocol)."""
         return os.path.join(self.root, "log")
@@ -69,5 +93,5 @@ class Layout(NamedTuple):
         # user of the node should reach.
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         for path in (self.images, self.blobs, self.partial, self.bundles, self.trees,
-                     self.locks, self.log_dir):
+                     self.locks, self.log_dir, self.containers, self.logs, self.bin):
             os.makedirs(path, mode=0o700, exist_ok=True)
