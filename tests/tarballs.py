@@ -189,3 +189,28 @@ def extract_image(image: bytes, dest: "os.PathLike[str] | str", fmt: str = "tar"
     with decompressed(io.BytesIO(image), fmt) as stream:
         return extract_bundle(stream, os.fspath(dest), limits or Limits(), space=space,
                               inodes=inodes, as_root=as_root, keep_setid=keep_setid)
+
+
+BUSYBOX_APPLETS = ("sh", "sleep", "id", "cat", "echo", "ls", "env", "pwd", "true", "yes",
+                   "seq", "kill", "grep", "head", "wc", "httpd", "wget", "hostname",
+                   "umask", "touch", "mkdir", "date")
+
+
+def busybox_image(args: List[str], *members: Member, fmt: str = "tar",
+                  **config: Any) -> bytes:
+    """An image that runs ``args`` in a rootfs of the host's static busybox.
+
+    ``config`` adds or replaces top-level config.json keys; ``process`` is merged
+    into the default process (args, cwd /, PATH=/bin).
+    """
+    process = {"args": list(args), "cwd": "/", "env": ["PATH=/bin"]}
+    process.update(config.pop("process", {}))
+    document = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": process}
+    document.update(config)
+    with open(shutil.which("busybox") or "/bin/busybox", "rb") as binary:
+        busybox = binary.read()
+    base = [directory("rootfs/bin"), file("rootfs/bin/busybox", busybox, mode=0o755),
+            directory("rootfs/tmp", mode=0o1777), directory("rootfs/proc"),
+            directory("rootfs/dev"), directory("rootfs/etc")]
+    base += [symlink("rootfs/bin/" + applet, "busybox") for applet in BUSYBOX_APPLETS]
+    return make_tar(bundle(*base, *members, config=json.dumps(document).encode()), fmt=fmt)

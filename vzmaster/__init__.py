@@ -4,7 +4,7 @@ The public API is ``Client`` and the exceptions below; ``vzslave/errors.py`` dra
 the exception tree. The CLI is ``vzmaster`` (vzmaster/cli.py).
 """
 
-from vzmaster.client import Client, NodeInfo
+from vzmaster.client import Client, LogLines, NodeInfo
 from vzmaster.transport import LocalTransport, OpenSSHTransport, Transport
 from vzslave import __version__
 from vzslave.errors import (
@@ -12,20 +12,25 @@ from vzslave.errors import (
     BadFrameError,
     BadImageError,
     BadNameError,
+    BadConfigError,
     BadRequestError,
     BusyError,
     ChecksumMismatchError,
     ConnectError,
     ConnectionLostError,
+    DisabledByAdminError,
     DiskFullError,
     ErrorCode,
     FrameTooLargeError,
     HelloRequiredError,
     HostKeyChangedError,
     HostKeyError,
+    InittabError,
     InternalError,
     IOFailureError,
+    NoRuntimeError,
     NoSuchBundleError,
+    NoSuchContainerError,
     NoSuchImageError,
     OffsetMismatchError,
     PermissionDeniedError,
@@ -36,17 +41,20 @@ from vzslave.errors import (
     UnsupportedOpError,
     VersionMismatchError,
     VzError,
+    WrongStateError,
 )
-from vzslave.records import BundleInfo, ImageInfo, NodeFacts, PartialInfo
+from vzslave.records import BundleInfo, ContainerStatus, ImageInfo, NodeFacts, PartialInfo
 
 __all__ = [
-    "AuthenticationError", "BadFrameError", "BadImageError", "BadNameError",
-    "BadRequestError", "BundleInfo", "BusyError", "ChecksumMismatchError", "Client",
-    "ConnectError", "ConnectionLostError", "DiskFullError", "ErrorCode",
-    "FrameTooLargeError", "HelloRequiredError", "HostKeyChangedError", "HostKeyError",
-    "IOFailureError", "ImageInfo", "InternalError", "LocalTransport", "NoSuchBundleError",
-    "NoSuchImageError", "NodeFacts", "NodeInfo", "OffsetMismatchError",
-    "OpenSSHTransport", "PartialInfo", "PermissionDeniedError", "ProtocolError",
-    "Transport", "TransportError", "UnsafeImageError", "UnsupportedFormatError",
-    "UnsupportedOpError", "VersionMismatchError", "VzError", "__version__",
+    "AuthenticationError", "BadConfigError", "BadFrameError", "BadImageError",
+    "BadNameError", "BadRequestError", "BundleInfo", "BusyError", "ChecksumMismatchError",
+    "Client", "ConnectError", "ConnectionLostError", "ContainerStatus",
+    "DisabledByAdminError", "DiskFullError", "ErrorCode", "FrameTooLargeError",
+    "HelloRequiredError", "HostKeyChangedError", "HostKeyError", "IOFailureError",
+    "ImageInfo", "InittabError", "InternalError", "LocalTransport", "LogLines",
+    "NoRuntimeError", "NoSuchBundleError", "NoSuchContainerError", "NoSuchImageError",
+    "NodeFacts", "NodeInfo", "OffsetMismatchError", "OpenSSHTransport", "PartialInfo",
+    "PermissionDeniedError", "ProtocolError", "Transport", "TransportError",
+    "UnsafeImageError", "UnsupportedFormatError", "UnsupportedOpError",
+    "VersionMismatchError", "VzError", "WrongStateError", "__version__",
 ]

@@ -126,6 +126,74 @@ def cmd_rm_bundle(node: Client, args: argparse.Namespace) -> Any:
     return None
 
 
+def _status_rows(statuses: list[Any]) -> str:
+    rows = []
+    for st in statuses:
+        row = to_wire(st)
+        detail = []
+        if st.next_retry:
+            detail.append("retry in {:.0f}s".format(max(st.next_retry - time.time(), 0)))
+        if st.last_exit:
+            detail.append("last " + st.last_exit)
+        if st.last_error:
+            detail.append(st.last_error)
+        if st.state == "disabled":
+            detail.append("entry disabled by the administrator; start --override restores it")
+        row.update(pid=st.pid or "-", uptime=_duration(st.uptime),
+                   detail="; ".join(detail) or "-")
+        rows.append(row)
+    return _table(rows, ("name", "state", "pid", "uptime", "restarts", "runtime", "detail"))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def cmd_start(node: Client, args: argparse.Namespace) -> Any:
+    """Start a container from its bundle under the node's init."""
+    status = node.start(args.app, override=args.override, runtime=args.runtime,
+                        log_max=args.log_max, log_keep=args.log_keep,
+                        syslog=True if args.syslog else None)
+    return to_wire(status) if args.json else _status_rows([status])
+
+
+def cmd_stop(node: Client, args: argparse.Namespace) -> Any:
+    """Stop a container: its entry, its processes, its mounts."""
+    status = node.stop(args.app, grace=args.grace)
+    return to_wire(status) if args.json else _status_rows([status])
+
+
+def cmd_restart(node: Client, args: argparse.Namespace) -> Any:
+    """Restart a container (it then runs its bundle as unpacked now)."""
+    status = node.restart(args.app, grace=args.grace)
+    return to_wire(status) if args.json else _status_rows([status])
+
+
+def cmd_status(node: Client, args: argparse.Namespace) -> Any:
+    """Show one container's status, or all containers'."""
+    statuses = [node.status(args.app)] if args.app else node.status()
+    return [to_wire(s) for s in statuses] if args.json else _status_rows(statuses)
+
+
+def cmd_logs(node: Client, args: argparse.Namespace) -> Any:
+    """Print a container's log; -f follows it."""
+    with node.logs(args.app, tail=args.lines, follow=args.follow) as lines:
+        for line in lines:
+            args.out.write(line + "\n")
+            if args.follow:
+                args.out.flush()
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vzmaster``."""
     common = argparse.ArgumentParser(add_help=False)
@@ -173,6 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep setuid/setgid bits (removed by default; needs root)")
     add("bundles", cmd_bundles)
     add("rm-bundle", cmd_rm_bundle, ("name", "bundle name"))
+    start = add("start", cmd_start, ("app", "container (its bundle's name)"))
+    start.add_argument("--override", action="store_true",
+                       help="restore an inittab entry the node's administrator disabled")
+    start.add_argument("--runtime", choices=("builtin", "runc", "crun"),
+                       help="what runs the bundle (default: builtin, or as before)")
+    start.add_argument("--log-max", type=int, metavar="BYTES",
+                       help="rotate the log past this size (default 10 MiB)")
+    start.add_argument("--log-keep", type=int, metavar="N",
+                       help="rotated log files kept (default 3)")
+    start.add_argument("--syslog", action="store_true",
+                       help="also send the container's output to the node's syslog")
+    for name, func in (("stop", cmd_stop), ("restart", cmd_restart)):
+        sub = add(name, func, ("app", "container"))
+        sub.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                         help="between TERM and KILL (default: %(default)s)")
+    status = add("status", cmd_status)
+    status.add_argument("app", nargs="?", help="container (default: all)")
+    logs = add("logs", cmd_logs, ("app", "container"))
+    logs.add_argument("-n", "--lines", type=int, default=100, help="last N lines (default 100)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new lines until interrupted")
     return parser
 
 
@@ -187,6 +276,7 @@ def _describe(exc: BaseException) -> str:
 def run_on(host: str, args: argparse.Namespace, out: TextIO) -> int:
     """Run the command on one host; print its result or its error; return the status."""
     args.host_label = host
+    args.out = out
     try:
         with Client(host, user=args.user, port=args.port, key_filename=args.identity,
                     known_hosts=args.known_hosts, trust_new_host=args.trust_new_host,

@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 from types import TracebackType
-from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence, overload
 
 from vzmaster.digests import DigestCache
 from vzmaster.transport import LocalTransport, OpenSSHTransport, Transport
@@ -37,6 +37,7 @@ from vzslave.names import validate_name
 from vzslave.protocol import (
     MAX_DATA,
     SUPPORTED_VERSIONS,
+    Cancel,
     Data,
     Decoder,
     End,
@@ -48,6 +49,7 @@ from vzslave.protocol import (
 )
 from vzslave.records import (
     BundleInfo,
+    ContainerStatus,
     ImageInfo,
     NodeFacts,
     PartialInfo,
@@ -130,6 +132,7 @@ class Client:
         self._decoder = Decoder()
         self._ids = itertools.count(1)
         self._closed = False
+        self._stream: LogLines | None = None  # a logs call the caller has not finished
         try:
             self.info = self._hello()
         except ConnectionLostError as exc:
@@ -235,6 +238,67 @@ class Client:
         """Remove bundle ``name`` from the node."""
         self._call("bundle.remove", name=name)
 
+    def start(self, name: str, *, override: bool = False, runtime: str | None = None,
+              log_max: int | None = None, log_keep: int | None = None,
+              syslog: bool | None = None) -> ContainerStatus:
+        """Have the node's init run container ``name`` from its bundle.
+
+        Returns once the app runs (or is seen failing: check ``state``). ``runtime``
+        is "builtin" (the chroot runner), "runc" or "crun"; ``log_max`` bytes per log
+        file and ``log_keep`` rotated files bound its logs; ``syslog`` also sends its
+        output to the node's syslog. Options not given keep their earlier values.
+        ``override`` restores an entry the node's administrator disabled.
+        """
+        args: dict[str, Any] = {"name": name}
+        if override:
+            args["override"] = True
+        for key, value in (("runtime", runtime), ("log_max", log_max),
+                           ("log_keep", log_keep), ("syslog", syslog)):
+            if value is not None:
+                args[key] = value
+        return from_wire(ContainerStatus, self._call("container.start", **args)["status"])
+
+    def stop(self, name: str, grace: float = 10.0) -> ContainerStatus:
+        """Stop container ``name``: TERM, then KILL after ``grace`` seconds; unmount."""
+        return from_wire(ContainerStatus, self._call(
+            "container.stop", name=name, grace=float(grace))["status"])
+
+    def restart(self, name: str, grace: float = 10.0) -> ContainerStatus:
+        """Stop and start container ``name`` (so it runs its bundle as it is now)."""
+        return from_wire(ContainerStatus, self._call(
+            "container.restart", name=name, grace=float(grace))["status"])
+
+    @overload
+    def status(self) -> list[ContainerStatus]: ...
+
+    @overload
+    def status(self, name: str) -> ContainerStatus: ...
+
+    def status(self, name: str | None = None) -> ContainerStatus | list[ContainerStatus]:
+        """The status of container ``name``; of every container without a name."""
+        found = [from_wire(ContainerStatus, item) for item in self._call(
+            "container.status", name=name or "")["containers"]]
+        return found if name is None else found[0]
+
+    def logs(self, name: str, tail: int = 100, follow: bool = False,
+             cursor: tuple[int, int] | None = None) -> LogLines:
+        """The lines of container ``name``'s log: the last ``tail`` ones (or those after
+        ``cursor``), then, with ``follow``, new lines as they come, until closed.
+
+        Iterate over the result for lines (str, without the newline); its ``cursor``
+        resumes a later call where this one stopped. Closing it (or starting another
+        call) stops a follow. Rotations of the log do not lose or repeat lines.
+        """
+        args: dict[str, Any] = {"name": name, "lines": tail, "follow": follow}
+        if cursor is not None:
+            args["cursor"] = list(cursor)
+        self._finish_stream()
+        call_id = next(self._ids)
+        with self._call_scope():
+            self._send(Request(call_id, "container.logs", args))
+        self._stream = LogLines(self, call_id, (cursor[0], cursor[1]) if cursor else (0, 0))
+        return self._stream
+
     # -- calls ---------------------------------------------------------------
 
     def _hello(self) -> NodeInfo:
@@ -246,6 +310,7 @@ class Client:
             raise ProtocolError("malformed hello reply: {!r}".format(exc)) from exc
 
     def _call(self, op: str, **args: Any) -> dict[str, Any]:
+        self._finish_stream()
         call_id = next(self._ids)
         with self._call_scope():
             self._send(Request(call_id, op, args))
@@ -271,6 +336,7 @@ class Client:
         The End frame carries the sha256 of the whole file: ``digest`` if known, else
         what ``hasher`` (primed with any prefix not sent) makes of the bytes sent.
         """
+        self._finish_stream()
         call_id = next(self._ids)
         with self._call_scope():
             self._send(Request(call_id, op, args))
@@ -312,6 +378,10 @@ class Client:
             final = digest or hasher.hexdigest()
             self._send(End(call_id, {"sha256": final}))
             return self._result(call_id, early if early is not None else self._receive()), final
+
+    def _finish_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
     def _result(self, call_id: int, frame: Frame) -> dict[str, Any]:
         if frame.id != call_id and frame.id is not None:
@@ -387,3 +457,62 @@ def _hash_queue(hasher: Any, chunks: queue.Queue[bytes | None]) -> None:
             return
         hasher.update(chunk)
 
+
+
+class LogLines:
+    """The lines a ``Client.logs`` call streams; iterate, then read ``cursor``."""
+
+    def __init__(self, client: Client, call_id: int, cursor: tuple[int, int]) -> None:
+        self._client = client
+        self._id = call_id
+        self._partial = b""
+        self._lines: list[bytes] = []
+        self._done = False
+        self.cursor = cursor  # where the node's log stream stands after the last line read
+
+    def __iter__(self) -> LogLines:
+        return self
+
+    def __next__(self) -> str:
+        while not self._lines:
+            if self._done:
+                if self._partial:
+                    line, self._partial = self._partial, b""
+                    return line.decode("utf-8", "replace")
+                raise StopIteration
+            self._take(self._next_frame())
+        return self._lines.pop(0).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Stop the stream (a follow never ends by itself); safe to call twice."""
+        if self._done:
+            return
+        self._client._send(Cancel(self._id))
+        while not self._done:
+            frame = self._next_frame()
+            if not isinstance(frame, Data):
+                self._take(frame)
+        self._lines.clear()
+
+    def __enter__(self) -> LogLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_frame(self) -> Frame:
+        with self._client._call_scope():
+            return self._client._receive()
+
+    def _take(self, frame: Frame) -> None:
+        if isinstance(frame, Data) and frame.id == self._id:
+            lines = (self._partial + frame.data).split(b"\n")
+            self._partial = lines.pop()
+            self._lines.extend(lines)
+            return
+        self._done = True
+        if self._client._stream is self:
+            self._client._stream = None
+        result = self._client._result(self._id, frame)  # raises the node's error
+        inode, offset = result["cursor"]
+        self.cursor = (int(inode), int(offset))

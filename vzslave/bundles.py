@@ -18,11 +18,16 @@ import json
 import logging
 import os
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional, Set
 
 from vzslave import fs
 from vzslave.config import Layout, Limits
-from vzslave.errors import BadFrameError, NoSuchBundleError, PermissionDeniedError
+from vzslave.errors import (
+    BadFrameError,
+    BusyError,
+    NoSuchBundleError,
+    PermissionDeniedError,
+)
 from vzslave.images import ImageStore
 from vzslave.names import validate_name
 from vzslave.records import BundleInfo, from_wire, to_wire
@@ -39,6 +44,9 @@ class BundleStore:
         self.layout = layout
         self.limits = limits
         self.images = images
+        # Trees that started containers run from: never garbage, whatever the name
+        # points at now (set by the container store; see vzslave/containers.py).
+        self.in_use: Callable[[], Set[str]] = set
 
     def path(self, name: str) -> str:
         """The bundle directory of ``name`` (through its symlink)."""
@@ -95,7 +103,7 @@ class BundleStore:
             old = _readlink(link)
             fs.atomic_symlink(os.path.join(".trees", os.path.basename(tree)), link)
             if old is not None:
-                self._remove_tree_quietly(os.path.join(self.layout.bundles, old))
+                self._collect_trees(name)
         return info
 
     def remove(self, name: str) -> None:
@@ -106,12 +114,20 @@ class BundleStore:
             if target is None:
                 raise NoSuchBundleError("no bundle named {!r} on this node".format(name))
             tree = os.path.join(self.layout.bundles, target)
+            if os.path.realpath(tree) in self.in_use():
+                raise BusyError("bundle {!r} is in use by its container; stop the container "
+                                "first".format(name))
             mounted = fs.mounts_under(tree)
             if mounted:
                 fs.remove_tree(tree)  # raises BusyError naming the mounts
             os.unlink(link)
             fs.fsync_dir(self.layout.bundles)
             fs.remove_tree(tree)
+            self._collect_trees(name)
+
+    def collect_garbage(self, name: str) -> None:
+        """Remove the trees of ``name`` that neither the name nor a container uses."""
+        with fs.exclusive_lock(self._lock(name), "bundle {!r}".format(name), blocking=True):
             self._collect_trees(name)
 
     # -- internals -----------------------------------------------------------
@@ -134,9 +150,11 @@ class BundleStore:
         # Called with the bundle's lock held: no unpack of ``name`` is under way,
         # so any tree of ``name`` the symlink does not point to is garbage.
         current = _readlink(os.path.join(self.layout.bundles, name))
-        keep = os.path.basename(current) if current else None
+        keep = {os.path.basename(tree) for tree in self.in_use()}
+        if current:
+            keep.add(os.path.basename(current))
         for entry in os.listdir(self.layout.trees):
-            if entry.rpartition(".")[0] == name and entry != keep:
+            if entry.rpartition(".")[0] == name and entry not in keep:
                 self._remove_tree_quietly(os.path.join(self.layout.trees, entry))
 
     def _remove_tree_quietly(self, tree: str) -> None:

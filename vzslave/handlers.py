@@ -5,10 +5,11 @@ stream: the server checks arguments against the table before calling, and turns
 whatever a handler raises into a wire error. docs/protocol.md documents each op.
 """
 
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from vzslave.bundles import BundleStore
 from vzslave.config import Layout, Limits
+from vzslave.containers import Containers
 from vzslave.errors import BadRequestError, VersionMismatchError
 from vzslave.facts import node_facts
 from vzslave.images import ImageStore
@@ -24,20 +25,37 @@ class Node:
         self.limits = limits
         self.images = ImageStore(layout, limits)
         self.bundles = BundleStore(layout, limits, self.images)
+        self.containers = Containers(layout, self.bundles)
+        self.bundles.in_use = self.containers.trees_in_use
 
 
 class Call:
-    """One request in progress, as a handler sees it: its id and its client stream."""
+    """One request in progress, as a handler sees it: its id and its streams."""
 
-    def __init__(self, call_id: int, receive: Callable[["Call"], Iterator[bytes]]) -> None:
+    def __init__(self, call_id: int, receive: Callable[["Call"], Iterator[bytes]],
+                 send: Optional[Callable[["Call", bytes], None]] = None,
+                 cancelled: Optional[Callable[["Call", float], bool]] = None) -> None:
         self.id = call_id
         self._receive = receive
+        self._send = send
+        self._cancelled = cancelled
         self.trailer: Dict[str, Any] = {}
         self.ended = False  # the client's End frame has been read
 
     def data(self) -> Iterator[bytes]:
         """The chunks the client streams for this call, up to its End frame."""
         return self._receive(self)
+
+    def send(self, data: bytes) -> None:
+        """Stream ``data`` to the client as data frames, before the call's reply."""
+        assert self._send is not None
+        for start in range(0, len(data), MAX_DATA):
+            self._send(self, data[start:start + MAX_DATA])
+
+    def cancelled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the client to cancel this call's stream."""
+        assert self._cancelled is not None
+        return self._cancelled(self, timeout)
 
 
 Args = Dict[str, Any]
@@ -70,16 +88,19 @@ def check_args(op_name: str, op: Op, raw: Dict[str, Any]) -> Args:
 
 
 def _typed(op_name: str, key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # a whole number of seconds is a number of seconds
     # bool is an int in Python but not on the wire.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadRequestError("{}: {!r} must be {}, not {}".format(
             op_name, key, _TYPE_WORDS.get(kind, kind.__name__), type(value).__name__))
-    if isinstance(value, int) and value < 0:
+    if isinstance(value, (int, float)) and value < 0:
         raise BadRequestError("{}: {!r} must not be negative".format(op_name, key))
     return value
 
 
-_TYPE_WORDS = {str: "a string", int: "an integer", bool: "a boolean", list: "an array"}
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "a boolean", list: "an array",
+               float: "a number"}
 
 
 def choose_version(offered: List[Any]) -> int:
@@ -94,12 +115,18 @@ def choose_version(offered: List[Any]) -> int:
 
 def op_hello(node: Node, call: Call, args: Args) -> Result:
     """Negotiate the version; report the node's facts and limits."""
+    op_hello_extras(node)
     return {
         "version": choose_version(args["versions"]),
         "facts": to_wire(node_facts(node.layout)),
         "limits": {"max_frame": MAX_FRAME, "max_data": MAX_DATA},
         "ops": sorted(OPS),
     }
+
+
+def op_hello_extras(node: Node) -> None:
+    """Per-session upkeep that must stay cheap: bound the logs of running apps."""
+    node.containers.trim_logs()
 
 
 def op_image_list(node: Node, call: Call, args: Args) -> Result:
@@ -148,6 +175,62 @@ def op_bundle_remove(node: Node, call: Call, args: Args) -> Result:
     return {}
 
 
+def op_container_start(node: Node, call: Call, args: Args) -> Result:
+    """Have init run a container from its bundle; wait until the app runs."""
+    status = node.containers.start(
+        args["name"], override=args["override"], runtime=args["runtime"],
+        log_max=args["log_max"], log_keep=args["log_keep"], syslog=args["syslog"])
+    return {"status": to_wire(status)}
+
+
+def op_container_stop(node: Node, call: Call, args: Args) -> Result:
+    """Remove the container's entry and end all its processes and mounts."""
+    return {"status": to_wire(node.containers.stop(args["name"], args["grace"]))}
+
+
+def op_container_restart(node: Node, call: Call, args: Args) -> Result:
+    """Stop, then start the container (picking up a newly unpacked bundle)."""
+    return {"status": to_wire(node.containers.restart(args["name"], args["grace"]))}
+
+
+def op_container_status(node: Node, call: Call, args: Args) -> Result:
+    """The status of one container, or of all when no name is given."""
+    return {"containers": [to_wire(s) for s in node.containers.status(args["name"] or None)]}
+
+
+def op_container_logs(node: Node, call: Call, args: Args) -> Result:
+    """Stream a container's log: the last lines or from a cursor, then (follow) new lines
+    until the client cancels. The reply carries the cursor to resume from."""
+    from vzslave import logs
+    name = args["name"]
+    node.containers.status(name)  # NO_SUCH_CONTAINER before any stream
+    path = node.containers.log_path(name)
+    keep = node.containers.log_limits(name)["keep"]
+    cursor = args["cursor"]
+    if cursor is None:
+        data, start = logs.tail(path, args["lines"], keep)
+        call.send(data)
+    elif (not isinstance(cursor, list) or len(cursor) != 2
+          or not all(isinstance(v, int) and v >= 0 for v in cursor)):
+        raise BadRequestError("container.logs: 'cursor' must be [inode, offset] as a "
+                              "previous reply gave it")
+    else:
+        start = logs.Cursor(cursor[0], cursor[1])
+    follower = logs.Follower(path, start, keep)
+    try:
+        while True:
+            data = follower.read(MAX_DATA)
+            if data:
+                call.send(data)
+                if call.cancelled(0):
+                    break
+            elif not args["follow"] or call.cancelled(0.25):
+                break
+        return {"cursor": list(follower.cursor)}
+    finally:
+        follower.close()
+
+
 OPS: Dict[str, Op] = {
     "hello": Op(op_hello, {"versions": list}, {"client": (str, "")}),
     "image.list": Op(op_image_list, {}, {}),
@@ -159,6 +242,14 @@ OPS: Dict[str, Op] = {
                         {"keep_setid": (bool, False)}),
     "bundle.list": Op(op_bundle_list, {}, {}),
     "bundle.remove": Op(op_bundle_remove, {"name": str}, {}),
+    "container.start": Op(op_container_start, {"name": str}, {
+        "override": (bool, False), "runtime": (str, None), "log_max": (int, None),
+        "log_keep": (int, None), "syslog": (bool, None)}),
+    "container.stop": Op(op_container_stop, {"name": str}, {"grace": (float, 10.0)}),
+    "container.restart": Op(op_container_restart, {"name": str}, {"grace": (float, 10.0)}),
+    "container.status": Op(op_container_status, {}, {"name": (str, "")}),
+    "container.logs": Op(op_container_logs, {"name": str}, {
+        "lines": (int, 100), "cursor": (list, None), "follow": (bool, False)}),
 }
 
 HELLO = "hello"

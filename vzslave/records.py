@@ -58,6 +58,26 @@ class NodeFacts(NamedTuple):
     formats: List[str]  # image formats this node can unpack
 
 
+class ContainerStatus(NamedTuple):
+    """Where a container stands, as ``status`` reports it."""
+
+    name: str
+    # running | starting | restarting | crash-looping | disabled | stopped
+    # ("disabled": the sysadmin commented out or deleted its inittab entry)
+    state: str
+    pid: Optional[int]  # the app's pid (or the monitor's / runtime's), when alive
+    uptime: Optional[float]  # seconds since the app was exec'd, when running
+    restarts: int  # spawns since the last start request, less the first
+    last_exit: Optional[str]  # "exit N" / "signal N"; None when nothing of ours saw it
+    last_error: Optional[str]  # why the runner could not start the app, if it could not
+    next_retry: Optional[float]  # unix time of the next attempt, when crash-looping
+    supervisor: str  # what runs the inittab entry: "sysvinit", "busybox", "vz-supervisor"
+    runtime: str  # "builtin", "runc" or "crun"
+    entry: Optional[str]  # the container's inittab line as it stands, if any
+    bundle: str  # the bundle tree the container runs from
+    log: str  # the log file on the node
+
+
 def to_wire(record: Any) -> Dict[str, Any]:
     """The wire map of a record."""
     return dict(record._asdict())

@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import resource
+import select
 import sys
 import time
 import traceback
@@ -49,6 +50,7 @@ _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 on; Linux 2.6.35+
 
 Read = Callable[[], bytes]
 Write = Callable[[bytes], None]
+Wait = Callable[[float], bool]  # is there input within this many seconds?
 
 
 class _Disconnect(Exception):
@@ -90,9 +92,11 @@ def _printable(value: Any) -> Any:
 class Session:
     """One client's conversation with the node."""
 
-    def __init__(self, read: Read, write: Write, node: Node) -> None:
+    def __init__(self, read: Read, write: Write, node: Node,
+                 wait: Optional[Wait] = None) -> None:
         self._read = read
         self._write = write
+        self._wait = wait or (lambda timeout: True)
         self._node = node
         self._decoder = Decoder()
         self._negotiated = False
@@ -116,7 +120,7 @@ class Session:
 
     def _handle(self, request: Request) -> None:
         started = time.monotonic()
-        call = Call(request.id, self._receive)
+        call = Call(request.id, self._receive, self._send_data, self._cancelled)
         op = OPS.get(request.op)
         outcome = "ok"
         try:
@@ -159,6 +163,26 @@ class Session:
                 self._violation(frame.id, "call {} is streaming, but a {} frame for {} "
                                 "came".format(call.id, type(frame).__name__.lower(), frame.id))
 
+    def _send_data(self, call: Call, data: bytes) -> None:
+        self._send(Data(call.id, data))
+
+    def _cancelled(self, call: Call, timeout: float) -> bool:
+        # While the node streams, the only frame a client may send is its Cancel.
+        frame = self._buffered()
+        if frame is None:
+            if self._decoder.eof:
+                raise _Disconnect()
+            if not self._wait(timeout):
+                return False
+            frame = self._next()
+            if frame is None:
+                raise _Disconnect()
+        if isinstance(frame, Cancel) and frame.id == call.id:
+            return True
+        self._violation(frame.id, "call {} is streaming to the client, but a {} frame "
+                        "came".format(call.id, type(frame).__name__.lower()))
+        return False
+
     def _drain(self, call: Call) -> None:
         # The call failed while the client was still streaming to it: its data is
         # dropped until its End frame, after which the session goes on.
@@ -167,11 +191,7 @@ class Session:
 
     def _next(self) -> Optional[Frame]:
         while True:
-            try:
-                frame = self._decoder.next_frame()
-            except (BadFrameError, FrameTooLargeError) as exc:
-                self._send(error_frame(None, exc))
-                raise _Disconnect() from exc
+            frame = self._buffered()
             if frame is not None:
                 return frame
             if self._decoder.eof:
@@ -181,6 +201,14 @@ class Session:
             except OSError as exc:  # the pipe itself failed: as good as closed
                 raise _Disconnect() from exc
             self._decoder.feed(data)
+
+    def _buffered(self) -> Optional[Frame]:
+        """A complete frame already read, if there is one; no I/O."""
+        try:
+            return self._decoder.next_frame()
+        except (BadFrameError, FrameTooLargeError) as exc:
+            self._send(error_frame(None, exc))
+            raise _Disconnect() from exc
 
     def _violation(self, call_id: Optional[int], what: str) -> None:
         self._send(error_frame(call_id, BadFrameError("protocol violation: " + what)))
@@ -193,9 +221,11 @@ class Session:
             raise _Disconnect() from exc
 
 
-def serve(read: Read, write: Write, node: Node) -> None:
-    """Run one session; ``read()`` returns b"" at EOF, ``write`` sends all it is given."""
-    Session(read, write, node).run()
+def serve(read: Read, write: Write, node: Node, wait: Optional[Wait] = None) -> None:
+    """Run one session; ``read()`` returns b"" at EOF, ``write`` sends all it is given,
+    ``wait(timeout)`` says whether input comes within ``timeout`` seconds (without it,
+    a streaming call blocks on ``read`` to notice a cancel)."""
+    Session(read, write, node, wait).run()
 
 
 def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -257,6 +287,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     def read() -> bytes:
         return os.read(fds["in"], READ_SIZE)
 
+    def wait(timeout: float) -> bool:
+        return bool(select.select([fds["in"]], [], [], timeout)[0])
+
     def write(data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -273,7 +306,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     _setup_logging(layout)
     log.info("session start: vzslave %s, uid %d, root %s, client %s", __version__,
              os.geteuid(), layout.root, os.environ.get("SSH_CLIENT", "local"))
-    serve(read, write, Node(layout, Limits()))
+    serve(read, write, Node(layout, Limits()), wait)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     log.info("session end: cpu %.2fs user %.2fs system, max rss %d KiB",
              usage.ru_utime, usage.ru_stime, usage.ru_maxrss)

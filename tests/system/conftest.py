@@ -65,3 +65,24 @@ def make_box(hub):
     yield make
     for the_box in boxes:
         the_box.close()
+
+
+@pytest.fixture
+def digests(tmp_path):
+    """A digest cache private to the test."""
+    from vzmaster.digests import DigestCache
+    return DigestCache(str(tmp_path / "digests.json"))
+
+
+def connect(box, digests, via="paramiko", **options):
+    """A Client to ``box`` over its real sshd, by paramiko or by the OpenSSH client."""
+    from vzmaster import Client
+    opts = box.ssh_options()
+    options.setdefault("known_hosts", opts["known_hosts"])
+    if via == "paramiko":
+        options.setdefault("sock", box.connect())
+        options.setdefault("ssh_config", None)
+    else:
+        options["ssh_program"] = opts["ssh_program"] + ["-F", "none"]
+    return Client(opts["host"], user="root", key_filename=opts["key_filename"], via=via,
+                  digests=digests, **options)

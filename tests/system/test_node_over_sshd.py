@@ -11,32 +11,14 @@ import pytest
 
 from tests import tarballs as tb
 from tests.conftest import random_bytes, sample_image
+from tests.system.conftest import connect
 from vzmaster import (
     Client, ConnectError, DiskFullError, HostKeyError, TransportError, VzError,
 )
 from vzmaster.box import SRC_DIR
-from vzmaster.digests import DigestCache
 from vzslave.protocol import Decoder, Reply, Request, encode
 
 ROOT = "/var/lib/vz"
-
-
-@pytest.fixture
-def digests(tmp_path):
-    return DigestCache(str(tmp_path / "digests.json"))
-
-
-def connect(box, digests, via="paramiko", **options):
-    """A Client to ``box`` over its real sshd, by paramiko or by the OpenSSH client."""
-    opts = box.ssh_options()
-    options.setdefault("known_hosts", opts["known_hosts"])
-    if via == "paramiko":
-        options.setdefault("sock", box.connect())
-        options.setdefault("ssh_config", None)
-    else:
-        options["ssh_program"] = opts["ssh_program"] + ["-F", "none"]
-    return Client(opts["host"], user="root", key_filename=opts["key_filename"], via=via,
-                  digests=digests, **options)
 
 
 def in_box_sha256(box, path):

@@ -1,0 +1,186 @@
+"""Containers under a real init (busybox init and sysvinit as PID 1), through real sshd
+and vzmaster.Client: start, crash backoff, stop, sysadmin edits, logs."""
+
+import re
+import threading
+import time
+
+import pytest
+
+from tests import tarballs as tb
+from tests.system.conftest import connect
+from vzmaster import DisabledByAdminError
+
+ROOT = "/var/lib/vz"
+INITTAB = "/etc/inittab"
+
+
+def deploy(box, digests, tmp_path, name, args, **config):
+    """Push and unpack a busybox image running ``args`` as bundle ``name``."""
+    path = tmp_path / (name + ".tar")
+    path.write_bytes(tb.busybox_image(args, **config))
+    with connect(box, digests) as node:
+        node.upload_image(str(path), name + ".tar")
+        node.unpack(name + ".tar", name)
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.1)
+
+
+def proc_status(box, pid):
+    text = box.exec(["cat", "/proc/{}/status".format(pid)]).stdout.decode()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def box_pids(box, rootfs):
+    """Pids in the box whose root is ``rootfs``."""
+    out = box.exec(["sh", "-c", "for p in /proc/[0-9]*; do r=$(readlink $p/root) && "
+                    "[ \"$r\" = \"$0\" ] && echo ${p#/proc/}; done; true", rootfs]).stdout
+    return [int(p) for p in out.split()]
+
+
+def box_mounts(box, rootfs):
+    info = box.read_file("/proc/1/mountinfo").decode()
+    return [line.split()[4] for line in info.splitlines() if line.split()[4].startswith(rootfs)]
+
+
+def admin_lines(box):
+    return [line for line in box.read_file(INITTAB).splitlines(keepends=True)
+            if b"/bin/vzrun " not in line]
+
+
+def test_start_runs_the_app_chrooted_as_its_user_with_env_cwd_and_rlimits(box, digests,
+                                                                           tmp_path):
+    deploy(box, digests, tmp_path, "web",
+           ["sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) cwd=$(pwd) "
+            "greeting=$GREETING nofile=$(ulimit -n); exec sleep 1000"],
+           process={"user": {"uid": 4242, "gid": 4243}, "cwd": "/tmp",
+                    "env": ["PATH=/bin", "GREETING=hi"],
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 321}]})
+    with connect(box, digests) as node:
+        status = node.start("web")
+        assert status.state == "running", status
+        assert status.supervisor == {"busybox": "busybox", "sysv": "sysvinit"}[box.init]
+        line = wait_for(lambda: [x for x in node.logs("web", tail=10) if "uid=" in x],
+                        what="the app's first line")[0]
+    assert line == "uid=4242 gid=4243 groups=4243 cwd=/tmp greeting=hi nofile=321"
+    rootfs = status.bundle + "/rootfs"
+    assert box.exec(["readlink", "/proc/{}/root".format(status.pid)]).stdout.decode(
+    ).strip() == rootfs
+    assert proc_status(box, status.pid)["Uid"].split()[0] == "4242"
+    assert status.entry is not None and status.entry.endswith(ROOT + "/bin/vzrun web")
+
+
+def test_a_killed_app_comes_back_and_repeated_crashes_wait_longer_each_time(box, digests,
+                                                                           tmp_path):
+    deploy(box, digests, tmp_path, "crashy", ["sh", "-c", "echo up; exit 3"])
+    with connect(box, digests) as node:
+        node.start("crashy")
+        time.sleep(16)
+        status = node.status("crashy")
+    assert status.state == "crash-looping", status
+    assert status.next_retry is not None and status.next_retry > time.time()
+    record = dict(line.split(" ", 1) for line in box.read_file(
+        ROOT + "/containers/crashy/run").decode().splitlines())
+    spawns = [float(t) for t in record["recent"].split()]
+    gaps = [b - a for a, b in zip(spawns, spawns[1:])]
+    # 1, 2, 4, 8 seconds apart (plus init's own delay): far below sysvinit's 10 in 120 s.
+    assert 3 <= len(spawns) <= 6, spawns
+    assert all(later > earlier * 1.5 for earlier, later in zip(gaps, gaps[1:])), gaps
+    assert "respawning too fast" not in box.console_log()
+
+
+def test_killing_a_running_app_gets_it_respawned(box, digests, tmp_path):
+    deploy(box, digests, tmp_path, "sleeper", ["sleep", "1000"])
+    with connect(box, digests) as node:
+        first = node.start("sleeper")
+        box.exec(["kill", "-KILL", str(first.pid)])
+        second = wait_for(lambda: (lambda s: s if s.state == "running" and s.pid != first.pid
+                                   else None)(node.status("sleeper")), what="a respawn")
+    assert second.restarts == 1
+
+
+def test_stop_leaves_no_process_and_no_mount_of_the_container(box, digests, tmp_path):
+    deploy(box, digests, tmp_path, "family",
+           ["sh", "-c", "sleep 1000 & (trap '' TERM; exec sleep 1001) & exec sleep 1002"])
+    with connect(box, digests) as node:
+        status = node.start("family")
+        rootfs = status.bundle + "/rootfs"
+        wait_for(lambda: len(box_pids(box, rootfs)) == 3, what="three processes")
+        assert box_mounts(box, rootfs)
+        stopped = node.stop("family", grace=1)
+    assert stopped.state == "stopped"
+    assert box_pids(box, rootfs) == []
+    assert box_mounts(box, rootfs) == []
+    assert b"vzrun family" not in box.read_file(INITTAB)
+
+
+def test_the_sysadmins_lines_are_byte_identical_after_100_start_stop_cycles(box, digests,
+                                                                           tmp_path):
+    box.write_file(INITTAB, box.read_file(INITTAB) + b"# admin's note: keep\n\n"
+                   b"#xx:2345:respawn:/bin/false\n")
+    before = box.read_file(INITTAB)
+    deploy(box, digests, tmp_path, "cycle", ["sleep", "1000"])
+    with connect(box, digests) as node:
+        for _ in range(100):
+            assert node.start("cycle").state == "running"
+            assert node.stop("cycle", grace=1).state == "stopped"
+    assert box.read_file(INITTAB) == before
+
+
+def test_an_entry_commented_out_by_the_admin_is_reported_disabled_and_not_restored(
+        box, digests, tmp_path):
+    deploy(box, digests, tmp_path, "tamed", ["sleep", "1000"])
+    with connect(box, digests) as node:
+        status = node.start("tamed")
+        text = box.read_file(INITTAB).decode()
+        box.write_file(INITTAB, re.sub(r"(?m)^(.*vzrun tamed)$", r"#\1", text).encode())
+        box.reload_init()
+        wait_for(lambda: not box_pids(box, status.bundle + "/rootfs")
+                 or box.init == "busybox", what="init to drop the entry")
+        assert node.status("tamed").state == "disabled"
+        with pytest.raises(DisabledByAdminError):
+            node.start("tamed")
+        assert node.status("tamed").state == "disabled"
+        assert "#" + status.entry in box.read_file(INITTAB).decode()
+        assert node.start("tamed", override=True).state == "running"
+
+
+def test_two_clients_starting_and_stopping_different_containers_keep_inittab_consistent(
+        box, digests, tmp_path):
+    before = admin_lines(box)
+    for name in ("left", "right"):
+        deploy(box, digests, tmp_path, name, ["sleep", "1000"])
+    failures = []
+
+    def churn(name):
+        try:
+            with connect(box, digests) as node:
+                for _ in range(8):
+                    node.start(name)
+                    node.stop(name, grace=1)
+                node.start(name)
+        except Exception as exc:  # reported below, in the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures
+    text = box.read_file(INITTAB).decode()
+    assert len(re.findall(r"vzrun left$", text, re.M)) == 1
+    assert len(re.findall(r"vzrun right$", text, re.M)) == 1
+    assert admin_lines(box) == before
+    with connect(box, digests) as node:
+        assert {s.name: s.state for s in node.status()} == {"left": "running",
+                                                            "right": "running"}

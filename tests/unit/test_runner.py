@@ -1,0 +1,571 @@
+"""The runner's steps, order and bookkeeping, against recording fakes of os and linux."""
+
+import errno
+import os
+import resource
+
+import pytest
+
+from tests.conftest import requires_root
+from vzslave import linux, runner
+from vzslave.errors import BadConfigError
+
+NAME = "app"
+
+
+def make_plan(root, **process):
+    """A plan as vzslave/oci.py + containers.py would write it, rooted in ``root``."""
+    rootfs = root / "bundle" / "rootfs"
+    rootfs.mkdir(parents=True, exist_ok=True)
+    state = root / "containers" / NAME
+    state.mkdir(parents=True, exist_ok=True)
+    (root / "logs").mkdir(exist_ok=True)
+    plan = {
+        "version": 1, "name": NAME, "bundle": str(rootfs.parent), "rootfs": str(rootfs),
+        "readonly": False, "namespaces": [], "hostname": None, "domainname": None,
+        "mounts": [mount("/proc", "proc")], "devices": [], "links": [],
+        "masked_paths": [], "readonly_paths": [], "rootfs_propagation": 0,
+        "process": dict({
+            "args": ["app", "-f"], "env": ["PATH=/usr/bin:/bin", "HOME=/"], "cwd": "/srv",
+            "uid": 4242, "gid": 4243, "additional_gids": [7], "umask": 0o027,
+            "rlimits": [[resource.RLIMIT_NOFILE, 512, 1024]], "no_new_privileges": True,
+            "capabilities": {"bounding": [0, 1], "effective": [0], "permitted": [0, 1],
+                             "inheritable": [0], "ambient": [0]},
+            "oom_score_adj": None}, **process),
+        "warnings": ["process.terminal is true: ignored"],
+        "runtime": "builtin", "runtime_path": None, "state_dir": str(state),
+        "log": {"path": str(root / "logs" / (NAME + ".log")), "max_bytes": 1 << 20,
+                "keep": 2, "syslog": False},
+        "backoff": {"initial": 1.0, "max": 60.0, "stable": 30.0},
+    }
+    return plan
+
+
+def mount(dest, kind, source=None, flags=0, data="", bind=False, recursive=False, ro=False):
+    return {"destination": dest, "type": kind, "source": source or kind, "flags": flags,
+            "data": data, "bind": bind, "recursive": recursive, "remount_readonly": ro,
+            "propagation": 0}
+
+
+def save(root, plan):
+    import marshal
+    with open(os.path.join(str(root), "containers", NAME, "plan.marshal"), "wb") as out:
+        marshal.dump(plan, out)
+
+
+class Exited(BaseException):
+    """os._exit in a fake: ends main() without ending pytest."""
+
+
+class Execd(BaseException):
+    """A successful exec in a fake."""
+
+
+class FakeOs(object):
+    """os, with the calls that change the process recorded instead of made."""
+
+    def __init__(self, calls, exec_error=None, fork_pid=4321):
+        self.calls = calls
+        self.exec_error = exec_error
+        self.fork_pid = fork_pid
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def _record(self, *call):
+        self.calls.append(call)
+
+    def chroot(self, path):
+        self._record("chroot", path)
+
+    def chdir(self, path):
+        self._record("chdir", path)
+
+    def setgroups(self, groups):
+        self._record("setgroups", groups)
+
+    def setgid(self, gid):
+        self._record("setgid", gid)
+
+    def setuid(self, uid):
+        self._record("setuid", uid)
+
+    def umask(self, mask):
+        self._record("umask", mask)
+        return 0o022
+
+    def setsid(self):
+        self._record("setsid")
+
+    def dup2(self, fd, fd2):
+        self._record("dup2", fd2)
+
+    def closerange(self, low, high):
+        self._record("closerange", low)
+
+    def fork(self):
+        self._record("fork")
+        return self.fork_pid
+
+    def waitpid(self, pid, options):
+        self._record("waitpid", pid)
+        return pid, 0
+
+    def execv(self, path, args):
+        self._record("execv", path, args)
+        raise Execd()
+
+    def execve(self, path, args, env):
+        self._record("execve", path, args, env)
+        if self.exec_error is not None:
+            raise self.exec_error
+        raise Execd()
+
+    def _exit(self, code):
+        self._record("_exit", code)
+        raise Exited(code)
+
+
+class FakeLinux(object):
+    """vzslave.linux, recording each call."""
+
+    def __init__(self, calls, mount_error=None, last_cap=3):
+        self.calls = calls
+        self.mount_error = mount_error
+        self.last_cap = last_cap
+
+    def __getattr__(self, name):
+        return getattr(linux, name)  # the constants
+
+    def mount(self, source, target, fstype, flags, data=None):
+        self.calls.append(("mount", source, fstype, flags))
+        if self.mount_error is not None:
+            raise self.mount_error
+
+    def umount2(self, target, flags=0):
+        self.calls.append(("umount2", target, flags))
+
+    def unshare(self, flags):
+        self.calls.append(("unshare", flags))
+
+    def setns(self, fd, flag):
+        self.calls.append(("setns", flag))
+
+    def sethostname(self, name):
+        self.calls.append(("sethostname", name))
+
+    def setdomainname(self, name):
+        self.calls.append(("setdomainname", name))
+
+    def loopback_up(self):
+        self.calls.append(("loopback_up",))
+
+    def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
+        self.calls.append(("prctl", option, arg2) + ((arg3,) if arg3 else ()))
+        return 0
+
+    def capset(self, effective, permitted, inheritable):
+        self.calls.append(("capset", effective, permitted, inheritable))
+
+    def cap_last_cap(self):
+        return self.last_cap
+
+    def preload(self):
+        self.calls.append(("preload",))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Fake os and linux in the runner; yields the list of calls they record."""
+    recorded = []
+    monkeypatch.setattr(runner, "os", FakeOs(recorded))
+    monkeypatch.setattr(runner, "linux", FakeLinux(recorded))
+    monkeypatch.setattr(runner, "reset_signals", lambda: recorded.append(("reset_signals",)))
+    monkeypatch.setattr(resource, "setrlimit", lambda *a: recorded.append(("setrlimit",) + a))
+    monkeypatch.setattr(runner.time, "sleep", lambda s: recorded.append(("sleep", s)))
+    monkeypatch.setattr(runner, "_read", lambda path: b"boot-1")  # marker == boot id
+    return recorded
+
+
+def run_main(root, expect=Execd):
+    with pytest.raises(expect) as raised:
+        runner.main([NAME], str(root))
+    return raised.value
+
+
+def names(calls):
+    return [call[0] if call[0] != "prctl" else "prctl {}".format(call[1]) for call in calls]
+
+
+def test_steps_run_in_order_from_mounts_to_exec(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    plan["namespaces"] = [{"type": "mount", "flag": linux.CLONE_NEWNS, "path": None}]
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    wanted = ["unshare", "mount", "chroot", "chdir", "setrlimit",
+              "prctl {}".format(linux.PR_CAPBSET_DROP), "setgroups",
+              "prctl {}".format(linux.PR_SET_KEEPCAPS), "setgid", "setuid", "umask", "capset",
+              "prctl {}".format(linux.PR_CAP_AMBIENT), "prctl {}".format(linux.PR_SET_NO_NEW_PRIVS),
+              "reset_signals", "execve"]
+    seen = [n for n in names(calls) if n in wanted]
+    seen = [n for i, n in enumerate(seen) if n != "umask" or "setuid" in seen[:i]]
+    assert [n for i, n in enumerate(seen) if i == 0 or seen[i - 1] != n] == wanted
+
+
+def test_the_app_gets_the_plans_identity_and_environment(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path))
+    run_main(tmp_path)
+    assert ("setgroups", [7]) in calls
+    assert ("setgid", 4243) in calls and ("setuid", 4242) in calls
+    assert calls[-1] == ("execve", "/usr/bin/app", ["app", "-f"],
+                         {"PATH": "/usr/bin:/bin", "HOME": "/"})
+    assert ("umask", 0o027) in calls and ("chdir", "/srv") in calls
+
+
+def test_an_empty_gid_list_clears_roots_supplementary_groups(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path, additional_gids=[], uid=0, gid=0))
+    run_main(tmp_path)
+    assert ("setgroups", []) in calls
+
+
+def test_the_bounding_set_keeps_exactly_the_planned_capabilities(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path))
+    run_main(tmp_path)
+    dropped = [c[2] for c in calls if c[:2] == ("prctl", linux.PR_CAPBSET_DROP)]
+    assert dropped == [2, 3]  # cap_last_cap is 3 in the fake; 0 and 1 are kept
+    assert ("capset", 1, 3, 1) in calls
+
+
+def test_keepcaps_is_skipped_without_capabilities_or_for_root(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path, capabilities=None, no_new_privileges=False))
+    run_main(tmp_path)
+    assert not [c for c in calls if c[0] in ("prctl", "capset", "preload")]
+
+
+def test_ctypes_is_preloaded_before_chroot_when_later_steps_need_it(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path))
+    run_main(tmp_path)
+    seen = names(calls)
+    assert seen.index("preload") < seen.index("chroot")
+
+
+def test_the_marker_of_this_boot_skips_every_mount(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path))
+    run_main(tmp_path)
+    assert "mount" not in names(calls)
+
+
+def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, calls,
+                                                                  monkeypatch):
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
+    boot = {"/proc/sys/kernel/random/boot_id": b"boot-2"}
+    monkeypatch.setattr(runner, "_read", lambda path: boot.get(path, b"boot-1"))
+    run_main(tmp_path)
+    assert [c for c in calls if c[0] == "mount"] == [("mount", "proc", "proc", 0)]
+    assert os.path.exists(os.path.join(plan["state_dir"], "mounts"))
+
+
+def test_an_unreadable_boot_id_never_counts_as_prepared(tmp_path, calls, monkeypatch):
+    save(tmp_path, make_plan(tmp_path))
+    monkeypatch.setattr(runner, "_read", lambda path: b"")
+    run_main(tmp_path)
+    assert [c for c in calls if c[0] == "mount"] == [("mount", "proc", "proc", 0)]
+
+
+def test_stdio_goes_to_the_log_and_other_fds_are_closed(tmp_path, calls, capfd):
+    save(tmp_path, make_plan(tmp_path))
+    run_main(tmp_path)
+    assert [c for c in calls if c[0] in ("dup2", "closerange")] == [
+        ("dup2", 0), ("dup2", 1), ("dup2", 2), ("closerange", 3)]
+    err = capfd.readouterr().err
+    assert "vz: app: spawn 1 at " in err and "(streak 0)" in err
+    assert "vz: app: warning: process.terminal is true: ignored" in err
+
+
+def test_the_run_record_says_running_before_chroot(tmp_path, calls, monkeypatch):
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
+    seen = {}
+    fake = runner.os
+
+    def chroot(path):
+        seen.update(runner.read_run_record(os.path.join(plan["state_dir"], "run")))
+        fake._record("chroot", path)
+
+    monkeypatch.setattr(fake, "chroot", chroot, raising=False)
+    run_main(tmp_path)
+    assert seen["state"] == "running" and seen["pid"] == str(os.getpid())
+    assert seen["spawns"] == "1" and seen["supervisor"] == "builtin"
+
+
+def test_a_failing_exec_exits_127_and_records_why(tmp_path, calls, monkeypatch, capfd):
+    plan = make_plan(tmp_path, args=["/bin/missing"])
+    save(tmp_path, plan)
+    runner.os.exec_error = FileNotFoundError(errno.ENOENT, "No such file or directory")
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["state"] == "failed"
+    assert record["last_error"] == "cannot exec /bin/missing: No such file or directory"
+    assert "vz: app: cannot exec /bin/missing: No such file or directory" in capfd.readouterr().err
+
+
+def test_exec_searches_the_plans_path_and_reports_the_telling_error(tmp_path, calls):
+    plan = make_plan(tmp_path, env=["PATH=/a:/b:/c"])
+    save(tmp_path, plan)
+    errors = [FileNotFoundError(errno.ENOENT, "x"), PermissionError(errno.EACCES, "denied"),
+              FileNotFoundError(errno.ENOENT, "x")]
+    fake = runner.os
+
+    def execve(path, args, env):
+        fake._record("execve", path)
+        raise errors.pop(0)
+
+    fake.execve = execve
+    run_main(tmp_path, Exited)
+    assert [c[1] for c in calls if c[0] == "execve"] == ["/a/app", "/b/app", "/c/app"]
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["last_error"] == "cannot exec app: denied"
+
+
+def test_a_failing_mount_exits_127_naming_the_step(tmp_path, calls, monkeypatch, capfd):
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
+    monkeypatch.setattr(runner, "_read", lambda path: path.encode())  # a stale marker
+    runner.linux.mount_error = OSError(errno.EPERM, "Operation not permitted")
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["state"] == "failed"
+    assert record["last_error"] == "mounts: cannot mount proc on /proc: Operation not permitted"
+    assert "vz: app: cannot start: mounts: cannot mount proc" in capfd.readouterr().err
+
+
+def test_a_plan_of_the_wrong_shape_fails_without_spinning(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    del plan["process"]["cwd"]
+    save(tmp_path, plan)
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["state"] == "failed" and "KeyError" in record["last_error"]
+
+
+def test_a_missing_plan_is_logged_then_the_runner_sleeps_and_exits_1(tmp_path, calls):
+    (tmp_path / "logs").mkdir()
+    assert run_main(tmp_path, SystemExit).code == 1
+    assert ("sleep", runner.IDLE) in calls
+    text = (tmp_path / "logs" / "app.log").read_text()
+    assert text.startswith("vz: app: cannot start: plan: no plan at ")
+    assert "inittab line remains" in text
+
+
+def test_a_runc_container_is_deleted_then_run_by_runc(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    plan.update(runtime="runc", runtime_path="/usr/bin/runc")
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    assert ("waitpid", 4321) in calls
+    assert calls[-1] == ("execv", "/usr/bin/runc",
+                         ["/usr/bin/runc", "run", "--bundle", plan["bundle"], "vz-app"])
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["state"] == "running" and record["supervisor"] == "runc"
+    assert "chroot" not in names(calls)
+
+
+def test_namespaces_are_joined_then_created_then_set_up(tmp_path, calls):
+    plan = make_plan(tmp_path, capabilities=None)
+    plan["namespaces"] = [
+        {"type": "network", "flag": linux.CLONE_NEWNET, "path": "/proc/self/ns/net"},
+        {"type": "mount", "flag": linux.CLONE_NEWNS, "path": None},
+        {"type": "uts", "flag": linux.CLONE_NEWUTS, "path": None}]
+    plan.update(hostname="box", domainname="example")
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    calls = [c for c in calls if c[0] != "umask"]
+    assert calls[calls.index(("setns", linux.CLONE_NEWNET)) + 1:][:5] == [
+        ("unshare", linux.CLONE_NEWNS | linux.CLONE_NEWUTS),
+        ("mount", None, None, linux.MS_REC | linux.MS_SLAVE),
+        ("sethostname", "box"), ("setdomainname", "example"),
+        ("mount", "proc", "proc", 0)]
+    assert ("loopback_up",) not in calls  # a joined network namespace is left as it is
+
+
+# -- backoff and the run record ----------------------------------------------
+
+def test_backoff_doubles_from_initial_up_to_max():
+    assert [runner.backoff_delay(s, 1.0, 10.0) for s in range(6)] == [0, 1, 2, 4, 8, 10]
+
+
+def pace(tmp_path, record, now=1000.0, monkeypatch=None):
+    plan = make_plan(tmp_path)
+    path = os.path.join(plan["state_dir"], "run")
+    if record is not None:
+        runner.write_run_record(path, record)
+    spawn = runner.Spawn(NAME, plan)
+    runner.pace_restarts(spawn, now)
+    return spawn.record
+
+
+def test_a_short_run_grows_the_streak_and_waits(tmp_path, calls):
+    record = pace(tmp_path, {"state": "running", "started": "995", "streak": "2",
+                             "spawns": "3"})
+    assert record["streak"] == "3" and record["spawns"] == "4" and record["last_run"] == "5.000"
+    assert ("sleep", 4.0) in calls
+
+
+def test_a_stable_run_resets_the_streak(tmp_path, calls):
+    record = pace(tmp_path, {"state": "running", "started": "900", "streak": "5"})
+    assert record["streak"] == "0"
+    assert not [c for c in calls if c[0] == "sleep"]
+
+
+def test_a_failed_spawn_counts_as_a_short_run(tmp_path, calls):
+    record = pace(tmp_path, {"state": "failed", "started": "999", "streak": "0"})
+    assert record["streak"] == "1" and ("sleep", 1.0) in calls
+
+
+def test_the_record_says_waiting_with_the_next_start_while_it_sleeps(tmp_path, calls,
+                                                                     monkeypatch):
+    seen = {}
+    plan_dir = tmp_path / "containers" / NAME
+
+    def sleep(seconds):
+        seen.update(runner.read_run_record(str(plan_dir / "run")))
+
+    monkeypatch.setattr(runner.time, "sleep", sleep)
+    pace(tmp_path, {"state": "running", "started": "999", "streak": "1"})
+    assert seen["state"] == "waiting" and seen["next_start"] == "1002.000"
+
+
+def test_after_the_wait_the_run_counts_from_its_real_start(tmp_path, calls, monkeypatch):
+    """When a spawn fails after a long wait, the next one still sees a short run."""
+    monkeypatch.setattr(runner.time, "time", lambda: 1060.5)
+    record = pace(tmp_path, {"state": "failed", "started": "999", "streak": "7"})
+    assert ("sleep", 60.0) in calls
+    assert record["started"] == "1060.500" and record["next_start"] == ""
+
+
+def test_a_missing_record_is_a_first_spawn(tmp_path, calls):
+    record = pace(tmp_path, None)
+    assert record["streak"] == "0" and record["spawns"] == "1"
+    assert record["recent"] == "1000.000"
+
+
+def test_recent_keeps_the_last_ten_spawns(tmp_path, calls):
+    old = " ".join(str(t) for t in range(20))
+    record = pace(tmp_path, {"state": "running", "started": "0", "recent": old})
+    assert record["recent"].split() == [str(t) for t in range(11, 20)] + ["1000.000"]
+
+
+def test_the_run_record_round_trips_with_every_key(tmp_path):
+    record = {key: "v " + key for key in runner.RUN_KEYS}
+    record["last_error"] = "two\nlines"
+    path = str(tmp_path / "run")
+    runner.write_run_record(path, record)
+    back = runner.read_run_record(path)
+    assert back == dict(record, last_error="two lines")
+    assert list(back) == list(runner.RUN_KEYS)
+    assert os.listdir(str(tmp_path)) == ["run"]
+
+
+def test_a_missing_run_record_reads_as_empty(tmp_path):
+    assert runner.read_run_record(str(tmp_path / "run")) == {}
+
+
+# -- mounts: refusing the image's symlinks (real directories) ---------------
+
+@pytest.fixture
+def mounts(monkeypatch):
+    """Fake linux only: real directories are walked, nothing is mounted."""
+    recorded = []
+    monkeypatch.setattr(runner, "linux", FakeLinux(recorded))
+    return recorded
+
+
+@requires_root
+def test_a_symlinked_mount_destination_is_refused(tmp_path, mounts):
+    plan = make_plan(tmp_path)
+    os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
+    with pytest.raises(runner.RunnerError, match="mount destination /proc is a symlink in "
+                                                 "the image; refusing"):
+        runner.mount_plan(plan, only_missing=False)
+    assert mounts == []
+
+
+@requires_root
+def test_a_symlink_inside_a_mount_destination_is_refused(tmp_path, mounts):
+    plan = make_plan(tmp_path)
+    plan["mounts"] = [mount("/dev/pts", "devpts")]
+    os.symlink(str(tmp_path), os.path.join(plan["rootfs"], "dev"))
+    with pytest.raises(runner.RunnerError, match="/dev/pts goes through dev, a symlink"):
+        runner.mount_plan(plan, only_missing=False)
+    assert mounts == [] and not os.path.exists(str(tmp_path / "pts"))
+
+
+@requires_root
+def test_a_symlinked_file_bind_target_is_refused(tmp_path, mounts):
+    plan = make_plan(tmp_path)
+    plan["mounts"] = [mount("/etc/resolv.conf", "bind", "/etc/hostname", bind=True)]
+    os.mkdir(os.path.join(plan["rootfs"], "etc"))
+    os.symlink("/etc/passwd", os.path.join(plan["rootfs"], "etc", "resolv.conf"))
+    with pytest.raises(runner.RunnerError, match="/etc/resolv.conf is a symlink"):
+        runner.mount_plan(plan, only_missing=False)
+    assert mounts == []
+
+
+@requires_root
+def test_a_symlinked_masked_path_is_refused(tmp_path, mounts):
+    plan = make_plan(tmp_path)
+    plan.update(mounts=[], masked_paths=["/secret"])
+    os.symlink("/etc", os.path.join(plan["rootfs"], "secret"))
+    with pytest.raises(runner.RunnerError, match="masked path /secret is a symlink"):
+        runner.mount_plan(plan, only_missing=False)
+
+
+@requires_root
+def test_prepare_refuses_with_bad_config_and_releases(tmp_path, mounts, monkeypatch):
+    plan = make_plan(tmp_path)
+    os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
+    monkeypatch.setattr(runner, "release", lambda p: mounts.append(("release",)) or [])
+    with pytest.raises(BadConfigError, match="/proc is a symlink") as raised:
+        runner.prepare(plan)
+    assert mounts == [("release",)] and raised.value.details == {"step": "mounts"}
+
+
+def test_missing_destinations_are_made_as_directories_and_empty_files(tmp_path, mounts):
+    plan = make_plan(tmp_path)
+    plan["mounts"] = [mount("/a/b", "tmpfs"),
+                      mount("/etc/hostname", "bind", "/etc/hostname", bind=True, ro=True)]
+    runner.mount_plan(plan, only_missing=False)
+    assert os.path.isdir(os.path.join(plan["rootfs"], "a", "b"))
+    assert os.path.getsize(os.path.join(plan["rootfs"], "etc", "hostname")) == 0
+    assert [m[1:] for m in mounts] == [
+        ("tmpfs", "tmpfs", 0), ("/etc/hostname", None, linux.MS_BIND),
+        (None, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+         | (os.statvfs(plan["rootfs"]).f_flag & linux.MS_LOCKED))]
+
+
+def test_devices_are_made_only_on_a_dev_tmpfs_mounted_here(tmp_path, mounts, monkeypatch):
+    plan = make_plan(tmp_path)
+    plan.update(mounts=[], devices=[{"path": "/dev/null", "type": "c", "major": 1,
+                                      "minor": 3, "mode": 0o666, "uid": 0, "gid": 0}],
+                links=[["/dev/fd", "/proc/self/fd"]])
+    runner.mount_plan(plan, only_missing=False)
+    assert not os.path.exists(os.path.join(plan["rootfs"], "dev"))
+
+
+def test_without_mknod_a_device_is_bound_from_the_host(tmp_path, mounts, monkeypatch):
+    plan = make_plan(tmp_path)
+    plan.update(mounts=[mount("/dev", "tmpfs")],
+                devices=[{"path": "/dev/null", "type": "c", "major": 1, "minor": 3,
+                          "mode": 0o666, "uid": 0, "gid": 0}],
+                links=[["/dev/fd", "/proc/self/fd"]])
+
+    def mknod(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(runner.os, "mknod", mknod)
+    runner.mount_plan(plan, only_missing=False)
+    node = os.path.join(plan["rootfs"], "dev", "null")
+    assert os.path.isfile(node) and os.stat(node).st_mode & 0o777 == 0o666
+    assert mounts[-1][1:] == ("/dev/null", None, linux.MS_BIND)
+    assert os.readlink(os.path.join(plan["rootfs"], "dev", "fd")) == "/proc/self/fd"

@@ -1,0 +1,515 @@
+"""Containers: started, stopped and reported through the node's own init.
+
+A started container is one ``respawn`` line in the inittab (``ROOT/bin/vzrun NAME``)
+and a state directory, ROOT/containers/NAME/:
+
+    settings.json   what was asked (wanted state, runtime, log limits), the entry id,
+                    the bundle tree in use, and the flags of a start or stop under way
+    plan.marshal    the exec plan the runner reads at every spawn (vzslave/oci.py)
+    run             the runner's record of the current spawn (vzslave/runner.py)
+    mounts          the boot id under which the plan's mounts were prepared
+
+The inittab is the source of truth for "enabled": an entry the sysadmin commented
+out or deleted while the container was wanted running is *disabled by the
+administrator*, and only a start with ``override`` puts it back.
+
+Every change takes the container's lock, then the inittab's. A start or stop marks
+itself in settings.json before it touches the inittab and clears the mark at the
+end, so a vzslave killed midway leaves a mark that the next request finishes
+(``repair``).
+"""
+
+import json
+import marshal
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set
+
+from vzslave import fs, logs, oci, procs, runner
+from vzslave.bundles import BundleStore
+from vzslave.config import Layout
+from vzslave.errors import (
+    BadRequestError,
+    BusyError,
+    DisabledByAdminError,
+    InittabError,
+    NoRuntimeError,
+    NoSuchBundleError,
+    NoSuchContainerError,
+)
+from vzslave.facts import detect_init
+from vzslave.inittab import Dialect, InittabFile, dialect_for, reload_init
+from vzslave.names import validate_name
+from vzslave.records import ContainerStatus
+
+RUNTIMES = ("builtin", "runc", "crun")
+DEFAULT_GRACE = 10.0  # seconds between TERM and KILL at stop
+START_WAIT = 10.0  # how long start waits to see the app running
+DEFAULT_LOG_MAX = 10 * 1024 * 1024
+DEFAULT_LOG_KEEP = 3
+BACKOFF = {"initial": 1.0, "max": 60.0, "stable": 30.0}
+SUPERVISOR_PID = "supervisor.pid"  # in ROOT/containers: the fallback supervisor's pid
+
+_LAUNCHER = """#!{python} -IS
+# Written by vzslave. init runs this for each container: {launcher} NAME
+import sys
+sys.path.insert(0, {path!r})
+from vzslave.runner import main
+main(sys.argv[1:], {root!r})
+"""
+
+
+class Supervision(NamedTuple):
+    """What keeps the inittab entries running on this node, and how to tell it."""
+
+    name: str  # "sysvinit", "busybox" or "vz-supervisor"
+    inittab: str  # the file holding the entries
+    dialect: Dialect
+    reload: Callable[[], None]
+
+
+def detect_supervision(layout: Layout, inittab: str = "/etc/inittab") -> Supervision:
+    """PID 1 when it honours inittab; else the fallback supervisor (initscripts/)."""
+    init = detect_init()
+    if init in ("sysvinit", "busybox"):
+        dialect = dialect_for(init)
+        return Supervision(init, inittab, dialect, lambda: reload_init(dialect))
+    pid = _supervisor_pid(layout)
+    if pid is None:
+        raise InittabError(
+            "PID 1 of this node is {}, which does not run /etc/inittab entries, and the vz "
+            "supervisor is not running. Install and start it from vz's initscripts/ "
+            "(see initscripts/README.md), then retry".format(init))
+
+    def reload() -> None:
+        os.kill(pid, signal.SIGHUP)
+
+    return Supervision("vz-supervisor", os.path.join(layout.containers, "inittab"),
+                       Dialect.SYSV, reload)
+
+
+def _supervisor_pid(layout: Layout) -> Optional[int]:
+    try:
+        with open(os.path.join(layout.containers, SUPERVISOR_PID)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if procs.is_alive(pid) else None
+
+
+class Containers:
+    """The containers of one node."""
+
+    def __init__(self, layout: Layout, bundles: BundleStore,
+                 supervision: Optional[Callable[[], Supervision]] = None) -> None:
+        self.layout = layout
+        self.bundles = bundles
+        self._detect = supervision or (lambda: detect_supervision(layout))
+        self._supervision: Optional[Supervision] = None
+
+    @property
+    def supervision(self) -> Supervision:
+        """How this node runs inittab entries (detected once per session)."""
+        if self._supervision is None:
+            self._supervision = self._detect()
+        return self._supervision
+
+    # -- the ops -------------------------------------------------------------
+
+    def start(self, name: str, override: bool = False, runtime: Optional[str] = None,
+              log_max: Optional[int] = None, log_keep: Optional[int] = None,
+              syslog: Optional[bool] = None) -> ContainerStatus:
+        """Have init run the container; wait until the app runs or fails to start.
+
+        Starting a running container only updates its plan, which the next spawn
+        (``restart``) uses. Options not given keep their earlier values.
+        """
+        validate_name("container", name)
+        bundle = self._bundle_tree(name)
+        with self._lock(name):
+            self._repair(name)
+            settings = self._settings(name)
+            settings.update({k: v for k, v in (("runtime", runtime), ("log_max", log_max),
+                                               ("log_keep", log_keep), ("syslog", syslog))
+                             if v is not None})
+            plan = self._plan(name, bundle, settings)
+            sup = self.supervision
+            tab = InittabFile(sup.inittab)
+            with tab.locked():
+                text = tab.read()
+                entry = _entry(text, self.layout.launcher, name)
+                if entry is not None and entry.state == "active":
+                    self._write_plan(name, plan)  # takes effect at the next spawn
+                    settings.update(wanted="running", tree=plan["bundle"])
+                    self._save(name, settings)
+                    return self._status_of(name, text)
+                if settings.get("wanted") == "running" and not override:
+                    raise DisabledByAdminError(
+                        "container {!r} was disabled by the node's administrator: its "
+                        "{} entry is {}. Start it with override to put the entry "
+                        "back".format(name, sup.inittab,
+                                      "commented out" if entry else "deleted"),
+                        {"entry": entry.line if entry else None})
+                settings.update(wanted="running", starting=True, tree=plan["bundle"])
+                settings["id"] = settings.get("id") or self._allocate_id(text, name)
+                self._save(name, settings)
+                self._write_plan(name, plan)
+                self._install_launcher()
+                _remove_quietly(os.path.join(self.layout.container_dir(name), "run"))
+                if plan["runtime"] == "builtin" and not _has_mount_namespace(plan):
+                    runner.prepare(plan)
+                new = _with_entry(text, sup.dialect, self.layout.launcher, name,
+                                  settings["id"], entry is not None)
+                tab.write(new)
+                sup.reload()
+            settings.pop("starting", None)
+            self._save(name, settings)
+            return self._wait_running(name)
+
+    def stop(self, name: str, grace: float = DEFAULT_GRACE) -> ContainerStatus:
+        """Remove the entry, reload init, end every process, release every mount."""
+        validate_name("container", name)
+        with self._lock(name):
+            settings = self._settings(name, must_exist=True)
+            settings.update(wanted="stopped", stopping=True)
+            settings.pop("starting", None)
+            self._save(name, settings)
+            self._finish_stop(name, settings, grace)
+            return self._status_of(name, None)
+
+    def restart(self, name: str, grace: float = DEFAULT_GRACE) -> ContainerStatus:
+        """Stop, then start with the same settings (and the bundle as it is now)."""
+        self.stop(name, grace)
+        return self.start(name)
+
+    def status(self, name: Optional[str] = None) -> List[ContainerStatus]:
+        """One container's status, or every container's, sorted by name."""
+        names = [validate_name("container", name)] if name else fs.visible_names(
+            self.layout.containers)
+        text = self._read_inittab()
+        found = []
+        for each in names:
+            if not os.path.isfile(self._settings_path(each)):
+                if name:
+                    raise NoSuchContainerError(_no_such(name))
+                continue
+            self._repair_unlocked(each)
+            found.append(self._status_of(each, text))
+        return found
+
+    def log_path(self, name: str) -> str:
+        """The current log file of a container."""
+        return os.path.join(self.layout.logs, validate_name("container", name) + ".log")
+
+    def log_limits(self, name: str) -> Dict[str, int]:
+        """max_bytes and keep of a container's logs."""
+        settings = self._settings(name)
+        return {"max_bytes": int(settings.get("log_max", DEFAULT_LOG_MAX)),
+                "keep": int(settings.get("log_keep", DEFAULT_LOG_KEEP))}
+
+    def trim_logs(self) -> None:
+        """Cut the logs of running containers back to their limits (copytruncate).
+
+        The runner rotates at every spawn; this bounds an app that runs for long and
+        writes much. Called at every session, so it must stay cheap: a stat per log.
+        """
+        try:
+            entries = list(os.scandir(self.layout.logs))
+        except OSError:
+            return
+        for entry in entries:
+            if not entry.name.endswith(".log"):
+                continue
+            try:
+                size = entry.stat().st_size
+            except OSError:
+                continue
+            if size <= min(DEFAULT_LOG_MAX, 1024 * 1024):
+                continue  # below every limit anyone is likely to set: no settings read
+            name = entry.name[:-4]
+            limits = self.log_limits(name)
+            if size > limits["max_bytes"]:
+                logs.trim(entry.path, limits["max_bytes"], limits["keep"])
+
+    def trees_in_use(self) -> Set[str]:
+        """Bundle trees a started container runs from (never garbage)."""
+        used = set()
+        for name in fs.visible_names(self.layout.containers):
+            tree = self._settings(name).get("tree")
+            if tree:
+                used.add(tree)
+        return used
+
+    # -- start and stop ------------------------------------------------------
+
+    def _bundle_tree(self, name: str) -> str:
+        try:
+            return os.path.realpath(self.bundles.path(name))
+        except OSError as exc:
+            raise NoSuchBundleError(str(exc)) from exc
+
+    def _plan(self, name: str, tree: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+        if not os.path.isdir(tree):
+            raise NoSuchBundleError("no bundle named {!r} on this node: unpack an image "
+                                    "into it first".format(name))
+        plan = oci.build_plan(oci.load_config(tree), tree, name)
+        kind = settings.get("runtime", "builtin")
+        if kind not in RUNTIMES:
+            raise BadRequestError("runtime must be one of {}, not {!r}".format(
+                ", ".join(RUNTIMES), kind))
+        path = None
+        if kind != "builtin":
+            path = shutil.which(kind, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                                           "/usr/bin:/sbin:/bin")
+            if path is None:
+                raise NoRuntimeError("container {!r} is set to run under {}, which is not "
+                                     "installed on this node; install it or start with "
+                                     "runtime builtin".format(name, kind))
+        plan.update(
+            runtime=kind, runtime_path=path,
+            state_dir=self.layout.container_dir(name),
+            log={"path": os.path.join(self.layout.logs, name + ".log"),
+                 "max_bytes": int(settings.get("log_max", DEFAULT_LOG_MAX)),
+                 "keep": int(settings.get("log_keep", DEFAULT_LOG_KEEP)),
+                 "syslog": bool(settings.get("syslog", False))},
+            backoff=dict(BACKOFF))
+        return plan
+
+    def _write_plan(self, name: str, plan: Dict[str, Any]) -> None:
+        fs.atomic_write(os.path.join(self.layout.container_dir(name), "plan.marshal"),
+                        marshal.dumps(plan), 0o600)
+
+    def _install_launcher(self) -> None:
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        text = _LAUNCHER.format(python=sys.executable, launcher=self.layout.launcher,
+                                path=package_parent, root=self.layout.root).encode()
+        if len(text.split(b"\n", 1)[0]) > 127:
+            raise InittabError("the Python interpreter's path {} is too long for a #! line "
+                               "(127 bytes on older kernels)".format(sys.executable))
+        try:
+            with open(self.layout.launcher, "rb") as current:
+                if current.read() == text:
+                    return
+        except OSError:
+            pass
+        fs.atomic_write(self.layout.launcher, text, 0o755)
+
+    def _allocate_id(self, text: str, name: str) -> str:
+        from vzslave.inittab import allocate_id, used_ids
+        avoid = set()
+        for other in fs.visible_names(self.layout.containers):
+            if other != name:
+                entry_id = self._settings(other).get("id")
+                if entry_id:
+                    avoid.add(entry_id)
+        return allocate_id(used_ids(text), avoid)
+
+    def _wait_running(self, name: str) -> ContainerStatus:
+        deadline = time.monotonic() + START_WAIT
+        while True:
+            status = self._status_of(name, None)
+            if status.state not in ("starting", "restarting") or time.monotonic() > deadline:
+                return status
+            time.sleep(0.02)
+
+    def _finish_stop(self, name: str, settings: Dict[str, Any], grace: float) -> None:
+        sup = self.supervision
+        tab = InittabFile(sup.inittab)
+        with tab.locked():
+            text = tab.read()
+            if _entry(text, self.layout.launcher, name) is not None:
+                from vzslave.inittab import remove_entry
+                tab.write(remove_entry(text, self.layout.launcher, name))
+                sup.reload()
+        plan = self._load_plan(name)
+        if plan is not None:
+            self._end_processes(name, plan, grace)
+            if plan["runtime"] != "builtin" and plan.get("runtime_path"):
+                subprocess.run([plan["runtime_path"], "delete", "--force", "vz-" + name],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=30, check=False)
+            stuck = runner.release(plan)
+            if stuck:
+                raise BusyError("container {!r} is stopped, but these mounts could not be "
+                                "released: {}".format(name, ", ".join(stuck)),
+                                {"mounts": stuck})
+        for key in ("stopping", "id", "tree"):
+            settings.pop(key, None)
+        self._save(name, settings)
+        self.bundles.collect_garbage(name)
+
+    def _end_processes(self, name: str, plan: Dict[str, Any], grace: float) -> None:
+        record = runner.read_run_record(os.path.join(self.layout.container_dir(name), "run"))
+        groups = []
+        pid = _int(record.get("pid"))
+        if pid:
+            group = procs.process_group(pid)
+            if group:
+                groups.append(group)
+        # A runner spawned by init but not yet in its chroot: "vzrun\0NAME\0".
+        command = "{}\0{}\0".format(self.layout.launcher, name).encode()
+
+        def find() -> List[int]:
+            return procs.container_processes(plan["rootfs"], groups, command)
+
+        survivors = procs.end_processes(find, grace)
+        if survivors:
+            raise BusyError("container {!r}: processes {} survive SIGKILL (stuck in the "
+                            "kernel?); stop it again later".format(name, survivors),
+                            {"pids": survivors})
+
+    # -- repair --------------------------------------------------------------
+
+    def _repair(self, name: str) -> None:
+        """Finish a start or stop that a killed vzslave left half done (lock held)."""
+        settings = self._settings(name)
+        if settings.get("stopping"):
+            self._finish_stop(name, settings, DEFAULT_GRACE)
+        elif settings.get("starting"):
+            text = self._read_inittab()
+            entry = _entry(text, self.layout.launcher, name)
+            if entry is None or entry.state != "active":
+                # It never reached the inittab: as if it had not been asked.
+                settings.update(wanted="stopped", stopping=True)
+                self._save(name, settings)
+                self._finish_stop(name, settings, DEFAULT_GRACE)
+            else:
+                settings.pop("starting")
+                self._save(name, settings)
+
+    def _repair_unlocked(self, name: str) -> None:
+        settings = self._settings(name)
+        if not (settings.get("stopping") or settings.get("starting")):
+            return
+        try:
+            with self._lock(name, wait=False):
+                self._repair(name)
+        except BusyError:
+            pass  # a request is working on it right now
+
+    # -- status --------------------------------------------------------------
+
+    def _status_of(self, name: str, text: Optional[str]) -> ContainerStatus:
+        if text is None:
+            text = self._read_inittab()
+        settings = self._settings(name)
+        record = runner.read_run_record(os.path.join(self.layout.container_dir(name), "run"))
+        entry = _entry(text, self.layout.launcher, name)
+        now = time.time()
+        pid = _int(record.get("pid"))
+        alive = pid is not None and procs.is_alive(pid)
+        uptime = None
+        if settings.get("wanted") != "running":
+            state = "stopped"
+        elif entry is None or entry.state != "active":
+            state = "disabled"
+        elif not record:
+            state = "starting"
+        elif record.get("state") in ("waiting", "failed"):
+            state = "crash-looping"
+        elif alive:
+            state = "running"
+            uptime = max(now - float(record.get("started", now)), 0.0)
+        else:
+            state = "restarting"
+        spawns = _int(record.get("spawns")) or 0
+        next_retry = record.get("next_start")
+        return ContainerStatus(
+            name=name, state=state, pid=pid if alive else None, uptime=uptime,
+            restarts=max(spawns - 1, 0), last_exit=record.get("last_exit") or None,
+            last_error=record.get("last_error") or None,
+            next_retry=float(next_retry) if next_retry and state == "crash-looping" else None,
+            supervisor=self._supervisor_name(), runtime=settings.get("runtime", "builtin"),
+            entry=entry.line.rstrip("\r\n") if entry else None,
+            bundle=settings.get("tree") or "", log=os.path.join(self.layout.logs, name + ".log"))
+
+    def _supervisor_name(self) -> str:
+        try:
+            return self.supervision.name
+        except InittabError:
+            return "none"
+
+    def _read_inittab(self) -> str:
+        try:
+            path = self.supervision.inittab
+        except InittabError:
+            return ""
+        return InittabFile(path).read()
+
+    # -- settings ------------------------------------------------------------
+
+    def _settings_path(self, name: str) -> str:
+        return os.path.join(self.layout.container_dir(name), "settings.json")
+
+    def _settings(self, name: str, must_exist: bool = False) -> Dict[str, Any]:
+        try:
+            with open(self._settings_path(name), "rb") as f:
+                value = json.loads(f.read().decode("utf-8"))
+            return value if isinstance(value, dict) else {}
+        except FileNotFoundError:
+            if must_exist:
+                raise NoSuchContainerError(_no_such(name)) from None
+            return {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, name: str, settings: Dict[str, Any]) -> None:
+        os.makedirs(self.layout.container_dir(name), mode=0o700, exist_ok=True)
+        fs.atomic_write(self._settings_path(name),
+                        json.dumps(settings, sort_keys=True, indent=1).encode(), 0o600)
+
+    def _load_plan(self, name: str) -> Optional[Dict[str, Any]]:
+        try:
+            with open(os.path.join(self.layout.container_dir(name), "plan.marshal"),
+                      "rb") as f:
+                plan = marshal.load(f)
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+        return plan if isinstance(plan, dict) else None
+
+    def _lock(self, name: str, wait: bool = True) -> Any:
+        os.makedirs(self.layout.container_dir(name), mode=0o700, exist_ok=True)
+        return fs.exclusive_lock(os.path.join(self.layout.locks, "container-{}.lock".format(
+            name)), "container {!r}".format(name), blocking=wait)
+
+
+def _entry(text: str, launcher: str, name: str) -> Any:
+    from vzslave.inittab import parse
+    for entry in parse(text, launcher):
+        if entry.name == name:
+            return entry
+    return None
+
+
+def _with_entry(text: str, dialect: Dialect, launcher: str, name: str, entry_id: str,
+                exists: bool) -> str:
+    from vzslave.inittab import add_entry, restore_entry
+    if exists:
+        return restore_entry(text, dialect, launcher, name, entry_id)
+    return add_entry(text, dialect, launcher, name, entry_id)
+
+
+def _has_mount_namespace(plan: Dict[str, Any]) -> bool:
+    return any(ns["type"] == "mount" for ns in plan["namespaces"])
+
+
+def _int(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _no_such(name: str) -> str:
+    return "no container named {!r} on this node; start it first".format(name)
