@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""vz end to end on this machine: a local test node, an image, a push, an unpack.
+"""vz end to end on this machine: a local test node, an image, push, unpack, start.
 
 Run by ../quickstart.sh (as root, after installing what vz needs). The test node is
 a "VPS in a box" (vzmaster.box): its own network, a real init as PID 1 and the
@@ -93,11 +93,30 @@ def main() -> None:
             run([vzmaster, "unpack", box.ip, "hello.txz", "hello"] + ssh, hub.netns)
             run([vzmaster, "bundles", box.ip] + ssh, hub.netns)
 
-            say("The bundle is a runnable root filesystem on the node")
+            say("Start it: the node's own init runs it from an /etc/inittab respawn line")
+            run([vzmaster, "start", box.ip, "hello"] + ssh, hub.netns)
             run(["ssh", "-F", "none", "-i", hub.client_key, "-o", "BatchMode=yes",
                  "-o", "UserKnownHostsFile=" + hub.known_hosts, "root@" + box.ip,
-                 "chroot /var/lib/vz/bundles/hello/rootfs /bin/sh -c "
-                 "'echo hello from $(cat /www/index.html)'"], hub.netns)
+                 "grep vzrun /etc/inittab"], hub.netns)
+            fetch = [shutil.which("busybox") or "/bin/busybox", "wget", "-q", "-O", "-",
+                     "http://{}:8080/".format(box.ip)]
+            for _ in range(50):  # busybox init spawns within a second or two
+                if subprocess.run(["ip", "netns", "exec", hub.netns] + fetch,
+                                  capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.1)
+            run(fetch, hub.netns)
+
+            say("Kill the app: init brings it back; status and logs tell what happened")
+            run(["ssh", "-F", "none", "-i", hub.client_key, "-o", "BatchMode=yes",
+                 "-o", "UserKnownHostsFile=" + hub.known_hosts, "root@" + box.ip,
+                 "pkill -KILL -f 'busybox httpd'"], hub.netns)
+            time.sleep(2.5)
+            run([vzmaster, "status", box.ip] + ssh, hub.netns)
+            run([vzmaster, "logs", box.ip, "hello"] + ssh, hub.netns)
+
+            say("Stop it: the entry goes, every process and mount of it is gone")
+            run([vzmaster, "stop", box.ip, "hello"] + ssh, hub.netns)
 
             say("What vzslave says about the node")
             run([vzmaster, "hello", box.ip] + ssh, hub.netns)

@@ -162,7 +162,8 @@ def cmd_start(node: Client, args: argparse.Namespace) -> Any:
     """Start a container from its bundle under the node's init."""
     status = node.start(args.app, override=args.override, runtime=args.runtime,
                         log_max=args.log_max, log_keep=args.log_keep,
-                        syslog=True if args.syslog else None)
+                        syslog=True if args.syslog else None,
+                        monitor=True if args.monitor else None)
     return to_wire(status) if args.json else _status_rows([status])
 
 
@@ -252,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rotated log files kept (default 3)")
     start.add_argument("--syslog", action="store_true",
                        help="also send the container's output to the node's syslog")
+    start.add_argument("--monitor", action="store_true",
+                       help="keep a small vz process as the app's parent: hard log cap, "
+                            "exit codes in status")
     for name, func in (("stop", cmd_stop), ("restart", cmd_restart)):
         sub = add(name, func, ("app", "container"))
         sub.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",

@@ -240,20 +240,29 @@ class Client:
 
     def start(self, name: str, *, override: bool = False, runtime: str | None = None,
               log_max: int | None = None, log_keep: int | None = None,
-              syslog: bool | None = None) -> ContainerStatus:
+              syslog: bool | None = None, monitor: bool | None = None,
+              wait: bool = True) -> ContainerStatus:
         """Have the node's init run container ``name`` from its bundle.
 
-        Returns once the app runs (or is seen failing: check ``state``). ``runtime``
+        Returns once the app runs (or is seen failing: check ``state``); without
+        ``wait``, as soon as init has been told (busybox init takes up to ~2 s). ``runtime``
         is "builtin" (the chroot runner), "runc" or "crun"; ``log_max`` bytes per log
         file and ``log_keep`` rotated files bound its logs; ``syslog`` also sends its
-        output to the node's syslog. Options not given keep their earlier values.
+        output to the node's syslog. Without ``monitor`` nothing of vz stays beside
+        the app: its log is rotated at each (re)start and cut back at each session
+        of a client; with ``monitor`` (implied by ``syslog`` and by a PID namespace)
+        a small process of ours stays as its parent, holds the log to a hard cap and
+        reports exit codes. Options not given keep their earlier values.
         ``override`` restores an entry the node's administrator disabled.
         """
         args: dict[str, Any] = {"name": name}
         if override:
             args["override"] = True
+        if not wait:
+            args["wait"] = False
         for key, value in (("runtime", runtime), ("log_max", log_max),
-                           ("log_keep", log_keep), ("syslog", syslog)):
+                           ("log_keep", log_keep), ("syslog", syslog),
+                           ("monitor", monitor)):
             if value is not None:
                 args[key] = value
         return from_wire(ContainerStatus, self._call("container.start", **args)["status"])

@@ -122,11 +122,13 @@ class Containers:
 
     def start(self, name: str, override: bool = False, runtime: Optional[str] = None,
               log_max: Optional[int] = None, log_keep: Optional[int] = None,
-              syslog: Optional[bool] = None) -> ContainerStatus:
-        """Have init run the container; wait until the app runs or fails to start.
+              syslog: Optional[bool] = None, monitor: Optional[bool] = None,
+              wait: bool = True) -> ContainerStatus:
+        """Have init run the container; with ``wait``, until the app runs or fails.
 
-        Starting a running container only updates its plan, which the next spawn
-        (``restart``) uses. Options not given keep their earlier values.
+        Starting a running container only records the options given; ``restart``
+        applies them and a newly unpacked bundle. Options not given keep their
+        earlier values.
         """
         validate_name("container", name)
         bundle = self._bundle_tree(name)
@@ -134,7 +136,8 @@ class Containers:
             self._repair(name)
             settings = self._settings(name)
             settings.update({k: v for k, v in (("runtime", runtime), ("log_max", log_max),
-                                               ("log_keep", log_keep), ("syslog", syslog))
+                                               ("log_keep", log_keep), ("syslog", syslog),
+                                               ("monitor", monitor))
                              if v is not None})
             plan = self._plan(name, bundle, settings)
             sup = self.supervision
@@ -143,8 +146,9 @@ class Containers:
                 text = tab.read()
                 entry = _entry(text, self.layout.launcher, name)
                 if entry is not None and entry.state == "active":
-                    self._write_plan(name, plan)  # takes effect at the next spawn
-                    settings.update(wanted="running", tree=plan["bundle"])
+                    # Already running: new options are kept, and take effect (with
+                    # the bundle as it is then) at restart, which re-prepares mounts.
+                    settings["wanted"] = "running"
                     self._save(name, settings)
                     return self._status_of(name, text)
                 if settings.get("wanted") == "running" and not override:
@@ -168,7 +172,7 @@ class Containers:
                 sup.reload()
             settings.pop("starting", None)
             self._save(name, settings)
-            return self._wait_running(name)
+            return self._wait_running(name) if wait else self._status_of(name, None)
 
     def stop(self, name: str, grace: float = DEFAULT_GRACE) -> ContainerStatus:
         """Remove the entry, reload init, end every process, release every mount."""
@@ -276,7 +280,11 @@ class Containers:
                  "max_bytes": int(settings.get("log_max", DEFAULT_LOG_MAX)),
                  "keep": int(settings.get("log_keep", DEFAULT_LOG_KEEP)),
                  "syslog": bool(settings.get("syslog", False))},
-            backoff=dict(BACKOFF))
+            backoff=dict(BACKOFF),
+            # A monitor of ours stays as the app's parent: a hard cap on the log
+            # (it pumps the output), exit codes in status. Off by default: then
+            # nothing of ours stays beside the app.
+            monitor=bool(settings.get("monitor", False)))
         return plan
 
     def _write_plan(self, name: str, plan: Dict[str, Any]) -> None:

@@ -85,16 +85,18 @@ def test_a_killed_app_comes_back_and_repeated_crashes_wait_longer_each_time(box,
     with connect(box, digests) as node:
         node.start("crashy")
         time.sleep(16)
-        status = node.status("crashy")
-    assert status.state == "crash-looping", status
+        # Between an exit and the runner's next record it is "restarting".
+        status = wait_for(lambda: (lambda s: s if s.state == "crash-looping" else None)(
+            node.status("crashy")), timeout=3, what="crash-looping")
     assert status.next_retry is not None and status.next_retry > time.time()
     record = dict(line.split(" ", 1) for line in box.read_file(
         ROOT + "/containers/crashy/run").decode().splitlines())
     spawns = [float(t) for t in record["recent"].split()]
     gaps = [b - a for a, b in zip(spawns, spawns[1:])]
-    # 1, 2, 4, 8 seconds apart (plus init's own delay): far below sysvinit's 10 in 120 s.
+    # Waits of 0, 1, 2, 4, 8 s (busybox adds its own ~1 s to each): far below
+    # sysvinit's limit of 10 spawns in 120 s.
     assert 3 <= len(spawns) <= 6, spawns
-    assert all(later > earlier * 1.5 for earlier, later in zip(gaps, gaps[1:])), gaps
+    assert all(later > earlier + 0.5 for earlier, later in zip(gaps, gaps[1:])), gaps
     assert "respawning too fast" not in box.console_log()
 
 
@@ -130,10 +132,14 @@ def test_the_sysadmins_lines_are_byte_identical_after_100_start_stop_cycles(box,
     before = box.read_file(INITTAB)
     deploy(box, digests, tmp_path, "cycle", ["sleep", "1000"])
     with connect(box, digests) as node:
-        for _ in range(100):
-            assert node.start("cycle").state == "running"
+        for cycle in range(100):
+            # Waiting for busybox init (~1-2 s a spawn) on every cycle would take
+            # minutes; stopping a container still being spawned is part of the test.
+            status = node.start("cycle", wait=cycle % 10 == 0)
+            assert status.state in ("running", "starting"), status
             assert node.stop("cycle", grace=1).state == "stopped"
     assert box.read_file(INITTAB) == before
+    assert box_pids(box, status.bundle + "/rootfs") == []
 
 
 def test_an_entry_commented_out_by_the_admin_is_reported_disabled_and_not_restored(
@@ -184,3 +190,107 @@ def test_two_clients_starting_and_stopping_different_containers_keep_inittab_con
     with connect(box, digests) as node:
         assert {s.name: s.state for s in node.status()} == {"left": "running",
                                                             "right": "running"}
+
+
+def counted_lines(count):
+    """A shell loop printing "PID N" for N in 0..count-1, then sleeping."""
+    return ["sh", "-c", 'i=0; while [ $i -lt {} ]; do echo "$$ $i"; i=$((i+1)); done; '
+            "exec sleep 1000".format(count)]
+
+
+def test_logs_follow_sees_every_line_once_across_a_restart_and_rotation(box, digests,
+                                                                        tmp_path):
+    deploy(box, digests, tmp_path, "talker", counted_lines(400))
+    with connect(box, digests) as node, connect(box, digests) as other:
+        first = node.start("talker", log_max=2048, log_keep=2)
+        wait_for(lambda: len(list(other.logs("talker", tail=1000))) >= 400,
+                 what="the first run's lines")
+        lines = []
+        with node.logs("talker", tail=1000, follow=True) as stream:
+            for line in stream:
+                if line.startswith("vz: "):  # the runner's own line at each spawn
+                    continue
+                lines.append(line)
+                if len(lines) == 400:
+                    box.exec(["kill", "-KILL", str(first.pid)])  # respawn rotates the log
+                if len(lines) == 800:
+                    break
+        cursor = stream.cursor
+        assert [line for line in other.logs("talker", cursor=cursor)] == []
+    assert box.exec(["test", "-e", ROOT + "/logs/talker.log.1"]).returncode == 0
+    runs = {}
+    for line in lines:
+        pid, number = line.split()
+        runs.setdefault(pid, []).append(int(number))
+    assert sorted(runs.values()) == [list(range(400))] * 2
+
+
+def test_logs_tail_returns_the_last_lines(box, digests, tmp_path):
+    deploy(box, digests, tmp_path, "counter", counted_lines(50))
+    with connect(box, digests) as node:
+        node.start("counter")
+        wait_for(lambda: any(line.endswith(" 49") for line in node.logs("counter", tail=1)),
+                 what="the last line")
+        assert [line.split()[1] for line in node.logs("counter", tail=3)] == ["47", "48", "49"]
+
+
+def test_a_flooding_app_under_a_monitor_stays_within_its_log_cap(box, digests, tmp_path):
+    deploy(box, digests, tmp_path, "flood", ["yes", "a fairly long line of flood output"])
+    with connect(box, digests) as node:
+        assert node.start("flood", log_max=64 * 1024, log_keep=2, monitor=True).state == \
+            "running"
+        time.sleep(3)
+        sizes = [int(size) for size in box.exec(
+            ["sh", "-c", "stat -c %s " + ROOT + "/logs/flood.log*"]).stdout.split()]
+        node.stop("flood", grace=1)
+    assert len(sizes) == 3
+    assert all(size <= 64 * 1024 for size in sizes), sizes
+
+
+def test_a_big_log_without_a_monitor_is_cut_back_at_the_next_session(box, digests,
+                                                                     tmp_path):
+    deploy(box, digests, tmp_path, "gush",
+           ["sh", "-c", "yes 'a fairly long line of output' | head -c 3000000; "
+            "exec sleep 1000"])
+    with connect(box, digests) as node:
+        node.start("gush", log_max=64 * 1024, log_keep=2)
+        wait_for(lambda: int(box.exec(["stat", "-c", "%s", ROOT + "/logs/gush.log"]).stdout)
+                 >= 3000000, what="the output")
+    with connect(box, digests) as node:  # hello cuts the logs of running apps back
+        sizes = [int(size) for size in box.exec(
+            ["sh", "-c", "stat -c %s " + ROOT + "/logs/gush.log*"]).stdout.split()]
+        assert node.status("gush").state == "running"
+    assert sizes[0] == 0 and all(size <= 64 * 1024 for size in sizes), sizes
+
+
+@pytest.mark.parametrize("op", ["start", "stop"])
+def test_a_vzslave_killed_mid_request_leaves_a_state_the_next_request_repairs(
+        box, digests, tmp_path, op):
+    before = admin_lines(box)
+    deploy(box, digests, tmp_path, "fragile", ["sleep", "1000"])
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.05, 0.1):
+        with connect(box, digests) as node:
+            if op == "stop":
+                node.start("fragile")
+            call = threading.Thread(target=lambda: _swallow(
+                lambda: getattr(node, op)("fragile")))
+            call.start()
+            time.sleep(delay)
+            box.exec(["pkill", "-KILL", "-f", "-x", ".*-m vzslave"])
+            call.join(30)
+        with connect(box, digests) as node:
+            status = node.status("fragile")
+            assert status.state in ("running", "starting", "stopped"), status
+            text = box.read_file(INITTAB).decode()
+            entries = re.findall(r"^[^#\n]*vzrun fragile$", text, re.M)
+            assert len(entries) == (0 if status.state == "stopped" else 1), (status, text)
+            assert node.stop("fragile", grace=1).state == "stopped"
+            assert box_pids(box, status.bundle + "/rootfs" if status.bundle else "/none") == []
+    assert admin_lines(box) == before
+
+
+def _swallow(call):
+    try:
+        call()
+    except Exception:  # the session dies with the killed vzslave: expected
+        pass

@@ -1,0 +1,111 @@
+"""The container store over a fake init: entries, settings, disabled detection, repair."""
+
+import json
+import marshal
+import os
+
+import pytest
+
+from tests import tarballs as tb
+from vzslave import containers as ct
+from vzslave.bundles import BundleStore
+from vzslave.errors import DisabledByAdminError, NoRuntimeError, NoSuchContainerError
+from vzslave.images import ImageStore
+from vzslave.inittab import Dialect
+
+ADMIN = "::sysinit:/etc/init.d/rcS\n::respawn:/sbin/getty 38400 tty1\n"
+
+
+@pytest.fixture
+def node(layout, limits, tmp_path, monkeypatch):
+    """Containers over a temp inittab; reloads and mount work are recorded, not done."""
+    inittab = tmp_path / "inittab"
+    inittab.write_text(ADMIN)
+    calls = []
+    monkeypatch.setattr(ct.runner, "prepare", lambda plan: calls.append("prepare"))
+    monkeypatch.setattr(ct.runner, "release", lambda plan: calls.append("release") or [])
+    tree = os.path.join(layout.trees, "app.0001")
+    tb.extract_image(tb.make_tar(tb.bundle(tb.directory("rootfs/bin"),
+                                           config=tb.config_json())), tree)
+    os.symlink(".trees/app.0001", os.path.join(layout.bundles, "app"))
+    bundles = BundleStore(layout, limits, ImageStore(layout, limits))
+    store = ct.Containers(layout, bundles, lambda: ct.Supervision(
+        "busybox", str(inittab), Dialect.BUSYBOX, lambda: calls.append("reload")))
+    bundles.in_use = store.trees_in_use
+    store.calls = calls
+    store.inittab = inittab
+    return store
+
+
+def test_start_adds_one_entry_writes_the_plan_and_reloads_init(node, layout):
+    status = node.start("app", wait=False)
+    assert status.state == "starting"
+    assert node.inittab.read_text() == ADMIN + "::respawn:{} app\n".format(layout.launcher)
+    with open(os.path.join(layout.container_dir("app"), "plan.marshal"), "rb") as f:
+        plan = marshal.load(f)
+    assert plan["runtime"] == "builtin" and plan["rootfs"].endswith("app.0001/rootfs")
+    assert node.calls == ["prepare", "reload"]
+    assert os.access(layout.launcher, os.X_OK)
+
+
+def test_starting_a_started_container_adds_no_second_entry(node):
+    node.start("app", wait=False)
+    node.start("app", wait=False)
+    assert node.inittab.read_text().count("vzrun app") == 1
+
+
+def test_stop_removes_exactly_the_entry(node):
+    node.start("app", wait=False)
+    assert node.stop("app", grace=0.1).state == "stopped"
+    assert node.inittab.read_text() == ADMIN
+    assert node.calls[-2:] == ["reload", "release"]
+
+
+def test_an_entry_commented_out_by_the_admin_is_disabled_and_not_restored(node):
+    node.start("app", wait=False)
+    entry = "::respawn:{} app".format(node.layout.launcher)
+    node.inittab.write_text(node.inittab.read_text().replace(entry, "#" + entry))
+    assert node.status("app")[0].state == "disabled"
+    with pytest.raises(DisabledByAdminError):
+        node.start("app", wait=False)
+    assert "#::respawn:" in node.inittab.read_text()
+    node.start("app", override=True, wait=False)
+    assert node.inittab.read_text().count("\n::respawn:" + node.layout.launcher) == 1
+
+
+def test_an_entry_deleted_by_the_admin_is_disabled(node):
+    node.start("app", wait=False)
+    node.inittab.write_text(ADMIN)
+    assert node.status("app")[0].state == "disabled"
+
+
+def test_a_start_cut_short_before_the_inittab_is_rolled_back_by_the_next_request(node,
+                                                                                 layout):
+    os.makedirs(layout.container_dir("app"))
+    with open(os.path.join(layout.container_dir("app"), "settings.json"), "w") as f:
+        json.dump({"wanted": "running", "starting": True, "id": "v000"}, f)
+    assert node.status("app")[0].state == "stopped"
+    assert node.inittab.read_text() == ADMIN
+
+
+def test_a_started_containers_tree_survives_a_new_unpack_of_its_bundle(node, layout):
+    node.start("app", wait=False)
+    assert node.trees_in_use() == {os.path.realpath(os.path.join(layout.trees, "app.0001"))}
+    os.makedirs(os.path.join(layout.trees, "app.0002"))
+    os.unlink(os.path.join(layout.bundles, "app"))
+    os.symlink(".trees/app.0002", os.path.join(layout.bundles, "app"))
+    node.bundles.collect_garbage("app")
+    assert sorted(os.listdir(layout.trees)) == ["app.0001", "app.0002"]
+    node.stop("app", grace=0.1)
+    assert os.listdir(layout.trees) == ["app.0002"]
+
+
+def test_a_runtime_the_node_lacks_is_refused(node, monkeypatch):
+    monkeypatch.setattr(ct.shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(NoRuntimeError):
+        node.start("app", runtime="crun", wait=False)
+
+
+def test_status_of_an_unknown_container_is_refused(node):
+    with pytest.raises(NoSuchContainerError):
+        node.status("ghost")
