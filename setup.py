@@ -36,6 +36,7 @@ setup(
         "console_scripts": [
             "vzslave = vzslave.server:main",
             "vzmaster = vzmaster.cli:main",
+            "runch = vzslave.runch:main",
         ],
     },
     data_files=[("share/vz/sshd_config.d", ["sshd_config.d/vzslave.conf"])],

@@ -195,14 +195,18 @@ class Containers:
         names = [validate_name("container", name)] if name else fs.visible_names(
             self.layout.containers)
         text = self._read_inittab()
+        from vzslave.inittab import parse
+        entries = {entry.name: entry for entry in parse(text, self.layout.launcher)}
         found = []
         for each in names:
             if not os.path.isfile(self._settings_path(each)):
                 if name:
                     raise NoSuchContainerError(_no_such(name))
                 continue
-            self._repair_unlocked(each)
-            found.append(self._status_of(each, text))
+            if self._repair_unlocked(each):
+                text = self._read_inittab()
+                entries = {entry.name: entry for entry in parse(text, self.layout.launcher)}
+            found.append(self._status_of(each, text, entries))
         return found
 
     def log_path(self, name: str) -> str:
@@ -389,24 +393,28 @@ class Containers:
                 settings.pop("starting")
                 self._save(name, settings)
 
-    def _repair_unlocked(self, name: str) -> None:
+    def _repair_unlocked(self, name: str) -> bool:
+        """Repair ``name`` unless a request holds it; True if there was work to do."""
         settings = self._settings(name)
         if not (settings.get("stopping") or settings.get("starting")):
-            return
+            return False
         try:
             with self._lock(name, wait=False):
                 self._repair(name)
         except BusyError:
             pass  # a request is working on it right now
+        return True
 
     # -- status --------------------------------------------------------------
 
-    def _status_of(self, name: str, text: Optional[str]) -> ContainerStatus:
+    def _status_of(self, name: str, text: Optional[str],
+                   entries: Optional[Dict[str, Any]] = None) -> ContainerStatus:
         if text is None:
             text = self._read_inittab()
         settings = self._settings(name)
         record = runner.read_run_record(os.path.join(self.layout.container_dir(name), "run"))
-        entry = _entry(text, self.layout.launcher, name)
+        entry = (entries.get(name) if entries is not None
+                 else _entry(text, self.layout.launcher, name))
         now = time.time()
         pid = _int(record.get("pid"))
         alive = pid is not None and procs.is_alive(pid)

@@ -4,7 +4,7 @@ Each container's inittab line runs ``ROOT/bin/vzrun NAME``, a launcher that call
 ``main``. The runner reads the exec plan (vzslave/oci.py made it at start time), paces
 crash loops, points stdio at the log, sets the container up and then *execs* the app,
 which takes over the runner's pid: no process of ours stays beside a running container
-(except the small monitor that a PID namespace or syslog output needs).
+(except the small monitor that a PID namespace, syslog output or ``monitor`` asks for).
 
 Speed matters, so this module imports almost nothing at the top: no typing (~10 ms),
 json, re, socket, signal (enum) or ctypes; ``vzslave.linux`` reaches libc only when a
@@ -24,7 +24,7 @@ from vzslave import linux
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
-    from typing import Any, Dict, List, Optional, Set, Tuple
+    from typing import Any, Dict, List, Optional
     Plan = Dict[str, Any]
 else:
     import _signal  # builtin and already loaded; "signal" would import enum
@@ -32,7 +32,6 @@ else:
 RUN_KEYS = ("pid", "state", "started", "next_start", "streak", "spawns", "last_run",
             "last_exit", "last_error", "supervisor", "recent")
 IDLE = 60.0  # seconds a runner that cannot make progress sleeps, so init does not spin
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _RELAYED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
@@ -312,28 +311,39 @@ def enter_namespaces(spawn: Spawn) -> None:
     if kinds.get("network"):
         linux.loopback_up()
     if kinds.get("pid"):
-        linux.unshare(linux.CLONE_NEWPID)
-    if "pid" in kinds or plan["log"].get("syslog") or plan.get("monitor"):
+        linux.unshare(linux.CLONE_NEWPID)  # for the children: the next step forks
+
+
+def start_monitor(spawn: Spawn) -> None:
+    """Step 6 (end): fork the monitor if a PID namespace, syslog or the plan needs one."""
+    plan = spawn.plan
+    if (any(ns["type"] == "pid" for ns in plan["namespaces"]) or plan["log"].get("syslog")
+            or plan.get("monitor")):
         fork_monitor(spawn)
 
 
 def fork_monitor(spawn: Spawn) -> None:
-    """Step 6 (end): fork; the child goes on to step 7, the parent becomes the monitor."""
-    syslog = bool(spawn.plan["log"].get("syslog"))
-    reader, writer = os.pipe() if syslog else (-1, -1)
+    """Fork; the child goes on to step 7, the parent becomes the monitor.
+
+    With syslog or an explicit ``monitor`` the app writes into a pipe that the monitor
+    pumps into the log under a hard size cap (and to syslog); a monitor that only a
+    PID namespace asked for leaves the app on the log file itself.
+    """
+    pumped = bool(spawn.plan["log"].get("syslog") or spawn.plan.get("monitor"))
+    reader, writer = os.pipe() if pumped else (-1, -1)
     record_running(spawn)  # before the fork: the child may fail (and write) at once
     child = os.fork()
     if child == 0:
         spawn.monitored = True
         # The app must not outlive the monitor, whose pid is all init knows of.
         linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
-        if syslog:
+        if pumped:
             os.dup2(writer, 1)
             os.dup2(writer, 2)
             os.close(reader)
             os.close(writer)
         return
-    if syslog:
+    if pumped:
         os.close(writer)
     monitor(spawn, child, reader)
 
@@ -355,7 +365,7 @@ def monitor(spawn: Spawn, child: int, reader: int) -> None:
         from vzslave.logs import LogPump
         log = spawn.plan["log"]
         pump = LogPump(log["path"], log["max_bytes"], log["keep"],
-                       syslog_ident="vz/" + spawn.name)
+                       syslog_ident="vz/" + spawn.name if log.get("syslog") else None)
         for data in iter(lambda: os.read(reader, 65536), b""):
             pump.write(data)
         pump.close()
@@ -372,27 +382,16 @@ def monitor(spawn: Spawn, child: int, reader: int) -> None:
     os._exit(code)
 
 
-def _has_mount_namespace(plan: "Plan") -> bool:
-    return any(ns["type"] == "mount" for ns in plan["namespaces"])
-
 
 def set_up_mounts(spawn: Spawn) -> None:
-    """Step 7: the plan's mounts; skipped when prepared in the host this boot."""
+    """Step 7: the plan's mounts (vzslave/mounts.py); skipped when prepared this boot."""
     plan = spawn.plan
-    fresh = any(ns["type"] == "mount" and not ns.get("path") for ns in plan["namespaces"])
-    if fresh:
-        mount_plan(plan, only_missing=False)  # they all vanish with the namespace
-    elif _has_mount_namespace(plan):
-        mount_plan(plan, only_missing=True)  # a joined namespace may hold them already
-    else:
+    if not any(ns["type"] == "mount" for ns in plan["namespaces"]):
         boot = _read("/proc/sys/kernel/random/boot_id")
-        if not boot or _read(_marker(plan)) != boot:
-            mount_plan(plan, only_missing=True)  # after a reboot: prepare() is stale
-            _write_marker(plan)
-
-
-def _marker(plan: "Plan") -> str:
-    return os.path.join(plan["state_dir"], "mounts")
+        if boot and _read(os.path.join(plan["state_dir"], "mounts")) == boot:
+            return  # the fast path: the mount code is not even imported
+    from vzslave import mounts
+    mounts.set_up(plan)
 
 
 def _read(path: str) -> bytes:
@@ -403,299 +402,16 @@ def _read(path: str) -> bytes:
         return b""
 
 
-def _write_marker(plan: "Plan") -> None:
-    tmp = _marker(plan) + ".tmp"
-    with open(tmp, "wb") as out:
-        out.write(_read("/proc/sys/kernel/random/boot_id") + b"\n")
-    os.rename(tmp, _marker(plan))
-
-
 def prepare(plan: "Plan") -> None:
-    """Mount the plan in the host's mount namespace (at start time) and mark the boot.
-
-    Does nothing for plans with a mount namespace or a runc/crun runtime: their runner
-    mounts at every spawn. Raises BadConfigError (mounts made so far are released).
-    """
-    if plan["runtime"] != "builtin" or _has_mount_namespace(plan):
-        return
-    try:
-        mount_plan(plan, only_missing=True)
-        _write_marker(plan)
-    except (RunnerError, OSError) as exc:
-        release(plan)
-        from vzslave.errors import BadConfigError
-        message = exc.message if isinstance(exc, RunnerError) else _os_message(exc)
-        raise BadConfigError("cannot prepare the mounts of container {!r}: {}".format(
-            plan["name"], message), {"step": "mounts"}) from exc
+    """Mount the plan in the host's mount namespace (see vzslave.mounts.prepare)."""
+    from vzslave import mounts
+    mounts.prepare(plan)
 
 
 def release(plan: "Plan") -> "List[str]":
-    """Unmount everything at or under the rootfs, deepest first; the mounts left over."""
-    from vzslave.fs import mounts_under
-    rootfs = plan["rootfs"]
-    for _ in range(8):
-        points = mounts_under(rootfs)
-        if not points:
-            break
-        # Deepest first; of mounts stacked on one point, the last mounted (listed last).
-        for point in sorted(reversed(points), key=lambda p: p.count("/"), reverse=True):
-            try:
-                linux.umount2(point, linux.UMOUNT_NOFOLLOW)
-            except OSError:
-                try:
-                    linux.umount2(point, linux.UMOUNT_NOFOLLOW | linux.MNT_DETACH)
-                except OSError:
-                    pass
-    try:
-        os.unlink(_marker(plan))
-    except FileNotFoundError:
-        pass
-    return mounts_under(rootfs)
-
-
-def mount_plan(plan: "Plan", only_missing: bool) -> None:
-    """Make the plan's mounts, device nodes, links, masks and read-only paths.
-
-    With ``only_missing``, skip destinations that are mount points already.
-    """
-    rootfs = plan["rootfs"]
-    mounted: "Set[str]" = set()
-    if only_missing:
-        from vzslave.fs import mounts_under
-        mounted = set(mounts_under(rootfs))
-    old_umask = os.umask(0)  # device and directory modes exactly as the plan says
-    root = os.open(rootfs, _DIR)
-    try:
-        fresh_dev = False
-        for mount in plan["mounts"]:
-            if rootfs.rstrip("/") + mount["destination"] not in mounted:
-                _mount_one(root, mount)
-                fresh_dev |= mount["destination"] == "/dev" and mount["type"] == "tmpfs"
-        if fresh_dev:
-            for device in plan["devices"]:
-                _make_device(root, device)
-            for path, target in plan["links"]:
-                parent, name = _open_parent(root, path, "link")
-                try:
-                    os.symlink(target, name, dir_fd=parent)
-                except FileExistsError:
-                    pass
-                finally:
-                    os.close(parent)
-        for path in plan["masked_paths"]:
-            if rootfs.rstrip("/") + path not in mounted:
-                _mask(root, path)
-        for path in plan["readonly_paths"]:
-            _make_readonly(root, path, rootfs)
-        if plan["readonly"]:
-            _make_readonly(root, "/", rootfs)
-    finally:
-        os.close(root)
-        os.umask(old_umask)
-
-
-def _step(fd: int, part: str, create: bool, what: str, dest: str, last: bool) -> int:
-    """Open directory ``part`` under ``fd`` without following a symlink; -1 if absent."""
-    try:
-        return os.open(part, _DIR, dir_fd=fd)
-    except FileNotFoundError:
-        if not create:
-            return -1
-        try:
-            os.mkdir(part, 0o755, dir_fd=fd)
-        except FileExistsError:
-            pass
-        return _step(fd, part, False, what, dest, last)
-    except OSError as exc:
-        if not _is_link(fd, part):
-            raise RunnerError("mounts", "{} {}: cannot open {} in the image: {}".format(
-                what, dest, part, exc.strerror)) from exc
-        if last:
-            raise RunnerError("mounts", "{} {} is a symlink in the image; refusing".format(
-                what, dest)) from exc
-        raise RunnerError("mounts", "{} {} goes through {}, a symlink in the image; "
-                          "refusing".format(what, dest, part)) from exc
-
-
-def _is_link(fd: int, name: str) -> bool:
-    try:
-        return os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode & 0o170000 == 0o120000
-    except OSError:
-        return False
-
-
-def _walk(root: int, parts: "List[str]", create: bool, what: str, dest: str) -> int:
-    """The directory ``parts`` below ``root``, component by component; -1 if absent."""
-    fd = os.dup(root)
-    for index, part in enumerate(parts):
-        if part == "..":
-            os.close(fd)
-            raise RunnerError("mounts", "{} {} contains ..; refusing".format(what, dest))
-        try:
-            child = _step(fd, part, create, what, dest, index == len(parts) - 1)
-        finally:
-            os.close(fd)
-        if child < 0:
-            return -1
-        fd = child
-    return fd
-
-
-def _parts(dest: str) -> "List[str]":
-    return [part for part in dest.split("/") if part and part != "."]
-
-
-def _open_parent(root: int, dest: str, what: str, create: bool = True) -> "Tuple[int, str]":
-    """The directory holding ``dest`` (-1 if absent) and the last component's name."""
-    parts = _parts(dest)
-    if not parts:
-        raise RunnerError("mounts", "{} {} names the root; refusing".format(what, dest))
-    return _walk(root, parts[:-1], create, what, dest), parts[-1]
-
-
-def _open_target(root: int, dest: str, directory: bool, create: bool = True,
-                 what: str = "mount destination") -> int:
-    """An fd of ``dest`` in the rootfs to mount onto (O_PATH for files); -1 if absent."""
-    if directory:
-        return _walk(root, _parts(dest), create, what, dest)
-    parent, name = _open_parent(root, dest, what, create)
-    if parent < 0:
-        return -1
-    try:
-        if create:
-            try:
-                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o644, dir_fd=parent))
-            except FileExistsError:
-                pass
-        if _is_link(parent, name):
-            raise RunnerError("mounts", "{} {} is a symlink in the image; refusing".format(
-                what, dest))
-        try:
-            return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-        except FileNotFoundError:
-            return -1
-    finally:
-        os.close(parent)
-
-
-def _mount_fd(fd: int, dest: str, source: "Optional[str]", fstype: "Optional[str]",
-              flags: int, data: "Optional[str]" = None) -> None:
-    """mount(2) onto the open ``fd`` (never a path the image could redirect)."""
-    target = "/proc/self/fd/{}".format(fd)
-    try:
-        if flags & linux.MS_REMOUNT:
-            # Keep nosuid, nodev... of what is below: a remount must not clear them.
-            flags |= os.statvfs(target).f_flag & linux.MS_LOCKED
-        linux.mount(source, target, fstype, flags, data)
-    except OSError as exc:
-        raise RunnerError("mounts", "cannot {} {}: {}".format(
-            "remount" if flags & linux.MS_REMOUNT or not source else "mount {} on".format(
-                source), dest, exc.strerror)) from exc
-
-
-def _mount_at(root: int, dest: str, directory: bool, source: "Optional[str]",
-              fstype: "Optional[str]", flags: int, data: "Optional[str]" = None,
-              create: bool = True) -> None:
-    """mount(2) onto ``dest`` in the rootfs, opened anew (so onto the mount on top)."""
-    fd = _open_target(root, dest, directory, create)
-    if fd >= 0:
-        try:
-            _mount_fd(fd, dest, source, fstype, flags, data)
-        finally:
-            os.close(fd)
-
-
-def _mount_one(root: int, mount: "Dict[str, Any]") -> None:
-    dest, flags = mount["destination"], mount["flags"]
-    directory = True
-    if mount["bind"]:
-        directory = os.path.isdir(mount["source"])
-        _mount_at(root, dest, directory, mount["source"], None,
-                  linux.MS_BIND | (linux.MS_REC if mount["recursive"] else 0))
-        extra = flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_RDONLY)
-        if mount["remount_readonly"] or extra:
-            # Options of a bind mount only take effect through a remount.
-            _mount_at(root, dest, directory, None, None, linux.MS_BIND | linux.MS_REMOUNT
-                      | extra | (linux.MS_RDONLY if mount["remount_readonly"] else 0),
-                      create=False)
-    else:
-        _mount_at(root, dest, True, mount["source"], mount["type"], flags, mount["data"])
-    if mount["propagation"]:
-        _mount_at(root, dest, directory, None, None, mount["propagation"], create=False)
-
-
-def _make_device(root: int, device: "Dict[str, Any]") -> None:
-    kind = {"b": 0o060000, "p": 0o010000}.get(device["type"], 0o020000)  # S_IFBLK... S_IFCHR
-    parent, name = _open_parent(root, device["path"], "device")
-    try:
-        try:
-            os.mknod(name, device["mode"] | kind,
-                     os.makedev(device["major"], device["minor"]), dir_fd=parent)
-        except FileExistsError:
-            return
-        except PermissionError:
-            # Unprivileged guests (LXC) may not mknod: bind the host's node instead.
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, device["mode"] & 0o777, dir_fd=parent))
-            _mount_at(root, device["path"], False, device["path"], None, linux.MS_BIND,
-                      create=False)
-            return
-        os.chown(name, device["uid"], device["gid"], dir_fd=parent, follow_symlinks=False)
-    finally:
-        os.close(parent)
-
-
-def _kind(root: int, path: str, what: str) -> str:
-    """"dir", "file" or "" (absent) for ``path`` in the rootfs; refuses symlinks."""
-    parent, name = _open_parent(root, path, what, create=False)
-    if parent < 0:
-        return ""
-    try:
-        mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode & 0o170000
-    except FileNotFoundError:
-        return ""
-    finally:
-        os.close(parent)
-    if mode == 0o120000:
-        raise RunnerError("mounts", "{} {} is a symlink in the image; refusing".format(
-            what, path))
-    return "dir" if mode == 0o040000 else "file"
-
-
-def _mask(root: int, path: str) -> None:
-    """Hide ``path``: a read-only tmpfs over a directory, /dev/null over anything else."""
-    kind = _kind(root, path, "masked path")
-    if kind == "dir":
-        _mount_at(root, path, True, "tmpfs", "tmpfs", linux.MS_RDONLY, create=False)
-    elif kind:
-        _mount_at(root, path, False, "/dev/null", None, linux.MS_BIND, create=False)
-
-
-def _make_readonly(root: int, path: str, rootfs: str) -> None:
-    """Bind ``path`` onto itself and remount it read-only, unless it is read-only now."""
-    if path == "/":
-        def opener() -> int:
-            return os.open(rootfs, _DIR)  # by path: onto the mount on top
-    else:
-        kind = _kind(root, path, "read-only path")
-        if not kind:
-            return
-
-        def opener() -> int:
-            return _open_target(root, path, kind == "dir", False, "read-only path")
-    fd = opener()
-    try:
-        if os.statvfs("/proc/self/fd/{}".format(fd)).f_flag & linux.MS_RDONLY:
-            return
-        _mount_fd(fd, path, "/proc/self/fd/{}".format(fd), None, linux.MS_BIND | linux.MS_REC)
-    finally:
-        os.close(fd)
-    fd = opener()
-    try:
-        _mount_fd(fd, path, None, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
-    finally:
-        os.close(fd)
+    """Unmount everything at or under the rootfs (see vzslave.mounts.release)."""
+    from vzslave import mounts
+    return mounts.release(plan)
 
 
 def set_oom_score_adj(spawn: Spawn) -> None:
@@ -831,23 +547,36 @@ def execvpe(program: str, args: "List[str]", env: "Dict[str, str]") -> None:
     raise error or FileNotFoundError(2, "No such file or directory", program)
 
 
+def exec_process(process: "Dict[str, Any]") -> None:
+    """Exec the plan's process (PATH from its env, searched inside the chroot); OSError."""
+    args = process["args"]
+    env = dict(item.split("=", 1) for item in process["env"] if "=" in item)
+    reset_signals()
+    execvpe(args[0], args, env)
+
+
 def exec_app(spawn: Spawn) -> None:
-    """Step 16: exec the app (PATH from the plan's env, searched inside the chroot)."""
+    """Step 16: exec the app, or report why it cannot be and exit 127."""
     args = spawn.plan["process"]["args"]
-    env = dict(item.split("=", 1) for item in spawn.plan["process"]["env"] if "=" in item)
     if spawn.monitored:  # setuid cleared it
         linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
-    reset_signals()
     try:
-        execvpe(args[0], args, env)
+        exec_process(spawn.plan["process"])
     except OSError as exc:
         line = "cannot exec {}: {}".format(args[0], exc.strerror)
         fail(spawn, "exec", line, line)
 
 
 _STEPS = (("log", open_log), ("session", start_session), ("runtime", exec_runtime),
-          ("namespaces", enter_namespaces), ("mounts", set_up_mounts),
-          ("oom_score_adj", set_oom_score_adj), ("record", record_running),
-          ("chroot", change_root), ("rlimits", set_rlimits), ("bounding", drop_bounding_set),
-          ("user", change_user), ("capabilities", set_capabilities),
-          ("no_new_privileges", set_no_new_privileges), ("exec", exec_app))
+          ("namespaces", enter_namespaces), ("namespaces", start_monitor),
+          ("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
+          ("record", record_running), ("chroot", change_root), ("rlimits", set_rlimits),
+          ("bounding", drop_bounding_set), ("user", change_user),
+          ("capabilities", set_capabilities), ("no_new_privileges", set_no_new_privileges),
+          ("exec", exec_app))
+# The steps after the namespaces, without the runner's bookkeeping (record) and the
+# exec: vzslave/runch.py runs them in the container process it holds before exec.
+SETUP_STEPS = (("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
+               ("chroot", change_root), ("rlimits", set_rlimits),
+               ("bounding", drop_bounding_set), ("user", change_user),
+               ("capabilities", set_capabilities), ("no_new_privileges", set_no_new_privileges))

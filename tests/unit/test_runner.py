@@ -3,11 +3,13 @@
 import errno
 import os
 import resource
+import sys
 
 import pytest
 
+import vzslave
 from tests.conftest import requires_root
-from vzslave import linux, runner
+from vzslave import linux, mounts as mount_code, runner
 from vzslave.errors import BadConfigError
 
 NAME = "app"
@@ -180,6 +182,8 @@ def calls(monkeypatch):
     recorded = []
     monkeypatch.setattr(runner, "os", FakeOs(recorded))
     monkeypatch.setattr(runner, "linux", FakeLinux(recorded))
+    monkeypatch.setattr(mount_code, "linux", runner.linux)
+    monkeypatch.setattr(mount_code, "_read", lambda path: b"boot-1")
     monkeypatch.setattr(runner, "reset_signals", lambda: recorded.append(("reset_signals",)))
     monkeypatch.setattr(resource, "setrlimit", lambda *a: recorded.append(("setrlimit",) + a))
     monkeypatch.setattr(runner.time, "sleep", lambda s: recorded.append(("sleep", s)))
@@ -255,12 +259,21 @@ def test_the_marker_of_this_boot_skips_every_mount(tmp_path, calls):
     assert "mount" not in names(calls)
 
 
+def test_the_marker_of_this_boot_skips_importing_the_mount_code(tmp_path, calls,
+                                                                monkeypatch):
+    save(tmp_path, make_plan(tmp_path))
+    monkeypatch.setitem(sys.modules, "vzslave.mounts", None)  # importing it would fail
+    monkeypatch.delattr(vzslave, "mounts", raising=False)
+    assert isinstance(run_main(tmp_path), Execd)
+
+
 def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, calls,
                                                                   monkeypatch):
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
     boot = {"/proc/sys/kernel/random/boot_id": b"boot-2"}
     monkeypatch.setattr(runner, "_read", lambda path: boot.get(path, b"boot-1"))
+    monkeypatch.setattr(mount_code, "_read", lambda path: boot.get(path, b"boot-1"))
     run_main(tmp_path)
     assert [c for c in calls if c[0] == "mount"] == [("mount", "proc", "proc", 0)]
     assert os.path.exists(os.path.join(plan["state_dir"], "mounts"))
@@ -269,6 +282,7 @@ def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, call
 def test_an_unreadable_boot_id_never_counts_as_prepared(tmp_path, calls, monkeypatch):
     save(tmp_path, make_plan(tmp_path))
     monkeypatch.setattr(runner, "_read", lambda path: b"")
+    monkeypatch.setattr(mount_code, "_read", lambda path: b"")
     run_main(tmp_path)
     assert [c for c in calls if c[0] == "mount"] == [("mount", "proc", "proc", 0)]
 
@@ -332,6 +346,7 @@ def test_a_failing_mount_exits_127_naming_the_step(tmp_path, calls, monkeypatch,
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
     monkeypatch.setattr(runner, "_read", lambda path: path.encode())  # a stale marker
+    monkeypatch.setattr(mount_code, "_read", lambda path: path.encode())
     runner.linux.mount_error = OSError(errno.EPERM, "Operation not permitted")
     assert run_main(tmp_path, Exited).args == (127,)
     record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
@@ -477,7 +492,7 @@ def test_a_missing_run_record_reads_as_empty(tmp_path):
 def mounts(monkeypatch):
     """Fake linux only: real directories are walked, nothing is mounted."""
     recorded = []
-    monkeypatch.setattr(runner, "linux", FakeLinux(recorded))
+    monkeypatch.setattr(mount_code, "linux", FakeLinux(recorded))
     return recorded
 
 
@@ -487,7 +502,7 @@ def test_a_symlinked_mount_destination_is_refused(tmp_path, mounts):
     os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
     with pytest.raises(runner.RunnerError, match="mount destination /proc is a symlink in "
                                                  "the image; refusing"):
-        runner.mount_plan(plan, only_missing=False)
+        mount_code.mount_plan(plan, only_missing=False)
     assert mounts == []
 
 
@@ -497,7 +512,7 @@ def test_a_symlink_inside_a_mount_destination_is_refused(tmp_path, mounts):
     plan["mounts"] = [mount("/dev/pts", "devpts")]
     os.symlink(str(tmp_path), os.path.join(plan["rootfs"], "dev"))
     with pytest.raises(runner.RunnerError, match="/dev/pts goes through dev, a symlink"):
-        runner.mount_plan(plan, only_missing=False)
+        mount_code.mount_plan(plan, only_missing=False)
     assert mounts == [] and not os.path.exists(str(tmp_path / "pts"))
 
 
@@ -508,7 +523,7 @@ def test_a_symlinked_file_bind_target_is_refused(tmp_path, mounts):
     os.mkdir(os.path.join(plan["rootfs"], "etc"))
     os.symlink("/etc/passwd", os.path.join(plan["rootfs"], "etc", "resolv.conf"))
     with pytest.raises(runner.RunnerError, match="/etc/resolv.conf is a symlink"):
-        runner.mount_plan(plan, only_missing=False)
+        mount_code.mount_plan(plan, only_missing=False)
     assert mounts == []
 
 
@@ -518,14 +533,14 @@ def test_a_symlinked_masked_path_is_refused(tmp_path, mounts):
     plan.update(mounts=[], masked_paths=["/secret"])
     os.symlink("/etc", os.path.join(plan["rootfs"], "secret"))
     with pytest.raises(runner.RunnerError, match="masked path /secret is a symlink"):
-        runner.mount_plan(plan, only_missing=False)
+        mount_code.mount_plan(plan, only_missing=False)
 
 
 @requires_root
 def test_prepare_refuses_with_bad_config_and_releases(tmp_path, mounts, monkeypatch):
     plan = make_plan(tmp_path)
     os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
-    monkeypatch.setattr(runner, "release", lambda p: mounts.append(("release",)) or [])
+    monkeypatch.setattr(mount_code, "release", lambda p: mounts.append(("release",)) or [])
     with pytest.raises(BadConfigError, match="/proc is a symlink") as raised:
         runner.prepare(plan)
     assert mounts == [("release",)] and raised.value.details == {"step": "mounts"}
@@ -535,7 +550,7 @@ def test_missing_destinations_are_made_as_directories_and_empty_files(tmp_path, 
     plan = make_plan(tmp_path)
     plan["mounts"] = [mount("/a/b", "tmpfs"),
                       mount("/etc/hostname", "bind", "/etc/hostname", bind=True, ro=True)]
-    runner.mount_plan(plan, only_missing=False)
+    mount_code.mount_plan(plan, only_missing=False)
     assert os.path.isdir(os.path.join(plan["rootfs"], "a", "b"))
     assert os.path.getsize(os.path.join(plan["rootfs"], "etc", "hostname")) == 0
     assert [m[1:] for m in mounts] == [
@@ -549,7 +564,7 @@ def test_devices_are_made_only_on_a_dev_tmpfs_mounted_here(tmp_path, mounts, mon
     plan.update(mounts=[], devices=[{"path": "/dev/null", "type": "c", "major": 1,
                                       "minor": 3, "mode": 0o666, "uid": 0, "gid": 0}],
                 links=[["/dev/fd", "/proc/self/fd"]])
-    runner.mount_plan(plan, only_missing=False)
+    mount_code.mount_plan(plan, only_missing=False)
     assert not os.path.exists(os.path.join(plan["rootfs"], "dev"))
 
 
@@ -563,8 +578,8 @@ def test_without_mknod_a_device_is_bound_from_the_host(tmp_path, mounts, monkeyp
     def mknod(*args, **kwargs):
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(runner.os, "mknod", mknod)
-    runner.mount_plan(plan, only_missing=False)
+    monkeypatch.setattr(mount_code.os, "mknod", mknod)
+    mount_code.mount_plan(plan, only_missing=False)
     node = os.path.join(plan["rootfs"], "dev", "null")
     assert os.path.isfile(node) and os.stat(node).st_mode & 0o777 == 0o666
     assert mounts[-1][1:] == ("/dev/null", None, linux.MS_BIND)

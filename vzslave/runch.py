@@ -1,0 +1,345 @@
+"""runch: a runc-compatible OCI runtime over the built-in chroot runner.
+
+    python3 -m vzslave.runch [--root DIR] create|start|state|kill|delete|run ... ID
+
+It follows the OCI runtime lifecycle (runtime-spec runtime.md): ``create`` forks the
+container process, which runs every setup step of vzslave/runner.py (namespaces,
+mounts, chroot, user, capabilities, no_new_privileges) and then blocks opening
+DIR/ID/exec.fifo for writing, as runc does; ``start`` opens it for reading, and the
+process execs the app. The container inherits create's stdin, stdout and stderr (runc's
+detached mode without a terminal). The runner's backoff, log and run record are not
+used: this is the plain runtime, usable and testable on its own.
+
+State lives in DIR/ID/state.json (written atomically); the status is computed from
+the pid: not alive → stopped, alive with the fifo still there → created, else running.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from vzslave import linux, runner
+from vzslave.errors import (BadConfigError, BadRequestError, BusyError, NoSuchContainerError,
+                            VzError, WrongStateError)
+from vzslave.fs import atomic_write, remove_tree
+
+OCI_VERSION = "1.0.2"
+DEFAULT_ROOT = "/run/runch"
+FIFO = "exec.fifo"
+DESCRIPTION = "a runc-compatible OCI runtime over the built-in chroot runner"
+STATE = "state.json"
+PR_SET_CHILD_SUBREAPER = 36
+_WAIT = 10.0  # seconds delete --force waits for a killed container to go
+
+
+class Runtime(object):
+    """The containers under one state directory (runc's --root)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def path_of(self, container_id: str) -> str:
+        """The state directory of ``container_id`` (its name validated first)."""
+        from vzslave.names import validate_name
+        validate_name("container", container_id)
+        return os.path.join(self.root, container_id)
+
+    def load(self, container_id: str) -> Dict[str, Any]:
+        """The recorded state of ``container_id``; NoSuchContainerError if there is none."""
+        path = os.path.join(self.path_of(container_id), STATE)
+        try:
+            with open(path, "rb") as source:
+                state = json.loads(source.read().decode("utf-8"))
+        except FileNotFoundError:
+            raise NoSuchContainerError("container {} does not exist; `runch list` is not "
+                                       "implemented, look in {}".format(container_id, self.root),
+                                       {"id": container_id}) from None
+        except (OSError, ValueError) as exc:
+            raise BadRequestError("cannot read {}: {}; delete the container with "
+                                  "--force".format(path, exc)) from exc
+        if not isinstance(state, dict):
+            raise BadRequestError("{} is not a runch state; remove it by hand".format(path))
+        return state
+
+    def status(self, container_id: str, state: Dict[str, Any]) -> str:
+        """created, running or stopped, from the recorded pid (and the fifo)."""
+        if not pid_alive(state.get("pid", 0), state.get("started", "")):
+            return "stopped"
+        if os.path.exists(os.path.join(self.path_of(container_id), FIFO)):
+            return "created"
+        return "running"
+
+    def state(self, container_id: str) -> Dict[str, Any]:
+        """The OCI state of ``container_id``."""
+        state = self.load(container_id)
+        return {"ociVersion": OCI_VERSION, "id": container_id,
+                "status": self.status(container_id, state), "pid": state["pid"],
+                "bundle": state["bundle"], "annotations": state.get("annotations") or {}}
+
+    def create(self, container_id: str, bundle: str, pid_file: Optional[str] = None) -> int:
+        """Set up the container and leave it waiting for start; its pid."""
+        from vzslave.oci import build_plan, load_config
+        config = load_config(bundle)
+        plan = build_plan(config, bundle, container_id)
+        directory = self.path_of(container_id)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o711)  # world-searchable: a non-root app opens the fifo
+        except FileExistsError:
+            raise BusyError("container with id {} exists; delete it first or choose another "
+                            "id".format(container_id), {"id": container_id}) from None
+        plan.update(state_dir=directory, runtime="builtin")
+        try:
+            fifo = os.path.join(directory, FIFO)
+            os.mkfifo(fifo, 0o600)
+            os.chown(fifo, plan["process"]["uid"], plan["process"]["gid"])
+            pid = spawn_container(plan, directory)
+            state = {"ociVersion": OCI_VERSION, "id": container_id, "pid": pid,
+                     "started": start_time(pid), "bundle": plan["bundle"],
+                     "rootfs": plan["rootfs"],
+                     "annotations": config.get("annotations") or {}}
+            atomic_write(os.path.join(directory, STATE), json.dumps(state).encode("utf-8"))
+            if pid_file:
+                atomic_write(pid_file, "{}".format(pid).encode("ascii"))
+        except BaseException:
+            self.remove(plan["rootfs"], directory)
+            raise
+        return pid
+
+    def start(self, container_id: str) -> None:
+        """Let the created container exec its app."""
+        state = self.load(container_id)
+        status = self.status(container_id, state)
+        if status != "created":
+            raise WrongStateError("container {} is {}, not created: only a created container "
+                                  "can be started".format(container_id, status),
+                                  {"status": status})
+        fifo = os.path.join(self.path_of(container_id), FIFO)
+        fd = os.open(fifo, os.O_RDONLY | os.O_CLOEXEC)  # the container waits on the other end
+        try:
+            ready = os.read(fd, 1)
+        finally:
+            os.close(fd)
+            os.unlink(fifo)
+        if not ready:
+            raise WrongStateError("container {} ended before it could start".format(
+                container_id), {"status": "stopped"})
+
+    def kill(self, container_id: str, signum: int) -> None:
+        """Send ``signum`` to the container's process (created or running only)."""
+        state = self.load(container_id)
+        status = self.status(container_id, state)
+        if status not in ("created", "running"):
+            raise WrongStateError("container {} is {}: only a created or running container "
+                                  "can be signalled".format(container_id, status),
+                                  {"status": status})
+        os.kill(state["pid"], signum)
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        """Release the container's mounts and forget it (stopped only, unless ``force``)."""
+        state = self.load(container_id)
+        status = self.status(container_id, state)
+        if status != "stopped":
+            if not force:
+                raise WrongStateError("container {} is {}: stop it first, or delete it with "
+                                      "--force".format(container_id, status),
+                                      {"status": status})
+            os.kill(state["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + _WAIT
+            while self.status(container_id, state) != "stopped":
+                if time.monotonic() > deadline:
+                    raise BusyError("container {} (pid {}) does not die; try again".format(
+                        container_id, state["pid"]))
+                time.sleep(0.01)
+        self.remove(state["rootfs"], self.path_of(container_id))
+
+    def remove(self, rootfs: str, directory: str) -> None:
+        """Unmount what the container mounted in the host, then remove its state."""
+        left = runner.release({"rootfs": rootfs, "state_dir": directory})
+        if left:
+            raise BusyError("cannot unmount {} (busy); the state is kept, delete again "
+                            "later".format(", ".join(left)))
+        remove_tree(directory)
+
+
+def start_time(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot ("" if it is gone)."""
+    try:
+        with open("/proc/{}/stat".format(pid), "rb") as source:
+            fields = source.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return "" if fields[0] == b"Z" else fields[19].decode("ascii")
+
+
+def pid_alive(pid: int, started: str) -> bool:
+    """Whether ``pid`` still runs and is the process recorded (not a reused pid)."""
+    now = start_time(pid) if pid > 0 else ""
+    return bool(now) and now == started
+
+
+def spawn_container(plan: Dict[str, Any], directory: str) -> int:
+    """Fork the container process, wait until it is set up; its pid (host's view)."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(reader)
+        container_process(plan, directory, writer)  # never returns
+    os.close(writer)
+    with os.fdopen(reader, "rb") as source:
+        lines = source.read().decode("utf-8", "replace").splitlines()
+    pid = 0
+    for line in lines:
+        if line.startswith("pid "):
+            pid = int(line[4:])
+    ok = lines[-1:] == ["ok"]
+    if pid != child or not ok:
+        os.waitpid(child, 0)  # a PID namespace's intermediate, or a failed child: reap it
+    if not ok:
+        errors = [line[6:] for line in lines if line.startswith("error ")]
+        raise BadConfigError("cannot create container {}: {}".format(
+            plan["name"], errors[0] if errors else "the container process died"),
+            {"step": "create"})
+    return pid
+
+
+def container_process(plan: Dict[str, Any], directory: str, writer: int) -> None:
+    """In the child: every setup step, then wait on the fifo, then exec; never returns."""
+    step = "session"
+    try:
+        spawn = runner.Spawn(plan["name"], plan)
+        runner.start_session(spawn)
+        step = "namespaces"
+        runner.enter_namespaces(spawn)
+        if any(ns["type"] == "pid" for ns in plan["namespaces"]):
+            # unshare(CLONE_NEWPID) applies to children: the container is our child, pid 1.
+            child = os.fork()
+            if child:
+                os.write(writer, "pid {}\n".format(child).encode("ascii"))
+                os._exit(0)
+        else:
+            os.write(writer, "pid {}\n".format(os.getpid()).encode("ascii"))
+        # A directory fd reaches the fifo after chroot; the path would not.
+        state_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for label, function in runner.SETUP_STEPS:
+            step = label
+            function(spawn)
+        step = "fifo"
+        os.write(writer, b"ok\n")
+        os.close(writer)
+        writer = -1  # its number is reused next: never report into the fifo
+        fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)  # until start
+        os.close(state_fd)
+        os.write(fifo, b"0")
+        step = "exec"
+        runner.exec_process(plan["process"])
+    except BaseException as exc:
+        if isinstance(exc, runner.RunnerError):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = "{}: {}".format(step, exc.strerror or exc)
+        else:
+            message = "{}: {!r}".format(step, exc)
+        line = "error {}\n".format(message.replace("\n", " "))
+        if writer >= 0:
+            runner._write_all(writer, line.encode("utf-8", "replace"))
+        else:  # after "ok": create has returned, only stderr is left
+            runner._write_all(2, "runch: {}\n".format(message).encode("utf-8", "replace"))
+    finally:
+        os._exit(127)
+
+
+def parse_signal(text: str) -> int:
+    """A signal number from ``9``, ``KILL`` or ``SIGKILL``."""
+    if text.isdigit():
+        number = int(text)
+    else:
+        name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
+        member = signal.Signals.__members__.get(name)
+        number = 0 if member is None else int(member)
+    if not 0 < number < signal.NSIG:
+        raise BadRequestError("unknown signal {!r}; give a name like TERM or a "
+                              "number".format(text))
+    return number
+
+
+def run(runtime: Runtime, container_id: str, bundle: str) -> int:
+    """create, start, wait in the foreground, delete; the exit status (128+signal)."""
+    linux.prctl(PR_SET_CHILD_SUBREAPER, 1)  # a PID namespace's pid 1 is a grandchild
+    pid = runtime.create(container_id, bundle)
+
+    def relay(signum: int, frame: Any) -> None:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, relay)
+    try:
+        runtime.start(container_id)
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        runtime.delete(container_id, force=True)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    """The command line, runc's shape: global options, a command, its options, the id."""
+    parser = argparse.ArgumentParser(prog="runch", description=DESCRIPTION)
+    parser.add_argument("--root", default=DEFAULT_ROOT,
+                        help="state directory (default {})".format(DEFAULT_ROOT))
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for name in ("create", "run"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--bundle", "-b", default=".", help="the bundle directory")
+        if name == "create":
+            sub.add_argument("--pid-file", default=None, help="write the pid here")
+        sub.add_argument("id")
+    for name in ("start", "state"):
+        commands.add_parser(name).add_argument("id")
+    sub = commands.add_parser("kill")
+    sub.add_argument("id")
+    sub.add_argument("signal", nargs="?", default="TERM")
+    sub = commands.add_parser("delete")
+    sub.add_argument("--force", "-f", action="store_true")
+    sub.add_argument("id")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The runch command; exits 1 with a message on stderr when a command fails."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    runtime = Runtime(args.root)
+    code = 0
+    try:
+        if args.command == "create":
+            runtime.create(args.id, args.bundle, args.pid_file)
+        elif args.command == "start":
+            runtime.start(args.id)
+        elif args.command == "state":
+            sys.stdout.write(json.dumps(runtime.state(args.id), indent=2) + "\n")
+        elif args.command == "kill":
+            runtime.kill(args.id, parse_signal(args.signal))
+        elif args.command == "delete":
+            runtime.delete(args.id, args.force)
+        else:
+            code = run(runtime, args.id, args.bundle)
+    except VzError as exc:
+        sys.stderr.write("runch: {}\n".format(exc.message))
+        code = 1
+    except OSError as exc:
+        sys.stderr.write("runch: {}: {}\n".format(args.command, exc))
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
