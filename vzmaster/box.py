@@ -539,6 +539,8 @@ class Box:
             'mount -t proc proc "$R/proc"',
             'mount --rbind /dev "$R/dev"',
             'mount --rbind /sys "$R/sys"',    # ip netns exec mounted this netns's sysfs
+            # ...without the cgroup mounts, which runc and crun need: a cgroup2 view.
+            'mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" 2>/dev/null || true',
             'mount -t tmpfs -o mode=755,size=16m run "$R/run"',   # own utmp, initctl
             'mkdir -m 755 "$R/run/sshd"',
             'mount -t tmpfs -o mode=1777,size=64m tmp "$R/tmp"',
