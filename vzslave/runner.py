@@ -246,8 +246,9 @@ def open_log(spawn: Spawn) -> None:
     record = spawn.record
     spawn.say("spawn {} at {} (streak {})".format(
         record["spawns"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), record["streak"]))
-    for warning in spawn.plan.get("warnings") or ():
-        spawn.say("warning: {}".format(warning))
+    if spawn.plan.get("runtime", "builtin") == "builtin":  # runc/crun apply it all
+        for warning in spawn.plan.get("warnings") or ():
+            spawn.say("warning: {}".format(warning))
 
 
 def start_session(spawn: Spawn) -> None:
