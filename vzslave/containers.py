@@ -42,7 +42,18 @@ from vzslave.errors import (
     NoSuchContainerError,
 )
 from vzslave.facts import detect_init
-from vzslave.inittab import Dialect, InittabFile, dialect_for, reload_init
+from vzslave.inittab import (
+    Dialect,
+    InittabFile,
+    add_entry,
+    allocate_id,
+    dialect_for,
+    parse,
+    reload_init,
+    remove_entry,
+    restore_entry,
+    used_ids,
+)
 from vzslave.names import validate_name
 from vzslave.records import ContainerStatus
 
@@ -164,8 +175,7 @@ class Containers:
                 self._write_plan(name, plan)
                 self._install_launcher()
                 _remove_quietly(os.path.join(self.layout.container_dir(name), "run"))
-                if plan["runtime"] == "builtin" and not _has_mount_namespace(plan):
-                    runner.prepare(plan)
+                runner.prepare(plan)  # no-op for runc/crun and mount-namespace plans
                 new = _with_entry(text, sup.dialect, self.layout.launcher, name,
                                   settings["id"], entry is not None)
                 tab.write(new)
@@ -195,19 +205,24 @@ class Containers:
         names = [validate_name("container", name)] if name else fs.visible_names(
             self.layout.containers)
         text = self._read_inittab()
-        from vzslave.inittab import parse
-        entries = {entry.name: entry for entry in parse(text, self.layout.launcher)}
+        entries = self._entries(text)
         found = []
         for each in names:
-            if not os.path.isfile(self._settings_path(each)):
+            settings = self._settings(each)
+            if not settings and not os.path.isfile(self._settings_path(each)):
                 if name:
                     raise NoSuchContainerError(_no_such(name))
                 continue
-            if self._repair_unlocked(each):
+            if self._repair_unlocked(each, settings):
                 text = self._read_inittab()
-                entries = {entry.name: entry for entry in parse(text, self.layout.launcher)}
-            found.append(self._status_of(each, text, entries))
+                entries = self._entries(text)
+                settings = self._settings(each)
+            found.append(self._status_of(each, text, entries, settings))
         return found
+
+    def _entries(self, text: str) -> Dict[str, Any]:
+        """Our inittab entries in ``text``, by container name."""
+        return {entry.name: entry for entry in parse(text, self.layout.launcher)}
 
     def log_path(self, name: str) -> str:
         """The current log file of a container."""
@@ -311,7 +326,6 @@ class Containers:
         fs.atomic_write(self.layout.launcher, text, 0o755)
 
     def _allocate_id(self, text: str, name: str) -> str:
-        from vzslave.inittab import allocate_id, used_ids
         avoid = set()
         for other in fs.visible_names(self.layout.containers):
             if other != name:
@@ -334,7 +348,6 @@ class Containers:
         with tab.locked():
             text = tab.read()
             if _entry(text, self.layout.launcher, name) is not None:
-                from vzslave.inittab import remove_entry
                 tab.write(remove_entry(text, self.layout.launcher, name))
                 sup.reload()
         plan = self._load_plan(name)
@@ -393,9 +406,8 @@ class Containers:
                 settings.pop("starting")
                 self._save(name, settings)
 
-    def _repair_unlocked(self, name: str) -> bool:
+    def _repair_unlocked(self, name: str, settings: Dict[str, Any]) -> bool:
         """Repair ``name`` unless a request holds it; True if there was work to do."""
-        settings = self._settings(name)
         if not (settings.get("stopping") or settings.get("starting")):
             return False
         try:
@@ -408,10 +420,12 @@ class Containers:
     # -- status --------------------------------------------------------------
 
     def _status_of(self, name: str, text: Optional[str],
-                   entries: Optional[Dict[str, Any]] = None) -> ContainerStatus:
+                   entries: Optional[Dict[str, Any]] = None,
+                   settings: Optional[Dict[str, Any]] = None) -> ContainerStatus:
         if text is None:
             text = self._read_inittab()
-        settings = self._settings(name)
+        if settings is None:
+            settings = self._settings(name)
         record = runner.read_run_record(os.path.join(self.layout.container_dir(name), "run"))
         entry = (entries.get(name) if entries is not None
                  else _entry(text, self.layout.launcher, name))
@@ -494,7 +508,6 @@ class Containers:
 
 
 def _entry(text: str, launcher: str, name: str) -> Any:
-    from vzslave.inittab import parse
     for entry in parse(text, launcher):
         if entry.name == name:
             return entry
@@ -503,14 +516,9 @@ def _entry(text: str, launcher: str, name: str) -> Any:
 
 def _with_entry(text: str, dialect: Dialect, launcher: str, name: str, entry_id: str,
                 exists: bool) -> str:
-    from vzslave.inittab import add_entry, restore_entry
     if exists:
         return restore_entry(text, dialect, launcher, name, entry_id)
     return add_entry(text, dialect, launcher, name, entry_id)
-
-
-def _has_mount_namespace(plan: Dict[str, Any]) -> bool:
-    return any(ns["type"] == "mount" for ns in plan["namespaces"])
 
 
 def _int(value: Optional[str]) -> Optional[int]:

@@ -115,18 +115,13 @@ def choose_version(offered: List[Any]) -> int:
 
 def op_hello(node: Node, call: Call, args: Args) -> Result:
     """Negotiate the version; report the node's facts and limits."""
-    op_hello_extras(node)
+    node.containers.trim_logs()  # per-session upkeep, cheap: bound running apps' logs
     return {
         "version": choose_version(args["versions"]),
         "facts": to_wire(node_facts(node.layout)),
         "limits": {"max_frame": MAX_FRAME, "max_data": MAX_DATA},
         "ops": sorted(OPS),
     }
-
-
-def op_hello_extras(node: Node) -> None:
-    """Per-session upkeep that must stay cheap: bound the logs of running apps."""
-    node.containers.trim_logs()
 
 
 def op_image_list(node: Node, call: Call, args: Args) -> Result:

@@ -10,7 +10,7 @@ everything at or under the rootfs.
 import os
 
 from vzslave import linux
-from vzslave.runner import RunnerError, _os_message
+from vzslave.runner import RunnerError, _os_message, _read
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,14 +40,6 @@ def set_up(plan: "Plan") -> None:
 
 def _marker(plan: "Plan") -> str:
     return os.path.join(plan["state_dir"], "mounts")
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as source:
-            return source.read().strip()
-    except OSError:
-        return b""
 
 
 def _write_marker(plan: "Plan") -> None:

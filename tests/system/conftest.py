@@ -1,6 +1,7 @@
 """Fixtures for system tests on "VPS in a box" test hosts (root only; see vzmaster.box)."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,15 @@ def connect(box, digests, via="paramiko", **options):
         options["ssh_program"] = opts["ssh_program"] + ["-F", "none"]
     return Client(opts["host"], user="root", key_filename=opts["key_filename"], via=via,
                   digests=digests, **options)
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
+    """Return predicate()'s first truthy value, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

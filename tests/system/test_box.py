@@ -14,19 +14,8 @@ import time
 
 import pytest
 
+from tests.system.conftest import wait_for
 from vzmaster.box import SRC_DIR, BoxError, Hub, find_sysvinit, sweep_stale
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    """Return predicate()'s first truthy value, or fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def dead(pid):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests import tarballs as tb
-from tests.system.conftest import connect
+from tests.system.conftest import connect, wait_for
 from vzmaster import DisabledByAdminError
 
 ROOT = "/var/lib/vz"
@@ -23,17 +23,6 @@ def deploy(box, digests, tmp_path, name, args, **config):
     with connect(box, digests) as node:
         node.upload_image(str(path), name + ".tar")
         node.unpack(name + ".tar", name)
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.1)
 
 
 def proc_status(box, pid):
