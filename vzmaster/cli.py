@@ -161,6 +161,7 @@ def _duration(seconds: float | None) -> str:
 def cmd_start(node: Client, args: argparse.Namespace) -> Any:
     """Start a container from its bundle under the node's init."""
     status = node.start(args.app, override=args.override, runtime=args.runtime,
+                        runtime_args=args.runtime_arg,
                         log_max=args.log_max, log_keep=args.log_keep,
                         syslog=True if args.syslog else None,
                         monitor=True if args.monitor else None)
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="restore an inittab entry the node's administrator disabled")
     start.add_argument("--runtime", choices=("builtin", "runc", "crun"),
                        help="what runs the bundle (default: builtin, or as before)")
+    start.add_argument("--runtime-arg", action="append", metavar="--OPT[=VALUE]",
+                       help="a global option for runc or crun, written with '=' "
+                            "(--runtime-arg=--cgroup-manager=disabled); repeatable")
     start.add_argument("--log-max", type=int, metavar="BYTES",
                        help="rotate the log past this size (default 10 MiB)")
     start.add_argument("--log-keep", type=int, metavar="N",

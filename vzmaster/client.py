@@ -239,16 +239,19 @@ class Client:
         self._call("bundle.remove", name=name)
 
     def start(self, name: str, *, override: bool = False, runtime: str | None = None,
-              log_max: int | None = None, log_keep: int | None = None,
-              syslog: bool | None = None, monitor: bool | None = None,
+              runtime_args: Sequence[str] | None = None, log_max: int | None = None,
+              log_keep: int | None = None, syslog: bool | None = None, monitor: bool | None = None,
               wait: bool = True) -> ContainerStatus:
         """Have the node's init run container ``name`` from its bundle.
 
         Returns once the app runs (or is seen failing: check ``state``); without
-        ``wait``, as soon as init has been told (busybox init takes up to ~2 s). ``runtime``
-        is "builtin" (the chroot runner), "runc" or "crun"; ``log_max`` bytes per log
-        file and ``log_keep`` rotated files bound its logs; ``syslog`` also sends its
-        output to the node's syslog. Without ``monitor`` nothing of vz stays beside
+        ``wait``, as soon as init has been told (busybox init takes up to ~2 s).
+        ``runtime`` is "builtin" (the chroot runner), "runc" or "crun";
+        ``runtime_args`` are global options for that runtime, each ``--name`` or
+        ``--name=value`` (``["--cgroup-manager=disabled"]`` lets crun run where the
+        node's cgroups cannot be set up). ``log_max`` bytes per log file and
+        ``log_keep`` rotated files bound its logs; ``syslog`` also sends its output
+        to the node's syslog. Without ``monitor`` nothing of vz stays beside
         the app: its log is rotated at each (re)start and cut back at each session
         of a client; with ``monitor`` (implied by ``syslog`` and by a PID namespace)
         a small process of ours stays as its parent, holds the log to a hard cap and
@@ -260,6 +263,8 @@ class Client:
             args["override"] = True
         if not wait:
             args["wait"] = False
+        if runtime_args is not None:
+            args["runtime_args"] = list(runtime_args)
         for key, value in (("runtime", runtime), ("log_max", log_max),
                            ("log_keep", log_keep), ("syslog", syslog),
                            ("monitor", monitor)):

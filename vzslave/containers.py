@@ -65,6 +65,27 @@ DEFAULT_LOG_KEEP = 3
 BACKOFF = {"initial": 1.0, "max": 60.0, "stable": 30.0}
 SUPERVISOR_PID = "supervisor.pid"  # in ROOT/containers: the fallback supervisor's pid
 
+MAX_RUNTIME_ARGS = 16
+
+
+def check_runtime_args(args: List[str]) -> List[str]:
+    """Global options for runc or crun (e.g. ``--cgroup-manager=disabled``).
+
+    Only ``--name`` or ``--name=value``: a word that is not an option could turn
+    ``runc run`` into another command, and the same options go before ``delete``.
+    """
+    if len(args) > MAX_RUNTIME_ARGS:
+        raise BadRequestError("at most {} runtime_args, not {}".format(
+            MAX_RUNTIME_ARGS, len(args)))
+    for arg in args:
+        if (not isinstance(arg, str) or not arg.startswith("--") or len(arg) < 3
+                or len(arg) > 4096 or "\0" in arg):
+            raise BadRequestError("runtime_args must be global options written as --name "
+                                  "or --name=value, not {!r}".format(arg),
+                                  {"field": "runtime_args"})
+    return list(args)
+
+
 _LAUNCHER = """#!{python} -IS
 # Written by vzslave. init runs this for each container: {launcher} NAME
 import sys
@@ -132,9 +153,9 @@ class Containers:
     # -- the ops -------------------------------------------------------------
 
     def start(self, name: str, override: bool = False, runtime: Optional[str] = None,
-              log_max: Optional[int] = None, log_keep: Optional[int] = None,
-              syslog: Optional[bool] = None, monitor: Optional[bool] = None,
-              wait: bool = True) -> ContainerStatus:
+              runtime_args: Optional[List[str]] = None, log_max: Optional[int] = None,
+              log_keep: Optional[int] = None, syslog: Optional[bool] = None,
+              monitor: Optional[bool] = None, wait: bool = True) -> ContainerStatus:
         """Have init run the container; with ``wait``, until the app runs or fails.
 
         Starting a running container only records the options given; ``restart``
@@ -146,6 +167,8 @@ class Containers:
         with self._lock(name):
             self._repair(name)
             settings = self._settings(name)
+            if runtime_args is not None:
+                settings["runtime_args"] = check_runtime_args(runtime_args)
             settings.update({k: v for k, v in (("runtime", runtime), ("log_max", log_max),
                                                ("log_keep", log_keep), ("syslog", syslog),
                                                ("monitor", monitor))
@@ -294,6 +317,7 @@ class Containers:
                                      "runtime builtin".format(name, kind))
         plan.update(
             runtime=kind, runtime_path=path,
+            runtime_args=list(settings.get("runtime_args", [])) if path else [],
             state_dir=self.layout.container_dir(name),
             log={"path": os.path.join(self.layout.logs, name + ".log"),
                  "max_bytes": int(settings.get("log_max", DEFAULT_LOG_MAX)),
@@ -354,7 +378,7 @@ class Containers:
         if plan is not None:
             self._end_processes(name, plan, grace)
             if plan["runtime"] != "builtin" and plan.get("runtime_path"):
-                subprocess.run([plan["runtime_path"], "delete", "--force", "vz-" + name],
+                subprocess.run(runner.runtime_command(plan, "delete", "--force", "vz-" + name),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, timeout=30, check=False)
             stuck = runner.release(plan)

@@ -174,8 +174,9 @@ def op_container_start(node: Node, call: Call, args: Args) -> Result:
     """Have init run a container from its bundle; wait until the app runs."""
     status = node.containers.start(
         args["name"], override=args["override"], runtime=args["runtime"],
-        log_max=args["log_max"], log_keep=args["log_keep"], syslog=args["syslog"],
-        monitor=args["monitor"], wait=args["wait"])
+        runtime_args=args["runtime_args"], log_max=args["log_max"],
+        log_keep=args["log_keep"], syslog=args["syslog"], monitor=args["monitor"],
+        wait=args["wait"])
     return {"status": to_wire(status)}
 
 
@@ -239,7 +240,8 @@ OPS: Dict[str, Op] = {
     "bundle.list": Op(op_bundle_list, {}, {}),
     "bundle.remove": Op(op_bundle_remove, {"name": str}, {}),
     "container.start": Op(op_container_start, {"name": str}, {
-        "override": (bool, False), "runtime": (str, None), "log_max": (int, None),
+        "override": (bool, False), "runtime": (str, None), "runtime_args": (list, None),
+        "log_max": (int, None),
         "log_keep": (int, None), "syslog": (bool, None), "monitor": (bool, None),
         "wait": (bool, True)}),
     "container.stop": Op(op_container_stop, {"name": str}, {"grace": (float, 10.0)}),

@@ -259,6 +259,11 @@ def start_session(spawn: Spawn) -> None:
         pass  # EPERM: already a session leader (init did it)
 
 
+def runtime_command(plan: "Dict[str, Any]", *command: str) -> "List[str]":
+    """runc's or crun's argv: the container's own global options go before the command."""
+    return [plan["runtime_path"]] + list(plan.get("runtime_args", ())) + list(command)
+
+
 def exec_runtime(spawn: Spawn) -> None:
     """Step 5 (runc or crun only): delete a stale container, then exec ``RUNTIME run``."""
     if spawn.plan["runtime"] not in ("runc", "crun"):
@@ -271,14 +276,15 @@ def exec_runtime(spawn: Spawn) -> None:
             null = os.open("/dev/null", os.O_RDWR)
             os.dup2(null, 1)
             os.dup2(null, 2)
-            os.execv(runtime, [runtime, "delete", "--force", container])
+            os.execv(runtime, runtime_command(spawn.plan, "delete", "--force", container))
         finally:
             os._exit(127)
     os.waitpid(pid, 0)  # a failed delete only means there was nothing to delete
     record_running(spawn)
     reset_signals()
     try:
-        os.execv(runtime, [runtime, "run", "--bundle", spawn.plan["bundle"], container])
+        os.execv(runtime, runtime_command(spawn.plan, "run", "--bundle", spawn.plan["bundle"],
+                                          container))
     except OSError as exc:
         raise RunnerError("runtime", "cannot exec {}: {}".format(runtime, exc.strerror)) from exc
 

@@ -71,3 +71,10 @@ def test_several_hosts_are_driven_in_turn(vzmaster, tmp_path):
 
 def test_bad_usage_exits_2(vzmaster):
     assert vzmaster("push", "HOST")[0] == 2
+
+
+def test_start_takes_repeated_runtime_args_written_with_equals():
+    args = cli.build_parser().parse_args(
+        ["start", "node1", "app", "--runtime", "crun",
+         "--runtime-arg=--cgroup-manager=disabled", "--runtime-arg=--root=/run/x"])
+    assert args.runtime_arg == ["--cgroup-manager=disabled", "--root=/run/x"]

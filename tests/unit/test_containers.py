@@ -9,7 +9,8 @@ import pytest
 from tests import tarballs as tb
 from vzslave import containers as ct
 from vzslave.bundles import BundleStore
-from vzslave.errors import DisabledByAdminError, NoRuntimeError, NoSuchContainerError
+from vzslave.errors import (BadRequestError, DisabledByAdminError, NoRuntimeError,
+                            NoSuchContainerError)
 from vzslave.images import ImageStore
 from vzslave.inittab import Dialect
 
@@ -104,6 +105,21 @@ def test_a_runtime_the_node_lacks_is_refused(node, monkeypatch):
     monkeypatch.setattr(ct.shutil, "which", lambda *args, **kwargs: None)
     with pytest.raises(NoRuntimeError):
         node.start("app", runtime="crun", wait=False)
+
+
+def test_runtime_args_are_kept_in_the_plan_of_a_runc_container(node, layout, monkeypatch):
+    monkeypatch.setattr(ct.shutil, "which", lambda *args, **kwargs: "/usr/bin/runc")
+    node.start("app", runtime="runc", runtime_args=["--root=/run/vz-runc"], wait=False)
+    with open(os.path.join(layout.container_dir("app"), "plan.marshal"), "rb") as f:
+        assert marshal.load(f)["runtime_args"] == ["--root=/run/vz-runc"]
+
+
+@pytest.mark.parametrize("args", [["delete"], ["--root", "/x"], ["-"], ["--"],
+                                  ["--a\0b"], ["--x"] * 17])
+def test_runtime_args_that_are_not_global_options_are_refused(node, args):
+    with pytest.raises(BadRequestError, match="runtime_args"):
+        node.start("app", runtime="runc", runtime_args=args, wait=False)
+    assert "vzrun" not in node.inittab.read_text()
 
 
 def test_status_of_an_unknown_container_is_refused(node):

@@ -386,6 +386,19 @@ def test_a_runc_container_is_deleted_then_run_by_runc(tmp_path, calls):
     assert "chroot" not in names(calls)
 
 
+def test_the_containers_runtime_args_go_before_run_and_before_delete(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    plan.update(runtime="crun", runtime_path="/usr/bin/crun",
+                runtime_args=["--cgroup-manager=disabled", "--root=/run/x"])
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    assert calls[-1] == ("execv", "/usr/bin/crun", [
+        "/usr/bin/crun", "--cgroup-manager=disabled", "--root=/run/x",
+        "run", "--bundle", plan["bundle"], "vz-app"])
+    assert runner.runtime_command(plan, "delete", "--force", "vz-app")[:4] == [
+        "/usr/bin/crun", "--cgroup-manager=disabled", "--root=/run/x", "delete"]
+
+
 def test_namespaces_are_joined_then_created_then_set_up(tmp_path, calls):
     plan = make_plan(tmp_path, capabilities=None)
     plan["namespaces"] = [
