@@ -22,14 +22,15 @@ setup(
     python_requires=">=3.6",
     extras_require={
         # The master side (vzmaster) needs Python 3.9+.
-        "master": ["paramiko>=3.2", "cryptography>=41"],
+        # Building images (vzmaster build): ELF reading, zstd packing.
+        "master": ["paramiko>=3.2", "cryptography>=41", "pyelftools>=0.29", "zstandard>=0.22"],
         # Only on nodes whose PID 1 ignores /etc/inittab (systemd, upstart): the
         # vz supervisor of initscripts/ daemonises with it.
         "supervisor": ["python-daemon>=2.2"],
         "test": [
             "paramiko>=3.2", "cryptography>=41", "pytest>=7", "hypothesis>=6",
             "pytest-mock>=3", "mypy>=1.8", "ruff>=0.4", "vermin>=1.6",
-            "types-paramiko", "zstandard>=0.22", "python-daemon>=2.2",
+            "types-paramiko", "zstandard>=0.22", "python-daemon>=2.2", "pyelftools>=0.29",
         ],
     },
     entry_points={

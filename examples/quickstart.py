@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""vz end to end on this machine: a local test node, an image, push, unpack, start.
+"""vz end to end on this machine: build an image, a local test node, push, start, kill.
 
 Run by ../quickstart.sh (as root, after installing what vz needs). The test node is
 a "VPS in a box" (vzmaster.box): its own network, a real init as PID 1 and the
@@ -7,14 +7,11 @@ stock OpenSSH sshd with the vzslave subsystem, as on a rented VPS. Every vzmaste
 command it runs is printed first, so you can run them yourself against a real node.
 """
 
-import io
-import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -36,35 +33,13 @@ def run(argv: list, netns: str = "") -> str:
     return done.stdout
 
 
-def build_image(path: str) -> None:
-    """A tiny OCI bundle: static busybox, its applets as links, and a config.json."""
-    config = {
-        "ociVersion": "1.0.2",
-        "root": {"path": "rootfs", "readonly": True},
-        "process": {"args": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
-                    "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 65534, "gid": 65534}},
-    }
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    with tarfile.open(path, "w:xz", format=tarfile.PAX_FORMAT) as tar:
-        def add(name: str, data: bytes = b"", mode: int = 0o644, kind: bytes = tarfile.REGTYPE,
-                link: str = "") -> None:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode, info.linkname, info.size = kind, mode, link, len(data)
-            info.mtime = 1700000000
-            tar.addfile(info, io.BytesIO(data))
-        add("config.json", json.dumps(config, indent=2).encode())
-        for directory in ("rootfs", "rootfs/bin", "rootfs/www", "rootfs/proc", "rootfs/dev"):
-            add(directory, mode=0o755, kind=tarfile.DIRTYPE)
-        add("rootfs/tmp", mode=0o1777, kind=tarfile.DIRTYPE)
-        with open(busybox, "rb") as binary:
-            add("rootfs/bin/busybox", binary.read(), 0o755)
-        for applet in ("sh", "ls", "cat", "echo", "httpd"):
-            add("rootfs/bin/" + applet, kind=tarfile.SYMTYPE, link="busybox")
-        add("rootfs/www/index.html", b"<h1>Hello from a vz container</h1>\n")
+SERVER = "/usr/sbin/mini_httpd"  # Debian's mini-httpd: small, dynamically linked
 
 
 def main() -> None:
     reasons = missing_requirements("busybox")
+    if not os.path.exists(SERVER):
+        reasons.append("{} is missing: apt install mini-httpd".format(SERVER))
     if reasons:
         raise SystemExit("cannot make a local test node here: " + "; ".join(reasons))
     vzmaster = os.path.join(os.path.dirname(sys.executable), "vzmaster")
@@ -77,10 +52,17 @@ def main() -> None:
             print("{} is up at {} (real sshd, key login as root)".format(box.name, box.ip))
             ssh = ["-l", "root", "-i", hub.client_key, "--known-hosts", hub.known_hosts]
 
-            say("An image: an OCI bundle (config.json + rootfs) packed as a tarball")
-            image = os.path.join(work, "hello.txz")
-            build_image(image)
-            run(["tar", "-tJvf", image, "--numeric-owner"])
+            say("Build a minimal image of a real server: mini_httpd and the libraries "
+                "it loads (ldd-trace), a page, a config.json")
+            www = os.path.join(work, "www")
+            os.mkdir(www)
+            with open(os.path.join(www, "index.html"), "w") as page:
+                page.write("<h1>Hello from a vz container</h1>\n")
+            image = os.path.join(work, "hello.tar.zst")
+            run([vzmaster, "build", "--ldd", SERVER, "--add", www + ":/www", "-o", image,
+                 "--", SERVER, "-D", "-h", "0.0.0.0", "-p", "8080", "-d", "/www",
+                 "-u", "nobody", "-l", "/dev/stderr"])
+            run([vzmaster, "inspect", image])
 
             say("Push it to the node over SSH (sha256-verified, resumable)")
             run([vzmaster, "push", box.ip, image] + ssh, hub.netns)
@@ -90,7 +72,7 @@ def main() -> None:
             run([vzmaster, "push", box.ip, image] + ssh, hub.netns)
 
             say("Unpack it into a bundle on the node (the tarball is treated as hostile)")
-            run([vzmaster, "unpack", box.ip, "hello.txz", "hello"] + ssh, hub.netns)
+            run([vzmaster, "unpack", box.ip, "hello.tar.zst", "hello"] + ssh, hub.netns)
             run([vzmaster, "bundles", box.ip] + ssh, hub.netns)
 
             say("Start it: the node's own init runs it from an /etc/inittab respawn line")
@@ -110,7 +92,7 @@ def main() -> None:
             say("Kill the app: init brings it back; status and logs tell what happened")
             run(["ssh", "-F", "none", "-i", hub.client_key, "-o", "BatchMode=yes",
                  "-o", "UserKnownHostsFile=" + hub.known_hosts, "root@" + box.ip,
-                 "pkill -KILL -f 'busybox httpd'"], hub.netns)
+                 "pkill -KILL mini_httpd"], hub.netns)
             time.sleep(2.5)
             run([vzmaster, "status", box.ip] + ssh, hub.netns)
             run([vzmaster, "logs", box.ip, "hello"] + ssh, hub.netns)
@@ -123,7 +105,7 @@ def main() -> None:
 
             say("Clean up")
             run([vzmaster, "rm-bundle", box.ip, "hello"] + ssh, hub.netns)
-            run([vzmaster, "rm-image", box.ip, "hello.txz"] + ssh, hub.netns)
+            run([vzmaster, "rm-image", box.ip, "hello.tar.zst"] + ssh, hub.netns)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("\nDone in {:.1f} s; the test node is gone. Next: README.md".format(

@@ -1,7 +1,7 @@
 """The ``vzmaster`` command: the Client API, one subcommand per operation.
 
-Exit status: 0 success, 1 the node refused or failed a request, 2 bad usage,
-3 the node could not be reached or the connection failed, 130 interrupted.
+Exit status: 0 success, 1 the node refused or failed a request (or a build failed),
+2 bad usage, 3 the node could not be reached or the connection failed, 130 interrupted.
 HOST may list several nodes separated by commas; each is driven in turn and the
 exit status is the worst of them.
 """
@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence, TextIO
 
+from vzmaster.build.command import add_commands as add_build_commands
 from vzmaster.client import Client
 from vzslave import __version__
 from vzslave.errors import ErrorCode, TransportError, VzError
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=100, help="last N lines (default 100)")
     logs.add_argument("-f", "--follow", action="store_true",
                       help="keep printing new lines until interrupted")
+    add_build_commands(commands)
     return parser
 
 
@@ -310,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(name)s: %(message)s")
+    if getattr(args, "local", None) is not None:  # build, inspect: no node involved
+        try:
+            sys.exit(args.local(args))
+        except KeyboardInterrupt:
+            print("vzmaster: interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
     hosts = [h for h in args.host.split(",") if h]
     status = 0
     try:

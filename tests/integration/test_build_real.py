@@ -1,0 +1,134 @@
+"""vzmaster build end to end on this machine: real programs, real strace, real chroots."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests import tarballs as tb
+from vzmaster import cli
+from vzmaster.build import BuildError, Recipe, build_image, inspect_image
+
+PERL_DATE = ["perl", "-MHTTP::Date", "-e", 'print time2str(time())."\\n"']
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HTTP_DATE = re.compile(r"^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\n$")
+
+
+def unpacked(image_path, dest):
+    """The image extracted by the node's own extractor; returns the bundle path."""
+    with open(image_path, "rb") as source:
+        data = source.read()
+    fmt = "tar.zst" if image_path.endswith(".tar.zst") else "tar.xz"
+    tb.extract_image(data, dest, fmt=fmt)
+    return str(dest)
+
+
+def run_bundle(bundle, tmp_path):
+    """Run the bundle as it is, chrooted by vz's runner (runch run); (status, out, err)."""
+    out, err = tmp_path / "run.out", tmp_path / "run.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        done = subprocess.run([sys.executable, "-m", "vzslave.runch", "--root",
+                               str(tmp_path / "runch"), "run", "--bundle", bundle, "built"],
+                              cwd=REPO, stdin=subprocess.DEVNULL, stdout=stdout,
+                              stderr=stderr, timeout=60)
+    return done.returncode, out.read_text(), err.read_text()
+
+
+def leftovers(directory):
+    return [name for name in os.listdir(directory) if name.startswith(".vz-build-")]
+
+
+def test_an_ldd_image_runs_its_dynamic_program_in_a_chroot(tmp_path):
+    result = build_image(Recipe(args=["/bin/ls", "/etc"], ldd=["/bin/ls"]),
+                         str(tmp_path / "ls.tar.zst"))
+    status, out, err = run_bundle(unpacked(result.image.path, tmp_path / "out"), tmp_path)
+    assert status == 0, err
+    assert "passwd" in out.split() and "nsswitch.conf" in out.split()
+
+
+@pytest.mark.parametrize("suffix", [".tar.zst", ".txz"])
+def test_building_twice_from_the_same_inputs_gives_the_same_sha256(tmp_path, suffix):
+    recipe = Recipe(args=["/bin/ls"], ldd=["/bin/ls"], env=["LANG=C"], rlimits=["nofile=64"])
+    first = build_image(recipe, str(tmp_path / ("one" + suffix)))
+    second = build_image(recipe, str(tmp_path / ("two" + suffix)))
+    assert first.image.sha256 == second.image.sha256
+    with open(first.image.path, "rb") as a, open(second.image.path, "rb") as b:
+        assert a.read() == b.read()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_strace_of_the_seed_example_gives_a_spec_whose_rootfs_prints_a_date(tmp_path):
+    if subprocess.run(PERL_DATE, capture_output=True).returncode != 0:
+        pytest.skip("perl's HTTP::Date is missing (apt install libhttp-date-perl)")
+    spec = tmp_path / "spec"
+    traced = build_image(Recipe(args=PERL_DATE, strace=PERL_DATE, spec_out=str(spec)),
+                         str(tmp_path / "traced.tar.zst"))
+    lines = spec.read_text().splitlines()
+    assert lines == traced.traced
+    assert any(line.endswith("/HTTP/Date.pm") for line in lines)
+    from_spec = build_image(Recipe(args=PERL_DATE, spec=str(spec)),
+                            str(tmp_path / "spec.tar.zst"))
+    status, out, err = run_bundle(unpacked(from_spec.image.path, tmp_path / "out"), tmp_path)
+    assert status == 0, err
+    assert HTTP_DATE.match(out), out
+
+
+def test_a_program_that_is_not_elf_is_refused_and_nothing_is_written(tmp_path):
+    with pytest.raises(BuildError, match="not an ELF program"):
+        build_image(Recipe(args=["/etc/passwd"], ldd=["/etc/passwd"]),
+                    str(tmp_path / "x.tar.zst"))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_traced_command_that_fails_is_refused_and_nothing_is_written(tmp_path):
+    with pytest.raises(BuildError, match="status 3"):
+        build_image(Recipe(args=["/bin/sh"], strace=["sh", "-c", "exit 3"]),
+                    str(tmp_path / "x.tar.zst"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_bad_config_option_is_refused_before_any_work(tmp_path):
+    with pytest.raises(BuildError, match="--rlimit"):
+        build_image(Recipe(args=["/bin/ls"], ldd=["/bin/ls"], rlimits=["nofile=lots"]),
+                    str(tmp_path / "x.tar.zst"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_app_program_missing_from_the_image_is_refused(tmp_path):
+    with pytest.raises(BuildError, match="not in the image"):
+        build_image(Recipe(args=["/usr/bin/missing"], ldd=["/bin/ls"]),
+                    str(tmp_path / "x.tar.zst"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_unknown_image_suffix_is_refused(tmp_path):
+    with pytest.raises(BuildError):
+        build_image(Recipe(args=["/bin/ls"], ldd=["/bin/ls"]), str(tmp_path / "x.zip"))
+    assert leftovers(tmp_path) == []
+
+
+def test_the_cli_builds_and_inspects(tmp_path, capsys):
+    image = str(tmp_path / "ls.txz")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["build", "--ldd", "/bin/ls", "--env", "A=1", "-o", image, "--",
+                  "/bin/ls", "-l"])
+    assert exited.value.code == 0
+    assert "built " + image in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["inspect", "--json", image])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["args"] == ["/bin/ls", "-l"]
+    assert summary["sha256"] == inspect_image(image).sha256
+
+
+def test_the_cli_says_what_is_wrong_and_exits_1(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["build", "--ldd", "/etc/hostname", "-o", str(tmp_path / "x.tar.zst"),
+                  "--", "/x"])
+    assert exited.value.code == 1
+    assert "not an ELF program" in capsys.readouterr().err
