@@ -32,6 +32,7 @@ Key decisions:
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -77,7 +78,7 @@ class _Unloadable(Exception):
     """The file is not an ELF file ld.so can load: ld.so stops there with an error."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Elf:
     """What the loader reads of one ELF file."""
 
@@ -85,7 +86,7 @@ class _Elf:
     order: int  # EI_DATA
     machine: int
     interp: Optional[str]
-    needed: list[str]
+    needed: tuple[str, ...]
     rpath: Optional[str]  # None when DT_RUNPATH is there too: ld.so ignores it then
     runpath: Optional[str]
     soname: Optional[str]
@@ -257,38 +258,48 @@ def _check(head: bytes, want: Optional[_Elf]) -> None:
         raise _Unloadable("only ET_DYN and ET_EXEC can be loaded")
 
 
-def _parse(root: str, real: str, shown: str, head: bytes) -> _Elf:
-    """The loader's view of the ELF file at ``real``, whose ``head`` passed _check."""
+def _parse(root: str, real: str, shown: str) -> _Elf:
+    """The loader's view of the ELF file at ``real``, which passed _check."""
+    host = _host(root, real)
     try:
-        with open(_host(root, real), "rb") as file:
-            elf = ELFFile(file)
-            interp: Optional[str] = None
-            needed: list[str] = []
-            tags: dict[str, str] = {}
-            flags = 0
-            for segment in elf.iter_segments():
-                if isinstance(segment, InterpSegment):
-                    interp = segment.get_interp_name()
-                elif isinstance(segment, DynamicSegment):
-                    for tag in segment.iter_tags():
-                        kind = tag.entry.d_tag
-                        if kind == "DT_FLAGS_1":
-                            flags = tag.entry.d_val
-                        elif kind in ("DT_NEEDED", "DT_RPATH", "DT_RUNPATH", "DT_SONAME"):
-                            # pyelftools sets .needed, .rpath, ... from the string table
-                            value = getattr(tag, kind[3:].lower())
-                            if kind == "DT_NEEDED":
-                                needed.append(value)
-                            else:
-                                tags[kind] = value
+        info = os.stat(host)
+        return _read_elf(host, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
     except OSError as error:
         raise BuildError("cannot read {}{}: {}".format(shown, _under(root),
                                                        error.strerror)) from None
     except (ELFError, ConstructError, ValueError) as error:
         raise BuildError("{}{} is not a readable ELF file ({})".format(
             shown, _under(root), error)) from None
+
+
+# Keyed by the file's identity and version too: libc is read once for a whole build,
+# not once per program (pyelftools spends ~3 ms finding a file's string table).
+@functools.lru_cache(maxsize=1024)
+def _read_elf(host: str, version: tuple[int, int, int, int]) -> _Elf:
+    with open(host, "rb") as file:
+        head = file.read(20)
+        elf = ELFFile(file)
+        interp: Optional[str] = None
+        needed: list[str] = []
+        tags: dict[str, str] = {}
+        flags = 0
+        for segment in elf.iter_segments():
+            if isinstance(segment, InterpSegment):
+                interp = segment.get_interp_name()
+            elif isinstance(segment, DynamicSegment):
+                for tag in segment.iter_tags():
+                    kind = tag.entry.d_tag
+                    if kind == "DT_FLAGS_1":
+                        flags = tag.entry.d_val
+                    elif kind in ("DT_NEEDED", "DT_RPATH", "DT_RUNPATH", "DT_SONAME"):
+                        # pyelftools sets .needed, .rpath, ... from the string table
+                        value = getattr(tag, kind[3:].lower())
+                        if kind == "DT_NEEDED":
+                            needed.append(value)
+                        else:
+                            tags[kind] = value
     return _Elf(bits=head[4] * 32, order=head[5], machine=_half(head, 18), interp=interp,
-                needed=needed,
+                needed=tuple(needed),
                 rpath=None if "DT_RUNPATH" in tags else tags.get("DT_RPATH"),
                 runpath=tags.get("DT_RUNPATH"), soname=tags.get("DT_SONAME"),
                 nodeflib=bool(flags & DF_1_NODEFLIB))
@@ -326,7 +337,7 @@ def _program(root: str, shown: str, library_path: list[str], conf: list[str],
     except _Unloadable as why:
         raise BuildError("{}{} is not a loadable ELF program ({})".format(
             shown, _under(root), why)) from None
-    elf = _parse(root, real, shown, head)
+    elf = _parse(root, real, shown)
     if elf.interp is None:
         return [shown]  # static: the kernel maps it alone
     return _Load(root, shown, real, elf, library_path, conf).run()
@@ -410,7 +421,7 @@ class _Load:
                 which, why)) from None
         except _Unloadable as why:
             raise BuildError("{} is not a loadable ELF file ({})".format(which, why)) from None
-        rtld = _Object(shown, os.path.dirname(shown), _parse(self.root, real, shown, head), None)
+        rtld = _Object(shown, os.path.dirname(shown), _parse(self.root, real, shown), None)
         self._register(rtld, self._identity(real), [interp, shown])
         return rtld, real
 
@@ -421,7 +432,7 @@ class _Load:
             self.names[name] = self.files[identity]
             return
         shown = _norm(path)
-        loaded = _Object(shown, os.path.dirname(path), _parse(self.root, real, shown, head),
+        loaded = _Object(shown, os.path.dirname(path), _parse(self.root, real, shown),
                          needer)
         self._register(loaded, identity, [name, path])
         self.loaded.append(loaded)
