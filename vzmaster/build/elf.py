@@ -48,12 +48,10 @@ from elftools.elf.enums import ENUM_E_MACHINE
 from elftools.elf.segments import InterpSegment
 
 from vzmaster.build.errors import BuildError
+from vzmaster.build.rootfs import Missing, resolve_inside
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """Where a bare program name is looked up: the PATH an image's app gets, not this shell's."""
-
-MAX_LINKS = 40
-"""As Linux's MAXSYMLINKS: more links than this on one path is a loop."""
 
 MAX_SCRIPTS = 4
 """As Linux's BINPRM_MAX_RECURSION: how deep #! interpreters may nest."""
@@ -137,36 +135,11 @@ def _host(root: str, path: str) -> str:
 
 
 def _resolve(root: str, path: str) -> Optional[str]:
-    """The real path inside ``root`` of absolute ``path``, or None if it does not exist.
-
-    Links are followed like the kernel's, with '/' and '..' stopping at ``root``.
-    """
-    done: list[str] = []
-    todo = path.split("/")[::-1]
-    links = 0
-    while todo:
-        part = todo.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            done = done[:-1]
-            continue
-        done.append(part)
-        try:
-            info = os.lstat(_host(root, "/".join(done)))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as error:
-            raise BuildError("cannot look at {}{}: {}".format(path, _under(root),
-                                                               error.strerror)) from None
-        if stat.S_ISLNK(info.st_mode):
-            links += 1
-            if links > MAX_LINKS:
-                raise BuildError("{}{} has a loop of symlinks".format(path, _under(root)))
-            target = os.readlink(_host(root, "/".join(done)))
-            done = [] if target.startswith("/") else done[:-1]
-            todo.extend(target.split("/")[::-1])
-    return "/" + "/".join(done)
+    """The real path inside ``root`` of absolute ``path``, or None if it does not exist."""
+    try:
+        return "/" + resolve_inside(root, path)
+    except Missing:
+        return None
 
 
 def _glob(root: str, pattern: str) -> list[str]:

@@ -35,7 +35,7 @@ MOUNT_POINTS = ("/proc", "/dev", "/sys", "/run")
 Visit = Callable[[str, os.stat_result], None]
 
 
-class _Missing(Exception):
+class Missing(Exception):
     """A component of a path does not exist; ``args[0]`` is where resolving stopped."""
 
 
@@ -43,12 +43,13 @@ def _components(path: str) -> List[str]:
     return [part for part in path.split("/") if part and part != "."]
 
 
-def _resolve(root: str, path: str, visit: Optional[Visit] = None) -> str:
+def resolve_inside(root: str, path: str, visit: Optional[Visit] = None) -> str:
     """The physical path (relative to ``root``) that ``path`` names inside ``root``.
 
     Links are followed as the kernel follows them, with ``root`` as ``/``: absolute
     targets start again at ``root``, ``..`` never climbs above it. ``visit`` sees every
-    entry on the way, links included, so a caller can mirror the chain.
+    entry on the way, links included, so a caller can mirror the chain. Raises Missing
+    where a component does not exist, BuildError on a loop of links.
     """
     done: List[str] = []
     todo = _components(path)
@@ -63,7 +64,7 @@ def _resolve(root: str, path: str, visit: Optional[Visit] = None) -> str:
         try:
             info = os.lstat(os.path.join(root, relative))
         except FileNotFoundError:
-            raise _Missing(relative) from None
+            raise Missing(relative) from None
         except OSError as error:
             raise BuildError("cannot read {}: {}".format(
                 os.path.join(root, relative), error.strerror)) from None
@@ -79,7 +80,7 @@ def _resolve(root: str, path: str, visit: Optional[Visit] = None) -> str:
             todo = _components(target) + todo
         else:
             if todo and not stat.S_ISDIR(info.st_mode):
-                raise _Missing(relative + "/" + todo[0])
+                raise Missing(relative + "/" + todo[0])
             done.append(name)
     return "/".join(done)
 
@@ -104,8 +105,8 @@ class Rootfs:
     def resolve(self, path: str) -> str:
         """Where ``path`` of the image is in the staging tree, links followed inside it."""
         try:
-            return os.path.join(self.path, _resolve(self.path, path))
-        except _Missing as missing:
+            return os.path.join(self.path, resolve_inside(self.path, path))
+        except Missing as missing:
             return os.path.join(self.path, str(missing.args[0]))
 
     def exists(self, path: str) -> bool:
@@ -133,8 +134,8 @@ class Rootfs:
                 self._directory(relative, info.st_mode)
 
         try:
-            found = _resolve(self.source_root, path, mirror)
-        except _Missing:
+            found = resolve_inside(self.source_root, path, mirror)
+        except Missing:
             raise BuildError("{} does not exist on this machine".format(path)
                              if self.source_root == "/" else
                              "{} does not exist in {}".format(path, self.source_root)) from None
@@ -209,8 +210,8 @@ class Rootfs:
         for part in _components(parent):
             candidate = found + "/" + part if found else part
             try:
-                found = _resolve(self.path, candidate)
-            except _Missing:
+                found = resolve_inside(self.path, candidate)
+            except Missing:
                 self._directory(candidate, 0o755)
                 found = candidate
         if not name:
