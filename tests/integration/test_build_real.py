@@ -132,3 +132,39 @@ def test_the_cli_says_what_is_wrong_and_exits_1(tmp_path, capsys):
                   "--", "/x"])
     assert exited.value.code == 1
     assert "not an ELF program" in capsys.readouterr().err
+
+
+def busybox_root(root):
+    """A tiny root directory: static busybox and the applet links the tests use."""
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", str(root / "bin/busybox"))
+    for applet in ("sh", "id", "pwd"):
+        (root / "bin" / applet).symlink_to("busybox")
+    return root
+
+
+@pytest.fixture
+def busybox_dir(tmp_path):
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("busybox is not installed")
+    return busybox_root(tmp_path / "root")
+
+
+def test_an_image_from_a_root_directory_runs_as_the_user_and_in_the_cwd(tmp_path, busybox_dir):
+    result = build_image(Recipe(args=["sh", "-c", "id -u; id -g; pwd"], from_root=str(busybox_dir),
+                                user="nobody", cwd="/srv/app"),
+                         str(tmp_path / "from-dir.tar.zst"))
+    status, out, err = run_bundle(unpacked(result.image.path, tmp_path / "out"), tmp_path)
+    assert status == 0, err
+    assert out.split() == ["65534", "65534", "/srv/app"]
+
+
+def test_an_image_from_a_docker_export_tarball_keeps_its_links(tmp_path, busybox_dir):
+    tarball = tmp_path / "export.tar"
+    subprocess.run(["tar", "-C", str(busybox_dir), "-cf", str(tarball), "."], check=True)
+    result = build_image(Recipe(args=["/bin/sh", "-c", "echo from a tarball"],
+                                from_root=str(tarball)), str(tmp_path / "from-tar.txz"))
+    bundle = unpacked(result.image.path, tmp_path / "out")
+    assert os.readlink(os.path.join(bundle, "rootfs/bin/sh")) == "busybox"
+    status, out, err = run_bundle(bundle, tmp_path)
+    assert (status, out) == (0, "from a tarball\n"), err

@@ -72,6 +72,8 @@ def _check(recipe: Recipe, output: str) -> None:
     if not (recipe.ldd or recipe.strace or recipe.spec or recipe.from_root or recipe.add):
         raise BuildError("nothing to put in the image: give --ldd, --strace, --spec, "
                          "--from or --add")
+    if recipe.spec_out and not recipe.strace:
+        raise BuildError("--spec-out writes what --strace found: give --strace too")
     if recipe.from_root and not os.path.exists(recipe.from_root):
         raise BuildError("--from {}: no such directory or tarball".format(recipe.from_root))
 

@@ -97,8 +97,8 @@ def add_commands(commands: Any) -> None:
     config.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     config.add_argument("--cwd", default="/", metavar="DIR", help="(default: /)")
     config.add_argument("--user", metavar="USER[:GROUP]",
-                        help="names (looked up in this machine's tables) or numbers "
-                             "(default: root)")
+                        help="names (looked up in the image's /etc/passwd, else this "
+                             "machine's) or numbers (default: root)")
     config.add_argument("--readonly", action="store_true", help="mount the rootfs read-only")
     config.add_argument("--bind", action="append", default=[], metavar="NODE_PATH:DEST[:ro]",
                         help="bind a path of the node into the container")
