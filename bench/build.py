@@ -4,8 +4,8 @@
 - ldd-trace: ``needed_files`` for every dynamic program in /usr/bin and /usr/sbin,
   against running ``ldd`` on each (the reference; it runs the loader), and whether
   both found the same libraries.
-- packing: ``pack_bundle`` (zstd -19, one thread; xz -6) of the same staged tree
-  against ``tar --sort=name ... | zstd -19`` and ``| xz -6``: seconds and bytes.
+- packing: ``pack_bundle`` (zstd -19 with its worker threads; xz -6) of the same staged
+  tree against ``tar --sort=name ... | zstd -19 -T<same>`` and ``| xz -6``: seconds, bytes.
 - the ldd-trace image of mini_httpd against the installed size of its packages.
 
 Run: python3 bench/build.py [--tree /usr/lib/x86_64-linux-gnu/perl-base]
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vzmaster.build import Recipe, build_image  # noqa: E402
 from vzmaster.build.elf import needed_files  # noqa: E402
 from vzmaster.build.errors import BuildError  # noqa: E402
-from vzmaster.build.pack import human_size, pack_bundle  # noqa: E402
+from vzmaster.build.pack import ZSTD_THREADS, human_size, pack_bundle  # noqa: E402
 
 CONFIG = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
           "process": {"args": ["/bin/true"], "cwd": "/"}}
@@ -97,7 +97,9 @@ def bench_pack(tree: str, work: str) -> None:
     size = sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(staged)
                for f in fs)
     print("packing {} ({} of files):".format(tree, human_size(size)))
-    for suffix, compressor in ((".tar.zst", ["zstd", "-19", "-T1", "-q", "-c"]),
+    # The same worker threads as pack_bundle: the comparison is of everything but that.
+    zstd = ["zstd", "-19", "-T{}".format(ZSTD_THREADS), "-q", "-c"]
+    for suffix, compressor in ((".tar.zst", zstd),
                                (".txz", ["xz", "-6", "-T1", "-c"])):
         start = time.perf_counter()
         ours = pack_bundle(CONFIG, staged, os.path.join(work, "ours" + suffix))

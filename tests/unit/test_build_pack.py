@@ -144,6 +144,19 @@ def test_the_same_tree_packs_to_the_same_bytes_however_it_was_made(tmp_path, sta
         (third.size, third.files, third.content_bytes)
 
 
+def test_zstd_gives_the_same_bytes_with_any_number_of_worker_threads(tmp_path, monkeypatch):
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    with open(rootfs / "big", "wb") as big:  # sparse: 70 MB, several zstd jobs, no disk
+        big.truncate(70_000_000)
+    digests = set()
+    for threads in (1, 3):
+        monkeypatch.setattr(pack, "ZSTD_THREADS", threads)
+        out = tmp_path / "{}.tar.zst".format(threads)
+        digests.add(pack.pack_bundle(CONFIG, str(rootfs), str(out)).sha256)
+    assert len(digests) == 1
+
+
 def test_the_result_describes_the_file_written(tmp_path, packed):
     import hashlib
     with open(packed.path, "rb") as image:
