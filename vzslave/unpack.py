@@ -55,6 +55,7 @@ from typing import (
 )
 
 from vzslave import fs
+from vzslave.oci import MAX_CONFIG as _MAX_CONFIG  # what start reads: one limit
 from vzslave.config import Limits
 from vzslave.errors import (
     BadImageError,
@@ -64,7 +65,6 @@ from vzslave.errors import (
 )
 
 _COPY_BLOCK = 1024 * 1024
-_MAX_CONFIG = 4 * 1024 * 1024
 _MAX_LINK_HOPS = 40  # the kernel's limit (MAXSYMLINKS); userland resolvers may go on
 _MAX_LINK_STEPS = 2000000  # path components walked checking all symlinks of one image
 _MAX_NAME_BYTES = 64 * 1024 * 1024  # member names and link targets, all together

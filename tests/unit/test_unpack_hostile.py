@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from tests import tarballs as tb
 from vzslave.config import Limits
+from vzslave.oci import MAX_CONFIG
 from vzslave.errors import (
     BadImageError,
     DiskFullError,
@@ -362,8 +363,8 @@ TOP_LEVEL = [
     pytest.param([tb.directory("rootfs"), tb.file("rootfs/x", tb.config_json()),
                   tb.hardlink("config.json", "rootfs/x")], "config.json",
                  id="config-json-hardlink"),
-    pytest.param([tb.file("config.json", b"", size=4 * 1024 * 1024 + 1)], "config.json",
-                 id="config-json-over-4-MiB"),
+    pytest.param([tb.file("config.json", b"", size=MAX_CONFIG + 1)], "config.json",
+                 id="config-json-over-the-limit-start-reads"),
     pytest.param([tb.file("config.json", tb.config_json(".vzbundle.json")),
                   tb.directory(".vzbundle.json")], ".vzbundle.json",
                  id="root-directory-with-a-dot-name"),

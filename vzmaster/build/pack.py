@@ -45,6 +45,7 @@ import zstandard
 from vzmaster.build.errors import BuildError
 from vzslave.formats import decompressed, sniff_format
 from vzslave.oci import DEFAULT_MOUNTS
+from vzslave.oci import MAX_CONFIG as _MAX_CONFIG  # what a node accepts
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -54,7 +55,6 @@ T = TypeVar("T")
 _CHUNK = 1024 * 1024
 ZSTD_THREADS = max(1, min(8, os.cpu_count() or 1))
 """zstd workers: each holds a job of 4 windows (32 MiB at level 19), so at most 8."""
-_MAX_CONFIG = 4 * 1024 * 1024  # what the node's extractor accepts
 _SUFFIXES = ((".tar.zst", "zst"), (".tzst", "zst"), (".tar.xz", "xz"), (".txz", "xz"))
 _COMPRESSION_NAMES = {"tar": "tar", "tar.gz": "gz", "tar.xz": "xz", "tar.zst": "zst"}
 
