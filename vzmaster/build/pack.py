@@ -20,8 +20,9 @@ file's name. The tar is made while it is compressed, never held whole: its size 
 known from the plan before the first byte, as zstd's frame header needs. The image
 appears by rename only once complete; a failure leaves an older one as it was.
 
-Sockets cannot be stored in a tar and are left out. Fifos and device nodes are kept,
-though the node's extractor refuses them: that is the node's policy to apply.
+Sockets, fifos and device nodes are left out: a tar has no type for a socket, and the
+node's extractor refuses a whole image for a fifo or a device node (the runtimes make
+/dev themselves).
 """
 
 from __future__ import annotations
@@ -221,13 +222,10 @@ def _plan(rootfs: str, root_name: str, mtime: int) -> tuple[list[_Entry], int, i
                 info.linkname = os.readlink(os.path.join(rootfs, rel))
             except OSError as exc:
                 raise _unreadable(rootfs, rel, exc) from exc
-        elif stat.S_ISFIFO(st.st_mode):
-            info.type = tarfile.FIFOTYPE
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
         else:
-            continue  # a socket: tar has no type for it, and a socket file is no data
+            # A socket has no tar type; a fifo or device node would make the node refuse
+            # the whole image (the runtimes make /dev): left out, as rootfs leaves them.
+            continue
         files += not info.isdir()
         entries.append(_Entry(_encode(info), data, info.size))
     return entries, files, content
