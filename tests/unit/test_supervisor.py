@@ -4,6 +4,7 @@ The loop tests run ``python -m vzslave.supervisor --foreground`` on a temporary 
 and entries that are small shell scripts recording their pids.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -177,6 +178,11 @@ def node(tmp_path):
     if result.proc is not None and result.proc.poll() is None:
         result.proc.kill()
         result.proc.wait(TIMEOUT)
+    # A killed supervisor leaves its entries running (each leads its own session).
+    for pids in [*tmp_path.glob("*.pids"), *tmp_path.glob("*.pids.child")]:
+        for pid in read_pids(str(pids)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 SLEEPER = "echo $$ >> $OUT\nexec sleep 1000"
