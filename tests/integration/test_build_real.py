@@ -4,8 +4,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 
 import pytest
 
@@ -168,3 +172,37 @@ def test_an_image_from_a_docker_export_tarball_keeps_its_links(tmp_path, busybox
     assert os.readlink(os.path.join(bundle, "rootfs/bin/sh")) == "busybox"
     status, out, err = run_bundle(bundle, tmp_path)
     assert (status, out) == (0, "from a tarball\n"), err
+
+
+@pytest.mark.skipif(shutil.which("strace") is None or not os.path.exists("/usr/sbin/mini_httpd"),
+                    reason="needs strace and mini-httpd")
+def test_a_server_traced_while_it_serves_keeps_the_files_it_served_and_is_stopped(tmp_path):
+    page = tmp_path / "www/index.html"
+    page.parent.mkdir()
+    page.write_text("traced\n")
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    fetched = []
+
+    def fetch():
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:{}/".format(port), timeout=1) as r:
+                    fetched.append(r.read())
+                    return
+            except OSError:
+                time.sleep(0.05)
+
+    client = threading.Thread(target=fetch)
+    client.start()
+    server = ["/usr/sbin/mini_httpd", "-D", "-h", "127.0.0.1", "-p", str(port),
+              "-d", str(page.parent), "-l", "/dev/null"]
+    result = build_image(Recipe(args=server, strace=server, strace_for=3),
+                         str(tmp_path / "web.tar.zst"))
+    client.join()
+    assert fetched == [b"traced\n"]
+    assert {"/usr/sbin/mini_httpd", str(page)} <= set(result.traced)
+    # Stopped, though mini_httpd leaves strace's session (setsid) and runs as nobody.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -152,6 +152,19 @@ def test_a_command_that_runs_too_long_is_killed_and_named_with_the_timeout():
     assert "sleep 30" in raised.value.message
 
 
+@needs_strace
+def test_a_server_traced_for_a_set_time_is_stopped_and_what_it_opened_is_kept():
+    paths = trace_command(["sh", "-c", "cat /etc/hostname >/dev/null; exec sleep 30"],
+                          run_for=1)
+    assert "/etc/hostname" in paths and "/usr/bin/sleep" in paths
+
+
+@needs_strace
+def test_a_server_failing_before_its_time_is_still_a_failure():
+    with pytest.raises(BuildError, match="status 4"):
+        trace_command(["sh", "-c", "exit 4"], run_for=30)
+
+
 def test_a_missing_strace_says_how_to_install_it():
     with pytest.raises(BuildError) as raised:
         trace_command(["true"], strace="no-such-strace-vz")

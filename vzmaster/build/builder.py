@@ -33,6 +33,7 @@ class Recipe(NamedTuple):
     args: Sequence[str]                  # the app's command line (process.args)
     ldd: Sequence[str] = ()              # ELF programs: + loader + libraries
     strace: Sequence[str] = ()           # a command (argv) to run under strace -f
+    strace_for: Optional[float] = None   # a server: trace it this many seconds, then stop it
     spec: Optional[str] = None           # a file listing paths, one per line
     spec_out: Optional[str] = None       # where to write the traced paths
     from_root: Optional[str] = None      # a root directory or a rootfs tarball
@@ -72,8 +73,11 @@ def _check(recipe: Recipe, output: str) -> None:
     if not (recipe.ldd or recipe.strace or recipe.spec or recipe.from_root or recipe.add):
         raise BuildError("nothing to put in the image: give --ldd, --strace, --spec, "
                          "--from or --add")
-    if recipe.spec_out and not recipe.strace:
-        raise BuildError("--spec-out writes what --strace found: give --strace too")
+    if (recipe.spec_out or recipe.strace_for is not None) and not recipe.strace:
+        raise BuildError("--spec-out and --strace-for go with --strace: give it too")
+    if recipe.strace_for is not None and not recipe.strace_for > 0:
+        raise BuildError("--strace-for {}: give the seconds to trace the server, more "
+                         "than 0".format(recipe.strace_for))
     if recipe.from_root and not os.path.exists(recipe.from_root):
         raise BuildError("--from {}: no such directory or tarball".format(recipe.from_root))
 
@@ -106,7 +110,7 @@ def _gather(recipe: Recipe, rootfs: Rootfs) -> List[str]:
             rootfs.add_tarball(recipe.from_root)
     traced: List[str] = []
     if recipe.strace:
-        traced = trace_command(recipe.strace)
+        traced = trace_command(recipe.strace, run_for=recipe.strace_for)
         if recipe.spec_out:
             write_spec(traced, recipe.spec_out)
     for path in traced + (read_spec(recipe.spec) if recipe.spec else []):

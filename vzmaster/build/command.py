@@ -35,6 +35,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = Recipe(
         args=args.args, ldd=args.ldd, strace=shlex.split(args.strace) if args.strace else (),
+        strace_for=args.strace_for,
         spec=args.spec, spec_out=args.spec_out, from_root=args.from_root, add=args.add,
         exclude=args.exclude, library_path=args.library_path, env=args.env, cwd=args.cwd,
         user=args.user, readonly=args.readonly, binds=args.bind, tmpfs=args.tmpfs,
@@ -82,6 +83,9 @@ def add_commands(commands: Any) -> None:
                          help="an ELF program, its loader and libraries (repeatable)")
     sources.add_argument("--strace", metavar="CMD",
                          help="run CMD under strace -f; every file it opened or executed")
+    sources.add_argument("--strace-for", type=float, metavar="SECONDS",
+                         help="CMD is a server: trace it this long (use it meanwhile), "
+                              "then stop it")
     sources.add_argument("--spec-out", metavar="FILE",
                          help="write the traced files to FILE, one path per line")
     sources.add_argument("--spec", metavar="FILE", help="the paths listed in FILE")

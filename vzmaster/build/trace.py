@@ -24,6 +24,7 @@ Key decisions:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -59,12 +60,14 @@ _FD = re.compile(r"(AT_FDCWD|-?\d+)(?:<((?:\\x[0-9a-f]{2})*)>)?")
 
 def trace_command(command: str | Sequence[str], *, cwd: str | None = None,
                   stdout: BinaryIO | None = None, timeout: float | None = None,
-                  strace: str = "strace") -> list[str]:
+                  run_for: float | None = None, strace: str = "strace") -> list[str]:
     """Run ``command`` under strace; return the files it opened or executed, sorted.
 
     ``command`` is an argv list (a string is split like a shell would). Its stdout goes
     to ``stdout`` (inherited when None); it runs in ``cwd`` and is killed after
     ``timeout`` seconds. A failure of strace or of the command raises BuildError.
+    ``run_for`` traces a server: after that many seconds it is stopped (SIGTERM, then
+    SIGKILL) and what it used so far is the result; exiting earlier is judged as usual.
     """
     argv = shlex.split(command) if isinstance(command, str) else list(command)
     if not argv:
@@ -79,7 +82,7 @@ def trace_command(command: str | Sequence[str], *, cwd: str | None = None,
     _check_program(argv[0], workdir)
     with tempfile.TemporaryDirectory(prefix="vz-trace-") as tmp:
         log = os.path.join(tmp, "strace.log")
-        _run_strace(strace_path, argv, workdir, log, tmp, stdout, timeout)
+        _run_strace(strace_path, argv, workdir, log, tmp, stdout, timeout, run_for)
         reader = _LogReader(workdir)
         try:
             with open(log, encoding="ascii", errors="replace") as lines:
@@ -107,7 +110,8 @@ def _check_program(name: str, workdir: str) -> None:
 
 
 def _run_strace(strace: str, argv: list[str], workdir: str, log: str, tmp: str,
-                stdout: BinaryIO | None, timeout: float | None) -> None:
+                stdout: BinaryIO | None, timeout: float | None,
+                run_for: float | None) -> None:
     """Run the command under strace, logging to ``log``; raise BuildError on failure."""
     shown = shlex.join(argv)
     strace_argv = [strace, "-f", "-qq", "-xx", "-y", "-z", "--seccomp-bpf",
@@ -124,11 +128,15 @@ def _run_strace(strace: str, argv: list[str], workdir: str, log: str, tmp: str,
     except OSError as error:
         raise BuildError(f"cannot run {strace} to trace `{shown}`: {error.strerror}") from None
     try:
-        status = proc.wait(timeout=timeout)
+        status = proc.wait(timeout=timeout if run_for is None else run_for)
     except subprocess.TimeoutExpired:
-        raise BuildError(f"`{shown}` did not finish within {timeout:g} s under strace and "
-                         "was killed: trace a run that exits by itself, or allow more "
-                         "time") from None
+        if run_for is not None:
+            status = _stop_group(proc)
+        else:
+            raise BuildError(f"`{shown}` did not finish within {timeout:g} s under strace "
+                             "and was killed: trace a run that exits by itself, allow more "
+                             "time, or trace a server for a set time (--strace-for)"
+                             ) from None
     finally:
         _kill_group(proc)
     try:
@@ -143,14 +151,48 @@ def _run_strace(strace: str, argv: list[str], workdir: str, log: str, tmp: str,
         raise BuildError(_failure(shown, status, stderr))
 
 
+def _tracees(tracer: int) -> list[int]:
+    """The processes ``tracer`` (strace) traces. A traced daemon may have left strace's
+    session with setsid(), so a signal to the session would miss it; ptrace does not."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as status:
+                for line in status:
+                    if line.startswith("TracerPid:"):
+                        if int(line.split()[1]) == tracer:
+                            found.append(int(name))
+                        break
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> int:
+    """End a traced server that ran its time: TERM to each of its processes, as a
+    service manager would, so it may clean up and strace logs to the end; KILL after
+    ``grace``. Returns 0: we stopped it, which is no failure of it."""
+    for pid in _tracees(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)  # strace exits when its last tracee has
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+    return 0
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill strace and every traced process if still running (timeout, interrupt)."""
+    """Kill every traced process and strace if still running (timeout, interrupt)."""
     if proc.poll() is not None:
         return
-    try:
+    for pid in _tracees(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 
