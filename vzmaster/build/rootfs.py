@@ -184,6 +184,9 @@ class Rootfs:
             checked = tarfile.tar_filter(member, dest)
             return checked.replace(mode=member.mode, deep=False)
 
+        if not hasattr(tarfile, "tar_filter"):
+            raise BuildError("extracting {} safely needs tarfile's extraction filters: "
+                             "Python 3.9.17, 3.10.12, 3.11.4 or later".format(tarball))
         try:
             with tarfile.open(tarball) as tar:
                 tar.extractall(self.path, numeric_owner=True, filter=keep)
