@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from vzmaster.build.errors import BuildError
+from vzslave.fs import atomic_write
 
 _TRACED_CALLS = ("open", "openat", "openat2", "creat", "execve", "execveat",
                  "chdir", "fchdir", "clone", "clone3", "fork", "vfork")
@@ -406,23 +407,10 @@ def render_spec(paths: Iterable[str]) -> str:
 def write_spec(paths: Iterable[str], spec: str) -> None:
     """Write ``render_spec(paths)`` to ``spec`` atomically (temp file, fsync, rename)."""
     data = render_spec(paths).encode(errors="surrogateescape")
-    directory = os.path.dirname(os.path.abspath(spec))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".spec-", dir=directory)
+        atomic_write(spec, data)
     except OSError as error:
         raise BuildError(f"cannot write the spec {spec}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, spec)
-    except OSError as error:
-        os.unlink(tmp)
-        raise BuildError(f"cannot write the spec {spec}: {error.strerror}") from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def read_spec(spec: str) -> list[str]:
