@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -206,3 +207,21 @@ def test_a_server_traced_while_it_serves_keeps_the_files_it_served_and_is_stoppe
     # Stopped, though mini_httpd leaves strace's session (setsid) and runs as nobody.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_user_who_cannot_chown_builds_the_same_image_as_root(tmp_path):
+    recipe = Recipe(args=["/bin/ls"], ldd=["/bin/ls"])
+    as_root = build_image(recipe, str(tmp_path / "root.tar.zst"))
+    with tempfile.TemporaryDirectory() as shared:  # pytest's tmp_path is root's only
+        os.chmod(shared, 0o777)
+        # The effective ids decide who owns what the build writes, as for a real user.
+        os.setegid(4242)
+        os.seteuid(4242)
+        try:
+            as_user = build_image(recipe, os.path.join(shared, "user.tar.zst"))
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+        assert os.stat(as_user.image.path).st_uid == 4242
+    assert as_user.image.sha256 == as_root.image.sha256

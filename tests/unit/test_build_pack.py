@@ -217,6 +217,18 @@ def test_owners_are_the_staging_files_numbers_without_names(packed, staged):
             (st.st_uid, st.st_gid, "", "")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_the_building_users_own_files_are_roots_in_the_image(tmp_path, staged, monkeypatch):
+    os.chown(os.path.join(staged, "etc/passwd"), 4242, 4343)
+    os.chown(os.path.join(staged, "etc/shadow"), 4242, 50)
+    monkeypatch.setattr(pack.os, "geteuid", lambda: 4242)  # as if user 4242 built it
+    monkeypatch.setattr(pack.os, "getegid", lambda: 4343)
+    found = by_name(pack.pack_bundle(CONFIG, staged, str(tmp_path / "web.tar.zst")).path)
+    assert (found["rootfs/etc/passwd"].uid, found["rootfs/etc/passwd"].gid) == (0, 0)
+    assert (found["rootfs/etc/shadow"].uid, found["rootfs/etc/shadow"].gid) == (0, 50)
+    assert (found["rootfs/bin"].uid, found["rootfs/bin"].gid) == (0, 0)  # root's stay root's
+
+
 def test_modes_are_the_staging_files_modes(packed):
     found = by_name(packed.path)
     for kind, rel, _, mode in TREE:

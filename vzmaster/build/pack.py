@@ -7,7 +7,8 @@ another day or from a tree made in another order, must give the same file. So:
   tree depth first, names sorted; the node's extractor wants a parent before its
   children, and sorting makes the order independent of the directory's own;
 - every mtime is ``mtime``, else SOURCE_DATE_EPOCH, else 0; owners are the staging
-  files' numbers without names (names would say who built it, not who runs it);
+  files' numbers without names (names would say who built it, not who runs it), the
+  building user's own files counting as root's;
   modes keep the permission, setuid, setgid and sticky bits; whole-second times and
   ustar-sized fields mean an extended header only for what ustar cannot hold;
 - a hard-linked file is stored once, at its first path in that order, and its other
@@ -160,7 +161,10 @@ def _header(name: str, st: os.stat_result | None, mtime: int) -> tarfile.TarInfo
     info.mtime = mtime
     if st is not None:
         info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
+        # What a build run by a user (who cannot chown) made is root's in the image, as
+        # with fakeroot: the same inputs give the same bytes whoever builds them.
+        info.uid = 0 if st.st_uid == os.geteuid() else st.st_uid
+        info.gid = 0 if st.st_gid == os.getegid() else st.st_gid
     return info
 
 
