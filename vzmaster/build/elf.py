@@ -49,8 +49,9 @@ from elftools.elf.segments import InterpSegment
 
 from vzmaster.build.errors import BuildError
 from vzmaster.build.rootfs import Missing, resolve_inside
+from vzslave.oci import DEFAULT_ENV
 
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PATH = DEFAULT_ENV[0][len("PATH="):]
 """Where a bare program name is looked up: the PATH an image's app gets, not this shell's."""
 
 MAX_SCRIPTS = 4
@@ -243,6 +244,19 @@ def _parse(root: str, real: str, shown: str) -> _Elf:
     except (ELFError, ConstructError, ValueError) as error:
         raise BuildError("{}{} is not a readable ELF file ({})".format(
             shown, _under(root), error)) from None
+
+
+def interpreter_of(path: str) -> Optional[str]:
+    """PT_INTERP of the ELF file ``path`` of this machine; None if it has none, is not
+    ELF or cannot be read (strace-trace adds what the kernel loaded, when it can)."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(4) != b"\x7fELF":
+                return None
+        info = os.stat(path)
+        return _read_elf(path, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)).interp
+    except (OSError, ELFError, ConstructError, ValueError):
+        return None
 
 
 # Keyed by the file's identity and version too: libc is read once for a whole build,

@@ -30,13 +30,13 @@ import re
 import shlex
 import shutil
 import signal
-import struct
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from vzmaster.build.elf import interpreter_of
 from vzmaster.build.errors import BuildError
 from vzslave.fs import atomic_write
 
@@ -347,7 +347,7 @@ def _interpreters(program: str, cwd: str | None) -> list[str]:
                     named = os.fsdecode(words[0]) if words else None
                     current = _resolve(cwd, named)
                 else:
-                    interp = _elf_interpreter(file, head)
+                    interp = interpreter_of(current)
                     current = None if interp is None else _resolve(cwd, interp)
         except OSError:
             # Executed but unreadable (execute-only): the rootfs copy will say so.
@@ -355,36 +355,6 @@ def _interpreters(program: str, cwd: str | None) -> list[str]:
         if current is not None:
             found.append(current)
     return found
-
-
-def _elf_interpreter(file: BinaryIO, head: bytes) -> str | None:
-    """PT_INTERP of an ELF file whose first bytes are ``head``, or None."""
-    if head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
-        return None
-    wide = head[4] == 2
-    order = "<" if head[5] == 1 else ">"
-    try:
-        if wide:
-            (phoff,) = struct.unpack_from(order + "Q", head, 32)
-            phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
-        else:
-            (phoff,) = struct.unpack_from(order + "I", head, 28)
-            phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
-        for index in range(phnum):
-            file.seek(phoff + index * phentsize)
-            header = file.read(phentsize)
-            if wide:
-                p_type, _, offset = struct.unpack_from(order + "IIQ", header, 0)
-                (size,) = struct.unpack_from(order + "Q", header, 32)
-            else:
-                p_type, offset = struct.unpack_from(order + "II", header, 0)
-                (size,) = struct.unpack_from(order + "I", header, 16)
-            if p_type == 3:  # PT_INTERP
-                file.seek(offset)
-                return os.fsdecode(file.read(min(size, 4096)).split(b"\0", 1)[0]) or None
-    except struct.error:
-        return None  # truncated: not something the kernel ran as ELF
-    return None
 
 
 def _is_rootfs_file(path: str) -> bool:
