@@ -76,3 +76,20 @@ def decode_frames(data: bytes, eof: bool = True):
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture(scope="session")
+def attack(tmp_path_factory):
+    """The path of tests/attack.c compiled static: what a hostile app tries, run inside a
+    container (it needs nothing of the rootfs)."""
+    import shutil
+    import subprocess
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        if os.environ.get("VZ_REQUIRE_SYSTEM") == "1":
+            pytest.fail("the attack tests need gcc (.ci/install installs it)")
+        pytest.skip("the attack tests need gcc")
+    out = str(tmp_path_factory.mktemp("attack") / "attack")
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attack.c")
+    subprocess.run([gcc, "-static", "-O2", "-o", out, source], check=True, timeout=120)
+    return out

@@ -34,6 +34,7 @@ from vzslave.errors import (
     NoSuchImageError,
     OffsetMismatchError,
     PermissionDeniedError,
+    PolicyDeniedError,
     ProtocolError,
     TransportError,
     UnsafeImageError,
@@ -54,7 +55,7 @@ __all__ = [
     "ImageInfo", "InittabError", "InternalError", "LocalTransport", "LogLines",
     "NoRuntimeError", "NoSuchBundleError", "NoSuchContainerError", "NoSuchImageError",
     "NodeFacts", "NodeInfo", "OffsetMismatchError", "OpenSSHTransport", "PartialInfo",
-    "PermissionDeniedError", "ProtocolError", "Transport", "TransportError",
+    "PermissionDeniedError", "PolicyDeniedError", "ProtocolError", "Transport", "TransportError",
     "UnsafeImageError", "UnsupportedFormatError", "UnsupportedOpError",
     "VersionMismatchError", "VzError", "WrongStateError", "__version__",
 ]

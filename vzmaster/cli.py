@@ -1,6 +1,7 @@
 """The ``vzmaster`` command: the Client API, one subcommand per operation.
 
-Exit status: 0 success, 1 the node refused or failed a request (or a build failed),
+Exit status: 0 success, 1 the node refused or failed a request (or a build failed, or
+a started app does not stay up),
 2 bad usage, 3 the node could not be reached or the connection failed, 130 interrupted.
 HOST may list several nodes separated by commas; each is driven in turn and the
 exit status is the worst of them.
@@ -159,14 +160,30 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+class AppNotRunning(Exception):
+    """A command did what it was asked, but the app does not run: print, exit 1."""
+
+    def __init__(self, result: Any, message: str) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 def cmd_start(node: Client, args: argparse.Namespace) -> Any:
     """Start a container from its bundle under the node's init."""
     status = node.start(args.app, override=args.override, runtime=args.runtime,
                         runtime_args=args.runtime_arg,
                         log_max=args.log_max, log_keep=args.log_keep,
-                        syslog=True if args.syslog else None,
-                        monitor=True if args.monitor else None)
-    return to_wire(status) if args.json else _status_rows([status])
+                        syslog=True if args.syslog else None, monitor=args.monitor,
+                        min_uptime=args.min_uptime)
+    if status.state == "running":
+        return to_wire(status) if args.json else _status_rows([status])
+    # Exit status 0 would say "deployed" of an app that cannot stay up.
+    tail = [line for line in node.logs(args.app, tail=args.log_lines)]
+    result: Any = dict(to_wire(status), log=tail) if args.json else (
+        _status_rows([status]) + "\n\nlast lines of its log:\n"
+        + "\n".join("  " + line for line in tail))
+    raise AppNotRunning(result, "{} is {} after start{}".format(
+        args.app, status.state, ": " + status.last_error if status.last_error else ""))
 
 
 def cmd_stop(node: Client, args: argparse.Namespace) -> Any:
@@ -258,9 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rotated log files kept (default 3)")
     start.add_argument("--syslog", action="store_true",
                        help="also send the container's output to the node's syslog")
-    start.add_argument("--monitor", action="store_true",
+    start.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None,
                        help="keep a small vz process as the app's parent: hard log cap, "
-                            "exit codes in status")
+                            "exit codes in status, orphans ended (default: on)")
+    start.add_argument("--min-uptime", type=float, metavar="SECONDS",
+                       help="how long the app must stay up to count as started "
+                            "(default 1)")
+    start.add_argument("--log-lines", type=int, default=20, metavar="N",
+                       help="log lines shown when the app does not stay up "
+                            "(default: %(default)s)")
     for name, func in (("stop", cmd_stop), ("restart", cmd_restart)):
         sub = add(name, func, ("app", "container"))
         sub.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
@@ -292,6 +315,10 @@ def run_on(host: str, args: argparse.Namespace, out: TextIO) -> int:
                     known_hosts=args.known_hosts, trust_new_host=args.trust_new_host,
                     via=args.via, connect_timeout=args.timeout) as node:
             result = args.func(node, args)
+    except AppNotRunning as exc:
+        print(json.dumps(exc.result, indent=2) if args.json else exc.result, file=out)
+        print("vzmaster: {}: {}".format(host, exc), file=sys.stderr)
+        return EXIT_REMOTE
     except VzError as exc:
         print("vzmaster: {}: {}".format(host, _describe(exc)), file=sys.stderr)
         return EXIT_REMOTE

@@ -241,22 +241,25 @@ class Client:
     def start(self, name: str, *, override: bool = False, runtime: str | None = None,
               runtime_args: Sequence[str] | None = None, log_max: int | None = None,
               log_keep: int | None = None, syslog: bool | None = None, monitor: bool | None = None,
-              wait: bool = True) -> ContainerStatus:
+              wait: bool = True, min_uptime: float | None = None) -> ContainerStatus:
         """Have the node's init run container ``name`` from its bundle.
 
-        Returns once the app runs (or is seen failing: check ``state``); without
-        ``wait``, as soon as init has been told (busybox init takes up to ~2 s).
-        ``runtime`` is "builtin" (the chroot runner), "runc" or "crun";
-        ``runtime_args`` are global options for that runtime, each ``--name`` or
+        With ``wait`` (the default), returns once the app has stayed up for
+        ``min_uptime`` seconds (default 1), or is seen crash-looping, or ~10 s have
+        passed: check ``state`` ("running", "crash-looping" with ``last_exit`` and
+        ``last_error``, ...). Without ``wait``, as soon as init has been told (busybox
+        init takes up to ~2 s). ``runtime`` is "builtin" (vz's runner), "runc" or
+        "crun"; ``runtime_args`` are global options for that runtime, each ``--name`` or
         ``--name=value`` (``["--cgroup-manager=disabled"]`` lets crun run where the
         node's cgroups cannot be set up). ``log_max`` bytes per log file and
-        ``log_keep`` rotated files bound its logs; ``syslog`` also sends its output
-        to the node's syslog. Without ``monitor`` nothing of vz stays beside
-        the app: its log is rotated at each (re)start and cut back at each session
-        of a client; with ``monitor`` (implied by ``syslog`` and by a PID namespace)
-        a small process of ours stays as its parent, holds the log to a hard cap and
-        reports exit codes. Options not given keep their earlier values.
-        ``override`` restores an entry the node's administrator disabled.
+        ``log_keep`` rotated files bound its logs; ``syslog`` also sends its output to
+        the node's syslog. By default a small monitor of ours stays as the app's parent:
+        it holds the log to a hard cap, sees exit codes and ends what the app leaves
+        behind when it ends. ``monitor=False`` leaves nothing of ours beside the app
+        (unless a PID namespace or ``syslog`` needs the monitor): its log is then rotated
+        at each (re)start and cut back at each session of a client. Options not given
+        keep their earlier values. ``override`` restores an entry the node's
+        administrator disabled.
         """
         args: dict[str, Any] = {"name": name}
         if override:
@@ -265,6 +268,8 @@ class Client:
             args["wait"] = False
         if runtime_args is not None:
             args["runtime_args"] = list(runtime_args)
+        if min_uptime is not None:
+            args["min_uptime"] = float(min_uptime)
         for key, value in (("runtime", runtime), ("log_max", log_max),
                            ("log_keep", log_keep), ("syslog", syslog),
                            ("monitor", monitor)):

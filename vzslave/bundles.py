@@ -30,6 +30,8 @@ from vzslave.errors import (
 )
 from vzslave.images import ImageStore
 from vzslave.names import validate_name
+from vzslave.oci import load_config
+from vzslave.policy import load_policy
 from vzslave.records import BundleInfo, from_wire, to_wire
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ class BundleStore:
         # Trees that started containers run from: never garbage, whatever the name
         # points at now (set by the container store; see vzslave/containers.py).
         self.in_use: Callable[[], Set[str]] = set
+        # Called with a bundle's name when it is removed: its stopped container's state
+        # and logs go with it (set by the container store).
+        self.forget: Callable[[str], None] = lambda name: None
 
     def path(self, name: str) -> str:
         """The bundle directory of ``name`` (through its symlink)."""
@@ -89,6 +94,8 @@ class BundleStore:
                             space=self.limits.usable(free),
                             inodes=free.inodes, as_root=as_root, keep_setid=keep_setid,
                             block_size=free.block)
+                    # The node's policy, at unpack as at start: nothing it forbids lands.
+                    load_policy(self.layout.policy).check_config(load_config(tree), tree)
                     info = BundleInfo(name, image_info.name, image_info.sha256, time.time(),
                                       result.files, result.bytes, result.setid_stripped)
                     fs.atomic_write(os.path.join(tree, META),
@@ -120,6 +127,7 @@ class BundleStore:
             mounted = fs.mounts_under(tree)
             if mounted:
                 fs.remove_tree(tree)  # raises BusyError naming the mounts
+            self.forget(name)
             os.unlink(link)
             fs.fsync_dir(self.layout.bundles)
             fs.remove_tree(tree)

@@ -83,6 +83,16 @@ class Layout(NamedTuple):
         return os.path.join(self.root, "bin", "vzrun")
 
     @property
+    def policy(self) -> str:
+        """The node's policy: what containers may ask of it (vzslave/policy.py)."""
+        return os.path.join(self.root, "policy.json")
+
+    @property
+    def reserve(self) -> str:
+        """Space kept for a stop on a full disk (fs.keep_reserve)."""
+        return os.path.join(self.root, ".reserve")
+
+    @property
     def log_dir(self) -> str:
         """vzslave's own diagnostics (never stdout: that belongs to the protocol)."""
         return os.path.join(self.root, "log")

@@ -19,6 +19,7 @@ end, so a vzslave killed midway leaves a mark that the next request finishes
 (``repair``).
 """
 
+import errno
 import json
 import marshal
 import os
@@ -36,10 +37,12 @@ from vzslave.errors import (
     BadRequestError,
     BusyError,
     DisabledByAdminError,
+    DiskFullError,
     InittabError,
     NoRuntimeError,
     NoSuchBundleError,
     NoSuchContainerError,
+    PolicyDeniedError,
 )
 from vzslave.facts import detect_init
 from vzslave.inittab import (
@@ -55,11 +58,16 @@ from vzslave.inittab import (
     used_ids,
 )
 from vzslave.names import validate_name
+from vzslave.policy import load_policy
 from vzslave.records import ContainerStatus
 
 RUNTIMES = ("builtin", "runc", "crun")
 DEFAULT_GRACE = 10.0  # seconds between TERM and KILL at stop
-START_WAIT = 10.0  # how long start waits to see the app running
+START_WAIT = 10.0  # how long start waits for init to run the app (busybox: ~1-2 s)
+MIN_UPTIME = 1.0  # how long the app must stay up before start says "running"
+RELOAD_PENDING = ".reload-pending"  # in ROOT/containers: the inittab was written, init
+# may not have reloaded it yet (a vzslave killed in between): the next one reloads
+TEST_PAUSE = ".test-pause-after-inittab-write"  # test seam: seconds to sleep in that gap
 DEFAULT_LOG_MAX = 10 * 1024 * 1024
 DEFAULT_LOG_KEEP = 3
 BACKOFF = {"initial": 1.0, "max": 60.0, "stable": 30.0}
@@ -155,8 +163,10 @@ class Containers:
     def start(self, name: str, override: bool = False, runtime: Optional[str] = None,
               runtime_args: Optional[List[str]] = None, log_max: Optional[int] = None,
               log_keep: Optional[int] = None, syslog: Optional[bool] = None,
-              monitor: Optional[bool] = None, wait: bool = True) -> ContainerStatus:
-        """Have init run the container; with ``wait``, until the app runs or fails.
+              monitor: Optional[bool] = None, wait: bool = True,
+              min_uptime: float = MIN_UPTIME) -> ContainerStatus:
+        """Have init run the container; with ``wait``, until the app has stayed up for
+        ``min_uptime`` seconds, or crash-loops, or START_WAIT passes.
 
         Starting a running container only records the options given; ``restart``
         applies them and a newly unpacked bundle. Options not given keep their
@@ -165,6 +175,7 @@ class Containers:
         validate_name("container", name)
         bundle = self._bundle_tree(name)
         with self._lock(name):
+            self._reload_if_pending()
             self._repair(name)
             settings = self._settings(name)
             if runtime_args is not None:
@@ -184,49 +195,61 @@ class Containers:
                     # the bundle as it is then) at restart, which re-prepares mounts.
                     settings["wanted"] = "running"
                     self._save(name, settings)
-                    return self._status_of(name, text)
-                if settings.get("wanted") == "running" and not override:
-                    raise DisabledByAdminError(
-                        "container {!r} was disabled by the node's administrator: its "
-                        "{} entry is {}. Start it with override to put the entry "
-                        "back".format(name, sup.inittab,
-                                      "commented out" if entry else "deleted"),
-                        {"entry": entry.line if entry else None})
-                settings.update(wanted="running", starting=True, tree=plan["bundle"])
-                settings["id"] = settings.get("id") or self._allocate_id(text, name)
+                    already = True
+                else:
+                    already = False
+                    if settings.get("wanted") == "running" and not override:
+                        raise DisabledByAdminError(
+                            "container {!r} was disabled by the node's administrator: its "
+                            "{} entry is {}. Start it with override to put the entry "
+                            "back".format(name, sup.inittab,
+                                          "commented out" if entry else "deleted"),
+                            {"entry": entry.line if entry else None})
+                    settings.update(wanted="running", starting=True, tree=plan["bundle"],
+                                    warnings=plan["warnings"])
+                    settings["id"] = settings.get("id") or self._allocate_id(text, name)
+                    self._save(name, settings)
+                    self._write_plan(name, plan)
+                    self._install_launcher()
+                    fs.unlink_quietly(self._run_path(name))
+                    runner.prepare(plan)  # no-op for runc/crun and mount-namespace plans
+                    self._apply(tab, _with_entry(text, sup.dialect, self.layout.launcher,
+                                                 name, settings["id"], entry is not None))
+            if not already:
+                settings.pop("starting", None)
                 self._save(name, settings)
-                self._write_plan(name, plan)
-                self._install_launcher()
-                _remove_quietly(os.path.join(self.layout.container_dir(name), "run"))
-                runner.prepare(plan)  # no-op for runc/crun and mount-namespace plans
-                new = _with_entry(text, sup.dialect, self.layout.launcher, name,
-                                  settings["id"], entry is not None)
-                tab.write(new)
-                sup.reload()
-            settings.pop("starting", None)
-            self._save(name, settings)
-            return self._wait_running(name) if wait else self._status_of(name, None)
+        # Waited for without the lock: a stop may come meanwhile, and is not kept BUSY.
+        return self._wait_running(name, min_uptime) if wait else self._status_of(name, None)
 
     def stop(self, name: str, grace: float = DEFAULT_GRACE) -> ContainerStatus:
-        """Remove the entry, reload init, end every process, release every mount."""
+        """Remove the entry, reload init, end every process, release every mount.
+
+        Works on a full disk: should a write fail for space, the container's processes
+        are frozen (they can fill no more) and the node's reserve is given back first.
+        """
         validate_name("container", name)
         with self._lock(name):
+            self._reload_if_pending()
             settings = self._settings(name, must_exist=True)
             settings.update(wanted="stopped", stopping=True)
             settings.pop("starting", None)
-            self._save(name, settings)
+            self._with_space(name, lambda: self._save(name, settings))
             self._finish_stop(name, settings, grace)
-            return self._status_of(name, None)
+            status = self._status_of(name, None)
+        fs.keep_reserve(self.layout.reserve)
+        return status
 
-    def restart(self, name: str, grace: float = DEFAULT_GRACE) -> ContainerStatus:
+    def restart(self, name: str, grace: float = DEFAULT_GRACE,
+                min_uptime: float = MIN_UPTIME) -> ContainerStatus:
         """Stop, then start with the same settings (and the bundle as it is now)."""
         self.stop(name, grace)
-        return self.start(name)
+        return self.start(name, min_uptime=min_uptime)
 
     def status(self, name: Optional[str] = None) -> List[ContainerStatus]:
         """One container's status, or every container's, sorted by name."""
         names = [validate_name("container", name)] if name else fs.visible_names(
             self.layout.containers)
+        self._reload_if_pending()
         text = self._read_inittab()
         entries = self._entries(text)
         found = []
@@ -243,6 +266,28 @@ class Containers:
             found.append(self._status_of(each, text, entries, settings))
         return found
 
+    def forget(self, name: str) -> None:
+        """Remove a stopped container's state and logs (its bundle is being removed)."""
+        with self._lock(name):
+            settings = self._settings(name)
+            if settings.get("wanted") == "running" or settings.get("tree"):
+                raise BusyError("container {!r} is started; stop it first".format(name))
+            fs.remove_tree(self.layout.container_dir(name))
+            for entry in os.listdir(self.layout.logs):
+                if entry == name + ".log" or (entry.startswith(name + ".log.")
+                                              and entry[len(name) + 5:].isdigit()):
+                    fs.unlink_quietly(os.path.join(self.layout.logs, entry))
+
+    def upkeep(self) -> None:
+        """Per-session upkeep, cheap: a reload a killed session owed init, logs of running
+        apps cut back to their limits, the disk reserve for stops on a full disk."""
+        try:
+            self._reload_if_pending()
+        except (OSError, InittabError, BusyError):
+            pass  # the next request for a container tries again, and says why
+        self.trim_logs()
+        fs.keep_reserve(self.layout.reserve)
+
     def _entries(self, text: str) -> Dict[str, Any]:
         """Our inittab entries in ``text``, by container name."""
         return {entry.name: entry for entry in parse(text, self.layout.launcher)}
@@ -258,28 +303,36 @@ class Containers:
                 "keep": int(settings.get("log_keep", DEFAULT_LOG_KEEP))}
 
     def trim_logs(self) -> None:
-        """Cut the logs of running containers back to their limits (copytruncate).
+        """Cut every container's log files, all generations, back to their limits.
 
-        The runner rotates at every spawn; this bounds an app that runs for long and
-        writes much. Called at every session, so it must stay cheap: a stat per log.
+        The runner rotates at every spawn and the monitor caps what it pumps; this bounds
+        an app without a monitor that runs for long and writes much. Called at every
+        session, so it must stay cheap: a stat per file, settings read only for a file
+        past 1 MiB.
         """
         try:
             entries = list(os.scandir(self.layout.logs))
         except OSError:
             return
+        big = set()
         for entry in entries:
-            if not entry.name.endswith(".log"):
+            base, _, number = entry.name.rpartition(".")
+            name = entry.name if not number.isdigit() else base  # NAME.log or NAME.log.N
+            if not name.endswith(".log"):
                 continue
+            name = name[:-4]
             try:
-                size = entry.stat().st_size
+                if entry.stat(follow_symlinks=False).st_size > min(DEFAULT_LOG_MAX, 1 << 20):
+                    big.add(name)
             except OSError:
                 continue
-            if size <= min(DEFAULT_LOG_MAX, 1024 * 1024):
-                continue  # below every limit anyone is likely to set: no settings read
-            name = entry.name[:-4]
+        for name in sorted(big):
             limits = self.log_limits(name)
-            if size > limits["max_bytes"]:
-                logs.trim(entry.path, limits["max_bytes"], limits["keep"])
+            try:
+                logs.enforce(os.path.join(self.layout.logs, name + ".log"),
+                             limits["max_bytes"], limits["keep"])
+            except OSError:
+                pass  # a full disk: enforce has cut what it could
 
     def trees_in_use(self) -> Set[str]:
         """Bundle trees a started container runs from (never garbage)."""
@@ -302,11 +355,16 @@ class Containers:
         if not os.path.isdir(tree):
             raise NoSuchBundleError("no bundle named {!r} on this node: unpack an image "
                                     "into it first".format(name))
-        plan = oci.build_plan(oci.load_config(tree), tree, name)
+        config = oci.load_config(tree)
+        policy = load_policy(self.layout.policy)
+        policy.check_config(config, tree)  # first: a refusal names the policy's field
+        plan = oci.build_plan(config, tree, name)
+        check_bind_sources(plan)
         kind = settings.get("runtime", "builtin")
         if kind not in RUNTIMES:
             raise BadRequestError("runtime must be one of {}, not {!r}".format(
                 ", ".join(RUNTIMES), kind))
+        policy.check_start(kind, list(settings.get("runtime_args", [])))
         path = None
         if kind != "builtin":
             path = shutil.which(kind, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:"
@@ -315,6 +373,8 @@ class Containers:
                 raise NoRuntimeError("container {!r} is set to run under {}, which is not "
                                      "installed on this node; install it or start with "
                                      "runtime builtin".format(name, kind))
+        else:
+            self._choose_entry(plan, policy.chroot_fallback)
         plan.update(
             runtime=kind, runtime_path=path,
             runtime_args=list(settings.get("runtime_args", [])) if path else [],
@@ -324,11 +384,33 @@ class Containers:
                  "keep": int(settings.get("log_keep", DEFAULT_LOG_KEEP)),
                  "syslog": bool(settings.get("syslog", False))},
             backoff=dict(BACKOFF),
-            # A monitor of ours stays as the app's parent: a hard cap on the log
-            # (it pumps the output), exit codes in status. Off by default: then
-            # nothing of ours stays beside the app.
-            monitor=bool(settings.get("monitor", False)))
+            # A monitor of ours stays as the app's parent: a hard cap on the log (it
+            # pumps the output), exit codes in status, orphans ended when the app ends.
+            # On by default (DEVELOPERS.md, "Logs stay bounded"); off, nothing of ours
+            # stays beside the app, and only sessions cut its log back.
+            monitor=bool(settings.get("monitor", True)))
         return plan
+
+    @staticmethod
+    def _choose_entry(plan: Dict[str, Any], fallback: bool) -> None:
+        """pivot_root where the node can; else chroot (warned, without CAP_SYS_CHROOT)."""
+        why = probe_pivot_root(plan["rootfs"])
+        if why is None:
+            return
+        if not fallback:
+            raise PolicyDeniedError(
+                "this node cannot enter containers with pivot_root ({}), and its policy "
+                "forbids the chroot fallback".format(why),
+                {"field": None, "policy": "chroot_fallback"})
+        plan["enter"] = "chroot"
+        # chroot() again is how a root app leaves a chroot: take the means away.
+        chroot_cap = oci.CAPABILITIES["CAP_SYS_CHROOT"]
+        for numbers in plan["process"]["capabilities"].values():
+            if chroot_cap in numbers:
+                numbers.remove(chroot_cap)
+        plan["warnings"].append(
+            "this node cannot pivot_root into the rootfs ({}): the app runs in a plain "
+            "chroot, without CAP_SYS_CHROOT (docs/security.md)".format(why))
 
     def _write_plan(self, name: str, plan: Dict[str, Any]) -> None:
         fs.atomic_write(os.path.join(self.layout.container_dir(name), "plan.marshal"),
@@ -358,13 +440,61 @@ class Containers:
                     avoid.add(entry_id)
         return allocate_id(used_ids(text), avoid)
 
-    def _wait_running(self, name: str) -> ContainerStatus:
-        deadline = time.monotonic() + START_WAIT
+    def _wait_running(self, name: str, min_uptime: float) -> ContainerStatus:
+        """The status once the app has run for ``min_uptime`` or crash-loops (or time is
+        up): "running" must mean that it stays up, not that it was exec'd."""
+        deadline = time.monotonic() + START_WAIT + min_uptime
         while True:
             status = self._status_of(name, None)
-            if status.state not in ("starting", "restarting") or time.monotonic() > deadline:
+            settled = (status.state == "running" and (status.uptime or 0.0) >= min_uptime
+                       or status.state not in ("running", "starting", "restarting"))
+            if settled or time.monotonic() > deadline:
                 return status
-            time.sleep(0.02)
+            time.sleep(0.05)
+
+    def _apply(self, tab: InittabFile, text: str) -> None:
+        """Write the inittab and have init reload it (the inittab's lock held).
+
+        A mark on disk covers the gap: a vzslave killed after the write but before the
+        reload leaves it, and the next session reloads init (``_reload_if_pending``).
+        """
+        fs.atomic_write(self._pending_path, b"", 0o600)
+        tab.write(text)
+        pause = _seconds_in(os.path.join(self.layout.containers, TEST_PAUSE))
+        if pause:
+            time.sleep(pause)
+        self.supervision.reload()
+        fs.unlink_quietly(self._pending_path)
+
+    @property
+    def _pending_path(self) -> str:
+        return os.path.join(self.layout.containers, RELOAD_PENDING)
+
+    def _reload_if_pending(self) -> None:
+        """Reload init if a killed session wrote the inittab and did not reload it."""
+        if not os.path.exists(self._pending_path):
+            return
+        tab = InittabFile(self.supervision.inittab)
+        with tab.locked():
+            if os.path.exists(self._pending_path):
+                self.supervision.reload()
+                fs.unlink_quietly(self._pending_path)
+
+    def _with_space(self, name: str, write: Callable[[], None]) -> None:
+        """Do ``write``; if the disk is full, freeze the container (it may be what fills
+        it), give the node's reserve back, and try once more."""
+        try:
+            write()
+            return
+        except (OSError, DiskFullError) as exc:
+            number = exc.errno if isinstance(exc, OSError) else exc.details.get("errno")
+            if number not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+        plan = self._load_plan(name)
+        if plan is not None:
+            procs.freeze(procs.container_processes(plan["rootfs"]))
+        fs.release_reserve(self.layout.reserve)
+        write()
 
     def _finish_stop(self, name: str, settings: Dict[str, Any], grace: float) -> None:
         sup = self.supervision
@@ -372,8 +502,8 @@ class Containers:
         with tab.locked():
             text = tab.read()
             if _entry(text, self.layout.launcher, name) is not None:
-                tab.write(remove_entry(text, self.layout.launcher, name))
-                sup.reload()
+                self._with_space(name, lambda: self._apply(
+                    tab, remove_entry(text, self.layout.launcher, name)))
         plan = self._load_plan(name)
         if plan is not None:
             self._end_processes(name, plan, grace)
@@ -388,21 +518,21 @@ class Containers:
                                 {"mounts": stuck})
         for key in ("stopping", "id", "tree"):
             settings.pop(key, None)
-        self._save(name, settings)
+        self._with_space(name, lambda: self._save(name, settings))
         self.bundles.collect_garbage(name)
 
     def _end_processes(self, name: str, plan: Dict[str, Any], grace: float) -> None:
-        record = runner.read_run_record(os.path.join(self.layout.container_dir(name), "run"))
+        record = runner.read_run_record(self._run_path(name))
         groups = []
         pid = _int(record.get("pid"))
-        if pid:
+        if pid and _same_process(pid, record):
             group = procs.process_group(pid)
             if group:
                 groups.append(group)
-        # A runner spawned by init but not yet in its chroot: "vzrun\0NAME\0".
+        # A runner spawned by init but not yet in its rootfs: "vzrun\0NAME\0".
         command = "{}\0{}\0".format(self.layout.launcher, name).encode()
 
-        def find() -> List[int]:
+        def find() -> Dict[int, int]:
             return procs.container_processes(plan["rootfs"], groups, command)
 
         survivors = procs.end_processes(find, grace)
@@ -450,12 +580,12 @@ class Containers:
             text = self._read_inittab()
         if settings is None:
             settings = self._settings(name)
-        record = runner.read_run_record(os.path.join(self.layout.container_dir(name), "run"))
+        record = runner.read_run_record(self._run_path(name))
         entry = (entries.get(name) if entries is not None
                  else _entry(text, self.layout.launcher, name))
         now = time.time()
         pid = _int(record.get("pid"))
-        alive = pid is not None and procs.is_alive(pid)
+        alive = pid is not None and _same_process(pid, record)
         uptime = None
         if settings.get("wanted") != "running":
             state = "stopped"
@@ -465,13 +595,14 @@ class Containers:
             state = "starting"
         elif record.get("state") in ("waiting", "failed"):
             state = "crash-looping"
-        elif alive:
+        elif alive and record.get("state") == "running":
             state = "running"
             uptime = max(now - float(record.get("started", now)), 0.0)
         else:
             state = "restarting"
         spawns = _int(record.get("spawns")) or 0
         next_retry = record.get("next_start")
+        last_run = record.get("last_run")
         return ContainerStatus(
             name=name, state=state, pid=pid if alive else None, uptime=uptime,
             restarts=max(spawns - 1, 0), last_exit=record.get("last_exit") or None,
@@ -479,7 +610,9 @@ class Containers:
             next_retry=float(next_retry) if next_retry and state == "crash-looping" else None,
             supervisor=self._supervisor_name(), runtime=settings.get("runtime", "builtin"),
             entry=entry.line.rstrip("\r\n") if entry else None,
-            bundle=settings.get("tree") or "", log=os.path.join(self.layout.logs, name + ".log"))
+            bundle=settings.get("tree") or "", log=os.path.join(self.layout.logs, name + ".log"),
+            last_run=float(last_run) if last_run else None,
+            warnings=list(settings.get("warnings") or []))
 
     def _supervisor_name(self) -> str:
         try:
@@ -495,6 +628,9 @@ class Containers:
         return InittabFile(path).read()
 
     # -- settings ------------------------------------------------------------
+
+    def _run_path(self, name: str) -> str:
+        return os.path.join(self.layout.container_dir(name), "run")
 
     def _settings_path(self, name: str) -> str:
         return os.path.join(self.layout.container_dir(name), "settings.json")
@@ -552,11 +688,33 @@ def _int(value: Optional[str]) -> Optional[int]:
         return None
 
 
-def _remove_quietly(path: str) -> None:
+def _same_process(pid: int, record: Dict[str, str]) -> bool:
+    """Whether ``pid`` still runs and is the process the run record names (not a pid
+    reused since: the record keeps its start time)."""
+    started = procs.start_time(pid)
+    return started is not None and record.get("ticks", str(started)) == str(started)
+
+
+def _seconds_in(path: str) -> float:
+    """The number of seconds a test wrote into ``path``; 0 without one."""
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        with open(path, "rb") as source:
+            seconds = float(source.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0.0
+    return min(seconds, 600.0) if seconds > 0 else 0.0  # NaN is not > 0
+
+
+def probe_pivot_root(rootfs: str) -> Optional[str]:
+    """None if the runner can pivot_root into ``rootfs`` here; else why not."""
+    from vzslave.mounts import probe_pivot_root as probe
+    return probe(rootfs)
+
+
+def check_bind_sources(plan: Dict[str, Any]) -> None:
+    """Refuse, at start, a bind source the runner would refuse at every spawn."""
+    from vzslave.mounts import check_bind_sources as check
+    check(plan)
 
 
 def _no_such(name: str) -> str:

@@ -54,6 +54,7 @@ class ErrorCode(enum.IntEnum):
     INITTAB_ERROR = 34
     NO_RUNTIME = 35
     WRONG_STATE = 36
+    POLICY_DENIED = 37
 
     DISK_FULL = 80
     PERMISSION_DENIED = 81
@@ -208,6 +209,15 @@ class WrongStateError(VzError):
     code = ErrorCode.WRONG_STATE
 
 
+class PolicyDeniedError(VzError):
+    """The node's policy (ROOT/policy.json) forbids what the config or request asks.
+
+    ``details["field"]`` names the config field, ``details["policy"]`` the policy key.
+    """
+
+    code = ErrorCode.POLICY_DENIED
+
+
 class DiskFullError(VzError):
     """The node ran out of disk space (or inodes, or quota)."""
 
@@ -245,7 +255,8 @@ CODE_TO_ERROR: Dict[Optional[ErrorCode], Type[VzError]] = {
         UnsupportedOpError, BadRequestError, BadNameError, NoSuchImageError,
         ChecksumMismatchError, OffsetMismatchError, BadImageError, UnsafeImageError,
         UnsupportedFormatError, NoSuchBundleError, NoSuchContainerError, BadConfigError,
-        DisabledByAdminError, InittabError, NoRuntimeError, WrongStateError, DiskFullError,
+        DisabledByAdminError, InittabError, NoRuntimeError, WrongStateError,
+        PolicyDeniedError, DiskFullError,
         PermissionDeniedError,
         BusyError, IOFailureError, InternalError,
     )

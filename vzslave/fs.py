@@ -36,7 +36,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     os.close(fd)
     os.replace(tmp, path)
@@ -47,21 +47,50 @@ def atomic_symlink(target: str, path: str) -> None:
     """Point the symlink ``path`` at ``target``, replacing any old link in one step."""
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, ".{}.lnk{}".format(name, os.getpid()))
-    _unlink_quietly(tmp)
+    unlink_quietly(tmp)
     os.symlink(target, tmp)
     try:
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     fsync_dir(directory or ".")
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> bool:
+    """Remove the file ``path``; True if it was there (a missing one is no error)."""
     try:
         os.unlink(path)
     except FileNotFoundError:
+        return False
+    return True
+
+
+RESERVE_BYTES = 1024 * 1024
+
+
+def keep_reserve(path: str, size: int = RESERVE_BYTES) -> None:
+    """Hold ``size`` bytes of disk at ``path`` (written, not sparse), if there is room.
+
+    A stop must work on a full disk (an app that floods it is what one stops): its few
+    small writes take their space from here. Best effort: never an error.
+    """
+    try:
+        if os.lstat(path).st_size >= size:
+            return
+    except FileNotFoundError:
         pass
+    except OSError:
+        return
+    try:
+        atomic_write(path, bytes(size), 0o600)
+    except OSError:
+        pass  # no room now: the next session tries again
+
+
+def release_reserve(path: str) -> bool:
+    """Give the reserve's space back to the disk; True if there was one."""
+    return unlink_quietly(path)
 
 
 def visible_names(directory: str) -> List[str]:

@@ -27,6 +27,7 @@ class Node:
         self.bundles = BundleStore(layout, limits, self.images)
         self.containers = Containers(layout, self.bundles)
         self.bundles.in_use = self.containers.trees_in_use
+        self.bundles.forget = self.containers.forget
 
 
 class Call:
@@ -115,7 +116,7 @@ def choose_version(offered: List[Any]) -> int:
 
 def op_hello(node: Node, call: Call, args: Args) -> Result:
     """Negotiate the version; report the node's facts and limits."""
-    node.containers.trim_logs()  # per-session upkeep, cheap: bound running apps' logs
+    node.containers.upkeep()  # per-session, cheap: owed reloads, log limits, disk reserve
     return {
         "version": choose_version(args["versions"]),
         "facts": to_wire(node_facts(node.layout)),
@@ -176,7 +177,7 @@ def op_container_start(node: Node, call: Call, args: Args) -> Result:
         args["name"], override=args["override"], runtime=args["runtime"],
         runtime_args=args["runtime_args"], log_max=args["log_max"],
         log_keep=args["log_keep"], syslog=args["syslog"], monitor=args["monitor"],
-        wait=args["wait"])
+        wait=args["wait"], min_uptime=args["min_uptime"])
     return {"status": to_wire(status)}
 
 
@@ -243,7 +244,7 @@ OPS: Dict[str, Op] = {
         "override": (bool, False), "runtime": (str, None), "runtime_args": (list, None),
         "log_max": (int, None),
         "log_keep": (int, None), "syslog": (bool, None), "monitor": (bool, None),
-        "wait": (bool, True)}),
+        "wait": (bool, True), "min_uptime": (float, 1.0)}),
     "container.stop": Op(op_container_stop, {"name": str}, {"grace": (float, 10.0)}),
     "container.restart": Op(op_container_restart, {"name": str}, {"grace": (float, 10.0)}),
     "container.status": Op(op_container_status, {}, {"name": (str, "")}),

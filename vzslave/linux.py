@@ -68,6 +68,11 @@ PR_CAP_AMBIENT_IS_SET = 1
 
 CAPABILITY_VERSION_3 = 0x20080522
 
+# pivot_root(2) has no C library wrapper: it is called through syscall(2).
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "i386": 217, "i486": 217, "i586": 217,
+                   "i686": 217, "armv7l": 218, "armv6l": 218, "ppc64le": 203,
+                   "s390x": 217, "riscv64": 41, "loongarch64": 41}
+
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 1
@@ -125,6 +130,15 @@ def umount2(target: str, flags: int = 0) -> None:
 def unshare(flags: int) -> None:
     """unshare(2): move this process into new namespaces (CLONE_NEW* flags)."""
     _call("unshare", (flags,), "unshare {:#x}".format(flags))
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): make ``new_root`` the root of this mount namespace."""
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, "pivot_root: unknown system call number on {}".format(
+            os.uname().machine), new_root)  # ENOSYS: the caller falls back as if absent
+    _call("syscall", (number, new_root, put_old), new_root)
 
 
 def setns(fd: int, nstype: int) -> None:

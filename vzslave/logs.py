@@ -35,7 +35,6 @@ MIB = 1024 * 1024
 _BLOCK = 64 * 1024  # reading back for tail, looking for a line start
 _CHUNK = MIB  # one copy step
 _ATTEMPTS = 10  # to find the file after a rotated one while rotations go on
-_MAX_GENERATIONS = 1000  # where a scan for generations stops without a keep
 _SYSLOG_LINE = 8192  # a partial line longer than this goes to syslog as it is
 _FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -106,27 +105,50 @@ def _write_all(fd: int, data: bytes) -> int:
     return done
 
 
+def _existing_generations(path: str) -> "List[int]":
+    """The numbers N of the ``path.N`` files there are, whatever keep says: a loop over
+    ``keep`` would run for ever with keep 10**12."""
+    directory, name = os.path.split(path)
+    found = []
+    for entry in os.listdir(directory or "."):
+        suffix = entry[len(name) + 1:]
+        if entry.startswith(name + ".") and suffix.isdigit():
+            found.append(int(suffix))
+    return sorted(found)
+
+
 def _shift(path: str, keep: int) -> None:
-    """Drop generation ``keep``; rename each older generation one up, oldest first."""
-    _quietly(os.unlink, generation(path, keep))
-    for n in range(keep - 1, 0, -1):
-        _quietly(os.rename, generation(path, n), generation(path, n + 1))
+    """Drop generations from ``keep`` on; rename each other one a step up, oldest first."""
+    for n in reversed(_existing_generations(path)):
+        if n >= keep:
+            _quietly(os.unlink, generation(path, n))
+        else:
+            _quietly(os.rename, generation(path, n), generation(path, n + 1))
 
 
 def rotate(path: str, keep: int, max_bytes: int = 0) -> bool:
     """Rotate by rename if ``path`` holds more than ``max_bytes``; say if it did.
 
     Only while no process has ``path`` open for writing (it would go on writing into
-    ``path.1``). With keep 0 the file is deleted.
+    ``path.1``). With keep 0 the file is deleted. With ``max_bytes``, the rotated file
+    keeps only its last ``max_bytes`` (from a line start): no generation ever holds
+    more than that, however far past it the file had grown.
     """
     st = _stat(path)
     if st is None or st.st_size <= max_bytes:
         return False
     if keep <= 0:
         _quietly(os.unlink, path)
-    else:
-        _shift(path, keep)
-        _quietly(os.rename, path, generation(path, 1))
+        return True
+    _shift(path, keep)
+    _quietly(os.rename, path, generation(path, 1))
+    if max_bytes:
+        fd = _open(generation(path, 1), os.O_RDWR)
+        if fd is not None:
+            try:
+                _keep_tail(fd, max_bytes)
+            finally:
+                os.close(fd)
     return True
 
 
@@ -216,29 +238,30 @@ def enforce(path: str, max_bytes: int, keep: int) -> None:
     """Bound the log: trim the current file, cut generations above ``max_bytes`` to
     their tail, delete generations beyond ``keep``."""
     trim(path, max_bytes, keep)
-    for n in range(1, keep + 1):
+    for n in _existing_generations(path):
+        if n > keep:
+            _quietly(os.unlink, generation(path, n))
+            continue
         fd = _open(generation(path, n), os.O_RDWR)
         if fd is not None:
             try:
-                _keep_tail(fd, max_bytes)
+                if os.fstat(fd).st_size > max_bytes:
+                    _keep_tail(fd, max_bytes)
             finally:
                 os.close(fd)
-    directory, name = os.path.split(path)
-    for entry in os.listdir(directory or "."):
-        suffix = entry[len(name) + 1:]
-        if entry.startswith(name + ".") and suffix.isdigit() and int(suffix) > keep:
-            _quietly(os.unlink, os.path.join(directory, entry))
 
 
 def _generations(path: str, keep: "Optional[int]") -> "List[Tuple[int, int]]":
     """(n, inode) of the rotated generations 1..keep that exist; keep None: up to a gap."""
     found = []
-    for n in range(1, (keep if keep is not None else _MAX_GENERATIONS) + 1):
+    for index, n in enumerate(_existing_generations(path)):
+        if keep is None and n != index + 1:
+            break  # a gap: what lies beyond is not part of the chain
+        if keep is not None and n > keep:
+            break
         st = _stat(generation(path, n))
         if st is not None:
             found.append((n, st.st_ino))
-        elif keep is None:
-            break
     return found
 
 
@@ -283,7 +306,7 @@ def tail(path: str, lines: int, keep: int,
             total += len(block)
 
     cursor = Cursor(0, 0)
-    for n in range(keep + 1):
+    for n in [0] + [n for n in _existing_generations(path) if n <= keep]:
         fd = _open(generation(path, n))
         if fd is None:
             continue

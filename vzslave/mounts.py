@@ -2,9 +2,12 @@
 
 The runner imports this module only when it actually mounts (a spawn whose mounts were
 prepared in the host this boot never does), so like the runner it imports almost
-nothing at the top. Every destination is opened component by component relative to the
-rootfs fd with O_NOFOLLOW and mounted through /proc/self/fd, and ``release`` unmounts
-everything at or under the rootfs.
+nothing at the top. The rootfs is first bound onto itself (pivot_root needs a mount
+point). Every destination is opened component by component relative to the rootfs fd
+with O_NOFOLLOW, and so is every bind source inside the bundle (an image's
+``rootfs/x -> /etc`` must not bind the node's /etc); sources and destinations are then
+mounted through /proc/self/fd, never by a path the image could redirect. ``release``
+unmounts everything at or under the rootfs.
 """
 
 import os
@@ -68,6 +71,47 @@ def prepare(plan: "Plan") -> None:
             plan["name"], message), {"step": "mounts"}) from exc
 
 
+def probe_pivot_root(rootfs: str) -> "Optional[str]":
+    """None if a container can enter ``rootfs`` with pivot_root on this node; else why not.
+
+    Tried for real in a throwaway child: a private mount namespace, the rootfs bound
+    onto itself, pivot_root, the old root detached. It fails on kernels or guests that
+    refuse new mount namespaces (some OpenVZ 6 guests) or where the root is an
+    initramfs (pivot_root cannot move it).
+    """
+    from vzslave.runner import pivot_into
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child; the parent reads its verdict
+        try:
+            os.close(reader)
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+            linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
+            pivot_into(rootfs)
+            os.write(writer, b"ok")
+        except BaseException as exc:
+            text = exc.message if isinstance(exc, RunnerError) else (
+                _os_message(exc) if isinstance(exc, OSError) else repr(exc))
+            os.write(writer, text.encode("utf-8", "replace")[:1000])
+        finally:
+            os._exit(0)
+    os.close(writer)
+    try:
+        verdict = b""
+        while True:
+            data = os.read(reader, 4096)
+            if not data:
+                break
+            verdict += data
+    finally:
+        os.close(reader)
+        os.waitpid(child, 0)
+    if verdict == b"ok":
+        return None
+    return verdict.decode("utf-8", "replace") or "the probe process died"
+
+
 def release(plan: "Plan") -> "List[str]":
     """Unmount everything at or under the rootfs, deepest first; the mounts left over."""
     from vzslave.fs import mounts_under
@@ -102,13 +146,21 @@ def mount_plan(plan: "Plan", only_missing: bool) -> None:
     if only_missing:
         from vzslave.fs import mounts_under
         mounted = set(mounts_under(rootfs))
+    if rootfs.rstrip("/") not in mounted:
+        # pivot_root needs the new root to be a mount point; everything below is mounted
+        # on this bind, so it is opened (by path: the mount on top) only after it.
+        try:
+            linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
+        except OSError as exc:
+            raise RunnerError("mounts", "cannot bind the rootfs {} onto itself: {}".format(
+                rootfs, exc.strerror)) from exc
     old_umask = os.umask(0)  # device and directory modes exactly as the plan says
     root = os.open(rootfs, _DIR)
     try:
         fresh_dev = False
         for mount in plan["mounts"]:
             if rootfs.rstrip("/") + mount["destination"] not in mounted:
-                _mount_one(root, mount)
+                _mount_one(root, mount, plan)
                 fresh_dev |= mount["destination"] == "/dev" and mount["type"] == "tmpfs"
         if fresh_dev:
             for device in plan["devices"]:
@@ -245,23 +297,90 @@ def _mount_at(root: int, dest: str, directory: bool, source: "Optional[str]",
             os.close(fd)
 
 
-def _mount_one(root: int, mount: "Dict[str, Any]") -> None:
+def _mount_one(root: int, mount: "Dict[str, Any]", plan: "Plan") -> None:
     dest, flags = mount["destination"], mount["flags"]
-    directory = True
-    if mount["bind"]:
-        directory = os.path.isdir(mount["source"])
-        _mount_at(root, dest, directory, mount["source"], None,
-                  linux.MS_BIND | (linux.MS_REC if mount["recursive"] else 0))
-        extra = flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_RDONLY)
-        if mount["remount_readonly"] or extra:
-            # Options of a bind mount only take effect through a remount.
-            _mount_at(root, dest, directory, None, None, linux.MS_BIND | linux.MS_REMOUNT
-                      | extra | (linux.MS_RDONLY if mount["remount_readonly"] else 0),
-                      create=False)
-    else:
+    if not mount["bind"]:
         _mount_at(root, dest, True, mount["source"], mount["type"], flags, mount["data"])
+        if mount["propagation"]:
+            _mount_at(root, dest, True, None, None, mount["propagation"], create=False)
+        return
+    source = open_bind_source(plan, mount)
+    try:
+        directory = os.fstat(source).st_mode & 0o170000 == 0o040000
+        _mount_at(root, dest, directory, "/proc/self/fd/{}".format(source), None,
+                  linux.MS_BIND | (linux.MS_REC if mount["recursive"] else 0))
+    finally:
+        os.close(source)
+    extra = flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_RDONLY)
+    if mount["remount_readonly"] or extra:
+        # Options of a bind mount only take effect through a remount.
+        _mount_at(root, dest, directory, None, None, linux.MS_BIND | linux.MS_REMOUNT
+                  | extra | (linux.MS_RDONLY if mount["remount_readonly"] else 0),
+                  create=False)
     if mount["propagation"]:
         _mount_at(root, dest, directory, None, None, mount["propagation"], create=False)
+
+
+def check_bind_sources(plan: "Plan") -> None:
+    """Open every bind source as a spawn will (and close it): a refusal comes at start,
+    as BadConfigError naming the field, not as a crash loop."""
+    for mount in plan["mounts"]:
+        if mount["bind"]:
+            try:
+                os.close(open_bind_source(plan, mount))
+            except RunnerError as exc:
+                from vzslave.errors import BadConfigError
+                field = mount.get("field", "mounts") + ".source"
+                raise BadConfigError("{}: {}".format(field, exc.message),
+                                     {"field": field}) from exc
+
+
+def open_bind_source(plan: "Plan", mount: "Dict[str, Any]") -> int:
+    """An O_PATH fd of a bind mount's source, opened so the image cannot redirect it.
+
+    A source inside the bundle (``in_bundle``, relative to it) is walked component by
+    component with O_NOFOLLOW: the image's files are untrusted, and a symlink among
+    them is refused. A node path is the operator's: the node's own symlinks are
+    followed, but where it ends must not be inside vz's bundle store, whose files are
+    the images'. Raises RunnerError.
+    """
+    what = "bind source"
+    relative = mount.get("in_bundle")
+    if relative is not None:
+        bundle = os.open(plan["bundle"], _DIR)
+        try:
+            parent, name = _open_parent(bundle, relative, what, create=False)
+        finally:
+            os.close(bundle)
+        if parent < 0:
+            raise RunnerError("mounts", "{} {} is missing from the bundle".format(
+                what, relative))
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except FileNotFoundError:
+            raise RunnerError("mounts", "{} {} is missing from the bundle".format(
+                what, relative)) from None
+        finally:
+            os.close(parent)
+        if os.fstat(fd).st_mode & 0o170000 == 0o120000:
+            os.close(fd)
+            raise RunnerError("mounts", "{} {} is a symlink in the image; refusing".format(
+                what, relative))
+        return fd
+    source = mount["source"]
+    try:
+        fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RunnerError("mounts", "cannot open {} {}: {}".format(
+            what, source, exc.strerror)) from exc
+    real = os.readlink("/proc/self/fd/{}".format(fd))
+    store = os.path.dirname(plan["bundle"])
+    if real == store or real.startswith(store.rstrip("/") + "/"):
+        os.close(fd)
+        raise RunnerError("mounts", "{} {} leads into vz's bundle store ({}), whose files "
+                          "are the images'; name a path relative to the bundle "
+                          "instead".format(what, source, real))
+    return fd
 
 
 def _make_device(root: int, device: "Dict[str, Any]") -> None:

@@ -20,19 +20,25 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
                                   2**64-1 (RLIM_INFINITY) becomes -1, as in `resource`
     process.noNewPrivileges,
       process.oomScoreAdj         kept
-    process.capabilities          names -> numbers per set; unknown names refused
+    process.capabilities          names -> numbers per set; unknown names refused; absent:
+                                  DEFAULT_CAPABILITIES (bounding; also effective and
+                                  permitted for uid 0), never all of root's
     process.apparmorProfile,
       selinuxLabel, ioPriority,
       scheduler, execCPUAffinity  refused when set: the runner has no such step
     hostname, domainname          kept; refused without a uts namespace
     mounts                        absolute destinations without ".."; options -> MS_* flags
                                   as runc maps them, the rest -> data; relative bind sources
-                                  are in the bundle; absent or empty: runc's defaults (/proc
-                                  with nosuid,noexec,nodev); cgroup and cgroup2
+                                  are in the bundle, without ".." (walked without following
+                                  the image's symlinks); absolute ones are node paths, not
+                                  in vz's bundle store; absent or empty: runc's defaults
+                                  (/proc with nosuid,noexec,nodev); cgroup and cgroup2
                                   mounts dropped with a warning; idmapped mounts refused
-    linux.namespaces              mount uts ipc network cgroup pid kept (pid last; path ->
-                                  setns); user, time and duplicates refused: the runner does
-                                  no ID mappings or time offsets
+    linux.namespaces              mount uts ipc network cgroup pid kept (pid first, before
+                                  the monitor forks; path -> setns); user, time and
+                                  duplicates refused: the runner does no ID mappings or time
+                                  offsets. The app always gets a private mount namespace
+                                  (pivot_root needs one), a child of a joined one.
     linux.devices                 added to the default nodes (same path replaces); under /dev
     linux.maskedPaths,
       linux.readonlyPaths         kept
@@ -76,6 +82,14 @@ CAPABILITIES: Dict[str, int] = {"CAP_" + name: number for number, name in enumer
     "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
     "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"))}
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
+# What a config without a capabilities section gets (and what vzmaster build writes):
+# Docker's default set less CAP_MKNOD (a node has no device cgroup: a device node of
+# the node's disk would be its disk) and CAP_NET_RAW (the app shares the node's
+# network: raw and packet sockets would sniff and forge the node's traffic).
+# docs/security.md gives the reasoning for each one kept.
+DEFAULT_CAPABILITIES = sorted("CAP_" + name for name in (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "SETGID", "SETUID", "SETFCAP", "SETPCAP",
+    "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"))
 
 RLIMITS: Dict[str, int] = {"RLIMIT_" + name: number for number, name in enumerate((
     "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
@@ -288,6 +302,9 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str) -> Dict[str, Any]
         "readonly_paths": _paths(linux, "readonlyPaths"),
         "rootfs_propagation": _propagation(linux),
         "warnings": warnings,
+        # How the app enters its rootfs; containers.py turns it into "chroot" on nodes
+        # that cannot pivot_root (with a warning, and without CAP_SYS_CHROOT).
+        "enter": "pivot_root",
     }
 
 
@@ -380,7 +397,8 @@ def _process(process: Dict[str, Any], warnings: List[str]) -> Dict[str, Any]:
         "rlimits": _rlimits(process),
         "no_new_privileges": _get(process, "noNewPrivileges", bool,
                                   "process.noNewPrivileges", False),
-        "capabilities": _capabilities(process),
+        "capabilities": _capabilities(process, _int(user.get("uid", 0), "process.user.uid",
+                                                       0, _UINT32)),
         "oom_score_adj": None if oom is None else _int(oom, "process.oomScoreAdj", -1000, 1000),
     }
 
@@ -405,14 +423,18 @@ def _rlimits(process: Dict[str, Any]) -> List[List[int]]:
     return result
 
 
-def _capabilities(process: Dict[str, Any]) -> Optional[Dict[str, List[int]]]:
+def _capabilities(process: Dict[str, Any], uid: int) -> Dict[str, List[int]]:
     caps = _get(process, "capabilities", dict, "process.capabilities")
     if caps is None:
-        return None
+        # Never "leave them as they are": that would be all of root's.
+        numbers = [CAPABILITIES[name] for name in DEFAULT_CAPABILITIES]
+        own = numbers if uid == 0 else []
+        return {"bounding": numbers, "effective": own, "inheritable": [], "permitted": own,
+                "ambient": []}
     result: Dict[str, List[int]] = {}
     for key in CAPABILITY_SETS:
         field = "process.capabilities." + key
-        numbers: List[int] = []
+        numbers = []
         for index, cap in enumerate(_strings(caps, key, field)):
             if cap not in CAPABILITIES:
                 raise _bad("{}[{}]".format(field, index), "{}[{}] is {}, not a Linux "
@@ -465,16 +487,29 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
     if kind in ("cgroup", "cgroup2") and not bind:
         return None
     source = _get(item, "source", str, field + ".source", "")
+    in_bundle = None
     if bind:
-        if not source:
+        if not source or "\0" in source:
             raise _bad(field + ".source", "{} is a bind mount without a source: name the "
                        "file or directory to bind".format(field))
-        source = os.path.normpath(os.path.join(bundle_dir, source))
+        if not source.startswith("/"):
+            # Inside the bundle, among the image's own (untrusted) files: the runner walks
+            # it without following symlinks, and it may not climb out.
+            if ".." in source.split("/"):
+                raise _bad(field + ".source", "{}.source {} climbs out of the bundle with "
+                           "'..': give a node path as an absolute path".format(
+                               field, json.dumps(source)))
+            in_bundle = posixpath.normpath(source)
+            source = os.path.join(bundle_dir, in_bundle)
+        else:
+            source = posixpath.normpath(source)
     elif not kind:
         raise _bad(field + ".type", "{} has no type: name the filesystem type, or use "
                    "the bind option".format(field))
     return {"destination": destination, "type": kind or "bind", "source": source or kind,
-            "flags": flags, "data": ",".join(data), "bind": bind, "recursive": recursive,
+            "field": field, "in_bundle": in_bundle, "flags": flags, "data": ",".join(data),
+            "bind": bind,
+            "recursive": recursive,
             # The kernel ignores MS_RDONLY (and every other flag) on the first bind mount(2);
             # a read-only bind needs a second, remounting call.
             "remount_readonly": bind and bool(flags & MS_RDONLY),

@@ -1,20 +1,42 @@
 """The processes of a container, found through /proc, and how they are ended.
 
-A container's processes are those whose root directory is its rootfs (chroot
-survives setsid and double forks), those in its process group (the runner makes
-one with setsid), and a runner that init has spawned but that has not reached its
-chroot yet (its command line names the launcher and the container).
+A process belongs to a container when its root directory is the container's rootfs or
+lies below it. The runner enters the rootfs with pivot_root in a private mount
+namespace and detaches the old root, so no process of the container can climb out of
+it (chroot in chroot, ``..`` through /proc, setsid and double forks change nothing),
+and the root is found by identity, not by name: ``stat`` of /proc/PID/root gives the
+directory's device and inode whatever mount namespace the process is in (its
+``readlink`` says only "/" once the process has pivoted). A process chrooted deeper
+inside the container is found by walking up from its root with ``..``, which stops at
+the top of the mount namespace the process sees.
+
+Besides, ``stop`` ends the container's process groups and a runner that init has
+spawned but that has not entered the rootfs yet (its command line names the launcher
+and the container). Pids are kept with their start time and checked again right before
+each signal, so a pid that was reused meanwhile is never signalled.
+
+The runner imports this module at every spawn (to end what is left of the previous
+instance), so it imports only ``os`` at run time.
 """
 
 import os
-import signal
 import time
-from typing import Callable, Iterable, List, Optional, Set
 
-Finder = Callable[[], List[int]]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+    Key = Tuple[int, int]  # (st_dev, st_ino) of a directory
+    Found = Dict[int, int]  # pid -> its start time, in clock ticks since boot
+    Finder = Callable[[], Found]
+    import signal as _signal
+else:
+    import _signal  # builtin and already loaded; "signal" would import enum
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_MAX_DEPTH = 4096  # ".." steps from a process's root before the walk gives up
 
 
-def _read(path: str) -> Optional[bytes]:
+def _read(path: str) -> "Optional[bytes]":
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -22,92 +44,150 @@ def _read(path: str) -> Optional[bytes]:
         return None
 
 
-def process_group(pid: int) -> Optional[int]:
-    """The process group of ``pid``, or None if it is gone."""
+def _stat_fields(pid: int) -> "List[bytes]":
+    """The fields of /proc/PID/stat after the command name; [] if the pid is gone."""
     stat = _read("/proc/{}/stat".format(pid))
     if stat is None:
-        return None
+        return []
     # The command name may hold spaces and parentheses: fields start after the last ")".
-    fields = stat[stat.rfind(b")") + 2:].split()
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def process_group(pid: int) -> "Optional[int]":
+    """The process group of ``pid``, or None if it is gone."""
+    fields = _stat_fields(pid)
     return int(fields[2]) if len(fields) > 2 else None
 
 
-def start_time(pid: int) -> Optional[int]:
-    """When ``pid`` started, in clock ticks since boot: tells a pid from its reuse."""
-    stat = _read("/proc/{}/stat".format(pid))
-    if stat is None:
+def start_time(pid: int) -> "Optional[int]":
+    """When ``pid`` started, in clock ticks since boot: tells a pid from its reuse.
+
+    None if the pid is gone or a zombie (it has ended; only its parent's wait is due).
+    """
+    fields = _stat_fields(pid)
+    if len(fields) <= 19 or fields[0] == b"Z":
         return None
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    return int(fields[19])
 
 
 def is_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
-    stat = _read("/proc/{}/stat".format(pid))
-    if stat is None:
+    return start_time(pid) is not None
+
+
+def key_of(path: str) -> "Key":
+    """The identity of the directory at ``path``: (device, inode)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def root_is_inside(pid: int, rootfs: "Key", host: "Key") -> bool:
+    """True if the root directory of ``pid`` is ``rootfs`` or lies below it."""
+    path = "/proc/{}/root".format(pid)
+    try:
+        st = os.stat(path)
+    except OSError:  # gone, or a kernel thread
         return False
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return bool(fields) and fields[0] != b"Z"
+    here = st.st_dev, st.st_ino
+    if here == rootfs:
+        return True
+    if here == host:
+        return False  # the common case: a process of the node itself
+    # Chrooted somewhere: inside the container only if the rootfs is above. ".." never
+    # leaves the process's mount namespace, so a pivoted container's walk stops at its
+    # own root; a walk from the node's side reaches the node's root.
+    try:
+        fd = os.open(path, _DIR)
+    except OSError:
+        return False
+    try:
+        for _ in range(_MAX_DEPTH):
+            parent = os.open("..", _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            st = os.fstat(fd)
+            above = st.st_dev, st.st_ino
+            if above == rootfs:
+                return True
+            if above == here or above == host:
+                return False
+            here = above
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return False
 
 
-def container_processes(rootfs: str, groups: Iterable[int] = (),
-                        command: Optional[bytes] = None) -> List[int]:
-    """Pids chrooted into ``rootfs``, in one of ``groups``, or whose command line
-    contains ``command`` (NUL-separated argv bytes), excluding init and ourselves."""
-    wanted_groups: Set[int] = {g for g in groups if g > 1}
+def container_processes(rootfs: str, groups: "Iterable[int]" = (),
+                        command: "Optional[bytes]" = None) -> "Found":
+    """The live processes whose root is ``rootfs`` or below it, those in one of
+    ``groups``, and those whose command line contains ``command`` (NUL-separated argv
+    bytes); init and the caller are never among them. Maps each pid to its start time.
+    """
+    try:
+        inside = key_of(rootfs)
+    except OSError:
+        inside = (-1, -1)  # the rootfs is gone: only groups and the command can match
+    host = key_of("/")
+    wanted_groups = {g for g in groups if g > 1}
     me = os.getpid()
-    found = []
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         pid = int(entry)
         if pid in (1, me):
             continue
-        try:
-            root = os.readlink("/proc/{}/root".format(pid))
-        except OSError:
-            root = None
-        if root == rootfs or (root is not None and root.startswith(rootfs + "/")):
-            found.append(pid)
+        if not (root_is_inside(pid, inside, host)
+                or (wanted_groups and process_group(pid) in wanted_groups)
+                or (command is not None and command in (
+                    _read("/proc/{}/cmdline".format(pid)) or b""))):
             continue
-        if wanted_groups and process_group(pid) in wanted_groups:
-            found.append(pid)
-            continue
-        if command is not None:
-            cmdline = _read("/proc/{}/cmdline".format(pid))
-            if cmdline is not None and command in cmdline:
-                found.append(pid)
-    return [pid for pid in found if is_alive(pid)]
+        started = start_time(pid)
+        if started is not None:
+            found[pid] = started
+    return found
 
 
-def signal_all(pids: Iterable[int], signum: int) -> None:
-    """Send ``signum`` to each pid; ones that are already gone are no error."""
-    for pid in pids:
+def signal_all(found: "Found", signum: int) -> None:
+    """Send ``signum`` to each pid that is still the process found (not a reused pid)."""
+    for pid, started in found.items():
+        if start_time(pid) != started:
+            continue  # gone, a zombie, or the pid now names another process
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
 
 
-def end_processes(find: Finder, grace: float, kill_wait: float = 5.0,
-                  poll: float = 0.05) -> List[int]:
+def end_processes(find: "Finder", grace: float, kill_wait: float = 5.0,
+                  poll: float = 0.05) -> "List[int]":
     """TERM what ``find`` returns, KILL what is left after ``grace`` seconds.
 
     ``find`` is asked again on every poll, so processes that appear meanwhile (a
-    respawn racing the reload of init) are ended too. Returns the pids still alive
-    ``kill_wait`` seconds after the KILL (stuck in the kernel: D state).
+    respawn racing the reload of init) are ended too. Stopped processes are continued,
+    so that they can act on the TERM. Returns the pids still alive ``kill_wait`` seconds
+    after the KILL (stuck in the kernel: D state).
     """
     deadline = time.monotonic() + grace
-    told: Set[int] = set()  # a second TERM means "hurry" to some apps: one each
-    pids = find()
-    while pids and time.monotonic() < deadline:
-        signal_all([pid for pid in pids if pid not in told], signal.SIGTERM)
-        told.update(pids)
+    told: "Set[int]" = set()  # a second TERM means "hurry" to some apps: one each
+    found = find()
+    while found and time.monotonic() < deadline:
+        new = {pid: started for pid, started in found.items() if pid not in told}
+        signal_all(new, _signal.SIGTERM)
+        signal_all(new, _signal.SIGCONT)
+        told.update(new)
         time.sleep(poll)
-        pids = find()
+        found = find()
     deadline = time.monotonic() + kill_wait
-    while pids and time.monotonic() < deadline:
-        signal_all(pids, signal.SIGKILL)
+    while found and time.monotonic() < deadline:
+        signal_all(found, _signal.SIGKILL)
         time.sleep(poll)
-        pids = find()
-    return pids
+        found = find()
+    return sorted(found)
+
+
+def freeze(found: "Found") -> None:
+    """SIGSTOP each process: it runs no more (and writes no more) until it is ended."""
+    signal_all(found, _signal.SIGSTOP)

@@ -76,6 +76,9 @@ class ContainerStatus(NamedTuple):
     entry: Optional[str]  # the container's inittab line as it stands, if any
     bundle: str  # the bundle tree the container runs from
     log: str  # the log file on the node
+    # Fields added later have defaults: a record from an older node still reads.
+    last_run: Optional[float] = None  # seconds the previous instance ran
+    warnings: List[str] = []  # what the node could not honour as asked (at start)
 
 
 def to_wire(record: Any) -> Dict[str, Any]:
@@ -89,10 +92,11 @@ def from_wire(cls: Type[T], value: Any) -> T:
         raise BadFrameError("{}: expected a map, got {}".format(
             cls.__name__, type(value).__name__))
     fields = cls._fields  # type: ignore[attr-defined]
-    missing = [f for f in fields if f not in value]
+    defaults = getattr(cls, "_field_defaults", {})
+    missing = [f for f in fields if f not in value and f not in defaults]
     if missing:
         raise BadFrameError("{}: missing {}".format(cls.__name__, ", ".join(missing)))
-    return cls(**{f: value[f] for f in fields})
+    return cls(**{f: value[f] for f in fields if f in value})
 
 
 def optional_from_wire(cls: Type[T], value: Any) -> Optional[T]:

@@ -213,16 +213,20 @@ def container_process(plan: Dict[str, Any], directory: str, writer: int) -> None
     try:
         spawn = runner.Spawn(plan["name"], plan)
         runner.start_session(spawn)
+        step = "mounts"
+        runner.set_up_host_mounts(spawn)
         step = "namespaces"
-        runner.enter_namespaces(spawn)
-        if any(ns["type"] == "pid" for ns in plan["namespaces"]):
-            # unshare(CLONE_NEWPID) applies to children: the container is our child, pid 1.
+        pid_ns = [ns for ns in plan["namespaces"] if ns["type"] == "pid"]
+        if pid_ns:
+            # A PID namespace applies to children: the container is our child, its pid 1.
+            runner.join_or_create(pid_ns[0])
             child = os.fork()
             if child:
                 os.write(writer, "pid {}\n".format(child).encode("ascii"))
                 os._exit(0)
         else:
             os.write(writer, "pid {}\n".format(os.getpid()).encode("ascii"))
+        runner.enter_namespaces(spawn)
         # A directory fd reaches the fifo after chroot; the path would not.
         state_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         for label, function in runner.SETUP_STEPS:

@@ -2,16 +2,25 @@
 
 Each container's inittab line runs ``ROOT/bin/vzrun NAME``, a launcher that calls
 ``main``. The runner reads the exec plan (vzslave/oci.py made it at start time), paces
-crash loops, points stdio at the log, sets the container up and then *execs* the app,
-which takes over the runner's pid: no process of ours stays beside a running container
-(except the small monitor that a PID namespace, syslog output or ``monitor`` asks for).
+crash loops, points stdio at the log, ends what the previous instance left behind,
+sets the container up and then *execs* the app. By default a small monitor of ours
+stays as the app's parent (it pumps the output into the log under a hard cap and sees
+how the app ends); with ``monitor`` off and no PID namespace or syslog, the app takes
+over the runner's pid and nothing of ours stays beside it.
+
+The app enters its rootfs with pivot_root in a private mount namespace, the old root
+detached, as runc does: a root app that chroots again and climbs with ``..`` ends at
+its own root. Nodes that cannot pivot_root get a chroot, decided and warned about at
+start (vzslave/containers.py), without CAP_SYS_CHROOT.
 
 Speed matters, so this module imports almost nothing at the top: no typing (~10 ms),
 json, re, socket, signal (enum) or ctypes; ``vzslave.linux`` reaches libc only when a
 syscall Python lacks is needed, and the plan is marshal, not JSON.
 
 The run record, ROOT/containers/NAME/run, is ``key value`` lines (``RUN_KEYS``) that
-vzslave reads for ``status``; ``read_run_record`` parses it.
+vzslave reads for ``status``; ``read_run_record`` parses it. Its ``state`` is waiting
+(backoff), running, failed (a step failed: ``last_error``) or exited (the monitor saw
+the app end: ``last_exit``, ``last_run``).
 """
 
 import marshal
@@ -19,7 +28,7 @@ import os
 import sys
 import time
 
-from vzslave import linux
+from vzslave import linux, procs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,10 +38,12 @@ if TYPE_CHECKING:
 else:
     import _signal  # builtin and already loaded; "signal" would import enum
 
-RUN_KEYS = ("pid", "state", "started", "next_start", "streak", "spawns", "last_run",
-            "last_exit", "last_error", "supervisor", "recent")
+RUN_KEYS = ("pid", "ticks", "state", "started", "next_start", "streak", "spawns",
+            "last_run", "last_exit", "last_error", "supervisor", "recent")
 IDLE = 60.0  # seconds a runner that cannot make progress sleeps, so init does not spin
-_RELAYED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+_RELAYED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+LEFTOVER_GRACE = 1.0  # seconds between TERM and KILL for what an ended instance left
+DRAIN = 2.0  # seconds the monitor reads output left in the pipe after the app ended
 
 
 class RunnerError(Exception):
@@ -52,7 +63,7 @@ class Spawn(object):
         self.plan = plan
         self.record_path = os.path.join(plan["state_dir"], "run")
         self.record: "Dict[str, str]" = {}
-        self.record_fd = -1  # the record, kept open for writing after chroot and setuid
+        self.record_fd = -1  # the record, kept open for writing once in the rootfs
         self.monitored = False  # a monitor parent owns the record's pid
         self.last_cap = -1
 
@@ -112,7 +123,7 @@ def _note(path: str, line: str) -> None:
 
 
 def fail(spawn: Spawn, step: str, message: str, line: "Optional[str]" = None) -> None:
-    """Report a failed step to the log and the run record, then exit 127 (steps 3-16)."""
+    """Report a failed step to the log and the run record, then exit 127 (steps 3-19)."""
     spawn.say(line or "cannot start: {}: {}".format(step, message))
     spawn.record.update(state="failed", last_error=line or "{}: {}".format(step, message))
     if not store_record(spawn):
@@ -171,11 +182,11 @@ def write_run_record(path: str, record: "Dict[str, str]") -> None:
 
 
 def store_record(spawn: Spawn) -> bool:
-    """Write the spawn's record: by path, or through the fd kept open past chroot."""
+    """Write the spawn's record: by path, or through the fd kept open into the rootfs."""
     try:
         if spawn.record_fd < 0:
             write_run_record(spawn.record_path, spawn.record)
-        else:  # after chroot or setuid the state directory is out of reach: rewrite in place
+        else:  # in the rootfs or after setuid the state directory is out of reach: rewrite in place
             data = render_run_record(spawn.record)
             os.pwrite(spawn.record_fd, data, 0)
             os.ftruncate(spawn.record_fd, len(data))
@@ -202,15 +213,23 @@ def pace_restarts(spawn: Spawn, now: float) -> None:
     backoff = spawn.plan["backoff"]
     streak = 0
     record = dict(old)
-    if old.get("state") in ("running", "waiting", "failed"):
+    if old.get("state") in ("running", "waiting", "failed", "exited"):
         try:
             lasted = now - float(old.get("started", ""))
         except ValueError:
             lasted = 0.0
-        record["last_run"] = "{:.3f}".format(lasted)
+        if old.get("state") == "running":
+            # It ended with nobody of ours as its parent (no monitor): its exit status
+            # went to init. What is known: how long it ran, and that vz did not stop it
+            # (a stop removes the entry, so nothing respawns after it).
+            record.update(last_exit="ended on its own (exit status unknown: no monitor)",
+                          last_run="{:.3f}".format(lasted))
+        elif old.get("state") != "exited":  # the monitor wrote both for an exited app
+            record["last_run"] = "{:.3f}".format(lasted)
         streak = _int(old.get("streak")) + 1 if lasted < backoff["stable"] else 0
     recent = (old.get("recent", "").split() + ["{:.3f}".format(now)])[-10:]
-    record.update(pid=str(os.getpid()), state="running", started="{:.3f}".format(now),
+    record.update(pid=str(os.getpid()), ticks=str(procs.start_time(os.getpid()) or ""),
+                  state="running", started="{:.3f}".format(now),
                   next_start="", streak=str(streak), spawns=str(_int(old.get("spawns")) + 1),
                   supervisor=spawn.plan["runtime"], recent=" ".join(recent))
     spawn.record = record
@@ -235,8 +254,9 @@ def open_log(spawn: Spawn) -> None:
         size = 0
     if size > log["max_bytes"]:
         from vzslave.logs import rotate
-        rotate(path, log["keep"])
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        rotate(path, log["keep"], log["max_bytes"])
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o640)
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     os.dup2(null, 0)
     os.dup2(fd, 1)
@@ -265,7 +285,7 @@ def runtime_command(plan: "Dict[str, Any]", *command: str) -> "List[str]":
 
 
 def exec_runtime(spawn: Spawn) -> None:
-    """Step 5 (runc or crun only): delete a stale container, then exec ``RUNTIME run``."""
+    """Step 6 (runc or crun only): delete a stale container, then exec ``RUNTIME run``."""
     if spawn.plan["runtime"] not in ("runc", "crun"):
         return
     runtime = spawn.plan["runtime_path"]
@@ -289,24 +309,80 @@ def exec_runtime(spawn: Spawn) -> None:
         raise RunnerError("runtime", "cannot exec {}: {}".format(runtime, exc.strerror)) from exc
 
 
+def end_previous(spawn: Spawn) -> None:
+    """Step 5: end what is left of the previous instance before a new one starts.
+
+    A forking server killed by a signal leaves its workers behind, holding its ports:
+    every new instance would then fail to bind. Like systemd's KillMode=control-group,
+    whatever still runs inside the container's root gets TERM, then KILL.
+    """
+    rootfs = spawn.plan["rootfs"]
+    left = procs.container_processes(rootfs)
+    if not left:
+        return
+    spawn.say("ending {} process(es) left by the previous instance: {}".format(
+        len(left), " ".join(str(pid) for pid in sorted(left))))
+    stuck = procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
+    if stuck:
+        raise RunnerError("clean", "processes {} of the previous instance survive SIGKILL "
+                          "(stuck in the kernel?)".format(stuck))
+
+
+def _has_namespace(plan: "Plan", kind: str) -> bool:
+    return any(ns["type"] == kind for ns in plan["namespaces"])
+
+
+def start_monitor(spawn: Spawn) -> None:
+    """Step 8: fork the monitor, when the plan has one, before entering namespaces.
+
+    The monitor stays in the node's namespaces (its mounts keep nothing of the node
+    busy); only the app's side goes on to enter the container's. A PID namespace is
+    made first, since it applies to the children of the process that asks for it.
+    """
+    plan = spawn.plan
+    pid_ns = [ns for ns in plan["namespaces"] if ns["type"] == "pid"]
+    if not (pid_ns or plan["log"].get("syslog") or plan.get("monitor")):
+        return
+    if pid_ns:
+        join_or_create(pid_ns[0])
+    fork_monitor(spawn)
+
+
+def join_or_create(ns: "Dict[str, Any]") -> None:
+    """setns into the namespace at ``ns["path"]``, or unshare a new one."""
+    if ns.get("path"):
+        fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, ns["flag"])
+        finally:
+            os.close(fd)
+    else:
+        linux.unshare(ns["flag"])
+
+
 def enter_namespaces(spawn: Spawn) -> None:
-    """Step 6: join (setns) or create (unshare) namespaces; fork the monitor if needed."""
+    """Step 9: join (setns) or create (unshare) the namespaces, PID aside (step 8).
+
+    The app always gets a mount namespace of its own (entering the rootfs with
+    pivot_root needs one); a joined mount namespace is the parent of that private one.
+    """
     plan = spawn.plan
     flags = 0
     kinds: "Dict[str, bool]" = {}  # type -> created here (not joined)
     for ns in plan["namespaces"]:
+        if ns["type"] == "pid":
+            continue
         kinds[ns["type"]] = not ns.get("path")
         if ns.get("path"):
-            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                linux.setns(fd, ns["flag"])
-            finally:
-                os.close(fd)
-        elif ns["type"] != "pid":
+            join_or_create(ns)
+        else:
             flags |= ns["flag"]
+    private_mounts = kinds.get("mount") or plan.get("enter", "pivot_root") == "pivot_root"
+    if private_mounts:
+        flags |= linux.CLONE_NEWNS
     if flags:
         linux.unshare(flags)
-    if kinds.get("mount"):
+    if private_mounts:
         # Nothing mounted for the container may propagate back to the host.
         linux.mount(None, "/", None, plan.get("rootfs_propagation") or
                     linux.MS_REC | linux.MS_SLAVE)
@@ -317,24 +393,14 @@ def enter_namespaces(spawn: Spawn) -> None:
             linux.setdomainname(plan["domainname"])
     if kinds.get("network"):
         linux.loopback_up()
-    if kinds.get("pid"):
-        linux.unshare(linux.CLONE_NEWPID)  # for the children: the next step forks
-
-
-def start_monitor(spawn: Spawn) -> None:
-    """Step 6 (end): fork the monitor if a PID namespace, syslog or the plan needs one."""
-    plan = spawn.plan
-    if (any(ns["type"] == "pid" for ns in plan["namespaces"]) or plan["log"].get("syslog")
-            or plan.get("monitor")):
-        fork_monitor(spawn)
 
 
 def fork_monitor(spawn: Spawn) -> None:
-    """Fork; the child goes on to step 7, the parent becomes the monitor.
+    """Fork; the child goes on to the next step, the parent becomes the monitor.
 
-    With syslog or an explicit ``monitor`` the app writes into a pipe that the monitor
-    pumps into the log under a hard size cap (and to syslog); a monitor that only a
-    PID namespace asked for leaves the app on the log file itself.
+    With syslog or ``monitor`` the app writes into a pipe that the monitor pumps into
+    the log under a hard size cap (and to syslog); a monitor that only a PID namespace
+    asked for leaves the app on the log file itself.
     """
     pumped = bool(spawn.plan["log"].get("syslog") or spawn.plan.get("monitor"))
     reader, writer = os.pipe() if pumped else (-1, -1)
@@ -356,7 +422,9 @@ def fork_monitor(spawn: Spawn) -> None:
 
 
 def monitor(spawn: Spawn, child: int, reader: int) -> None:
-    """The monitor: relay signals to ``child``, pump its output, record how it ended."""
+    """The monitor: relay signals to ``child``, pump its output, and once the child has
+    ended (waited for, not read to EOF: its orphans may hold the pipe), end what is left
+    of the container, record how the app ended, and exit so that init respawns."""
     for name in ("SIGTTOU", "SIGTTIN", "SIGTSTP"):
         _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
 
@@ -368,15 +436,12 @@ def monitor(spawn: Spawn, child: int, reader: int) -> None:
 
     for name in _RELAYED:
         _signal.signal(getattr(_signal, name), relay)
-    if reader >= 0:
-        from vzslave.logs import LogPump
-        log = spawn.plan["log"]
-        pump = LogPump(log["path"], log["max_bytes"], log["keep"],
-                       syslog_ident="vz/" + spawn.name if log.get("syslog") else None)
-        for data in iter(lambda: os.read(reader, 65536), b""):
-            pump.write(data)
-        pump.close()
-    status = os.waitpid(child, 0)[1]
+    started = time.time()
+    if reader < 0:
+        status = os.waitpid(child, 0)[1]
+    else:
+        status = _pump_until_exit(spawn, child, reader)
+    lasted = time.time() - started
     if os.WIFSIGNALED(status):
         code, ended = 128 + os.WTERMSIG(status), "signal {}".format(os.WTERMSIG(status))
     else:
@@ -384,21 +449,74 @@ def monitor(spawn: Spawn, child: int, reader: int) -> None:
     # The child may have written a failure into the record meanwhile: keep it.
     spawn.record = read_run_record(spawn.record_path) or spawn.record
     spawn.record_fd = -1  # write by path, atomically: the monitor still can
-    spawn.record["last_exit"] = ended
+    if spawn.record.get("state") != "failed":
+        spawn.record["state"] = "exited"
+    spawn.record.update(last_exit=ended, last_run="{:.3f}".format(lasted))
     store_record(spawn)
     os._exit(code)
 
 
+def _pump_until_exit(spawn: Spawn, child: int, reader: int) -> int:
+    """Pump the app's output into the log until the app has ended; its wait status."""
+    import select
+    from vzslave.logs import LogPump
+    log = spawn.plan["log"]
+    pump = LogPump(log["path"], log["max_bytes"], log["keep"],
+                   syslog_ident="vz/" + spawn.name if log.get("syslog") else None)
+    # SIGCHLD wakes the select through this pipe: no polling, no wait for EOF.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)
+    status = None
+    open_reader = True
+    while status is None:
+        ready = select.select([reader, wake_r] if open_reader else [wake_r], [], [], 1.0)[0]
+        if reader in ready:
+            data = os.read(reader, 65536)
+            if data:
+                pump.write(data)
+            else:
+                open_reader = False  # every writer closed; the app may still run
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        pid, waited = os.waitpid(child, os.WNOHANG)
+        if pid:
+            status = waited
+    # Workers the app left behind still hold the pipe (and its ports): end them, so the
+    # next instance starts clean, then take the last of the output.
+    rootfs = spawn.plan["rootfs"]
+    procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
+    deadline = time.monotonic() + DRAIN
+    while open_reader and time.monotonic() < deadline:
+        if not select.select([reader], [], [], max(deadline - time.monotonic(), 0))[0]:
+            break
+        data = os.read(reader, 65536)
+        if not data:
+            break
+        pump.write(data)
+    pump.close()
+    return status
 
-def set_up_mounts(spawn: Spawn) -> None:
-    """Step 7: the plan's mounts (vzslave/mounts.py); skipped when prepared this boot."""
+
+def set_up_host_mounts(spawn: Spawn) -> None:
+    """Step 7: the mounts of a plan without a mount namespace of its own live in the
+    node's (vzslave made them at start, and marked the boot); after a reboot they are
+    made again here, before the app's private mount namespace is entered."""
     plan = spawn.plan
-    if not any(ns["type"] == "mount" for ns in plan["namespaces"]):
-        boot = _read("/proc/sys/kernel/random/boot_id")
-        if boot and _read(os.path.join(plan["state_dir"], "mounts")) == boot:
-            return  # the fast path: the mount code is not even imported
+    if _has_namespace(plan, "mount"):
+        return
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    if boot and _read(os.path.join(plan["state_dir"], "mounts")) == boot:
+        return  # the fast path: the mount code is not even imported
     from vzslave import mounts
     mounts.set_up(plan)
+
+
+def set_up_mounts(spawn: Spawn) -> None:
+    """Step 10: the mounts of a plan with a mount namespace, made in it at every spawn."""
+    if _has_namespace(spawn.plan, "mount"):
+        from vzslave import mounts
+        mounts.set_up(spawn.plan)
 
 
 def _read(path: str) -> bytes:
@@ -422,7 +540,7 @@ def release(plan: "Plan") -> "List[str]":
 
 
 def set_oom_score_adj(spawn: Spawn) -> None:
-    """Step 8: the OOM killer's preference, written before chroot hides /proc."""
+    """Step 11: the OOM killer's preference, written before the rootfs hides /proc."""
     value = spawn.plan["process"].get("oom_score_adj")
     if value is not None:
         with open("/proc/self/oom_score_adj", "w") as out:
@@ -430,18 +548,22 @@ def set_oom_score_adj(spawn: Spawn) -> None:
 
 
 def record_running(spawn: Spawn) -> None:
-    """Step 9: record the running state (outside the rootfs, so before chroot)."""
+    """Step 12: record the running state (outside the rootfs, so before entering it)."""
     if not spawn.monitored:  # else the monitor recorded its own pid before the fork
+        # The start time tells this pid from a reuse of it: nobody signals a stranger.
         spawn.record.update(state="running", pid=str(os.getpid()),
+                            ticks=str(procs.start_time(os.getpid()) or ""),
                             started="{:.3f}".format(time.time()))
         write_run_record(spawn.record_path, spawn.record)
     if spawn.record_fd < 0:
         spawn.record_fd = os.open(spawn.record_path, os.O_WRONLY | os.O_CLOEXEC)
 
 
-def change_root(spawn: Spawn) -> None:
-    """Step 10: chroot into the rootfs, then chdir to the process's cwd."""
-    process = spawn.plan["process"]
+def enter_root(spawn: Spawn) -> None:
+    """Step 13: enter the rootfs (pivot_root, or chroot where the node cannot), then
+    chdir to the process's cwd."""
+    plan = spawn.plan
+    process = plan["process"]
     # Inside the rootfs the standard library and /proc are out of reach: get what the
     # later steps need now.
     if process.get("rlimits"):
@@ -451,17 +573,43 @@ def change_root(spawn: Spawn) -> None:
     if (process.get("capabilities") is not None or process.get("no_new_privileges")
             or spawn.monitored):
         linux.preload()
-    os.chroot(spawn.plan["rootfs"])
+    if plan.get("enter", "pivot_root") == "pivot_root":
+        pivot_into(plan["rootfs"])
+    else:
+        os.chroot(plan["rootfs"])
     cwd = process["cwd"]
     try:
         os.chdir(cwd)
     except OSError as exc:
-        raise RunnerError("chroot", "cannot chdir to {} in the rootfs: {}".format(
+        raise RunnerError("root", "cannot chdir to {} in the rootfs: {}".format(
             cwd, exc.strerror)) from exc
 
 
+def pivot_into(rootfs: str) -> None:
+    """Make ``rootfs`` (a mount point) the root of this mount namespace, and detach the
+    old root, as runc does: unlike chroot, nothing is left above "/" to climb to."""
+    old = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    new = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new)
+        try:
+            # pivot_root(".", "."): the old root ends up stacked on the new one.
+            linux.pivot_root(".", ".")
+        except OSError as exc:
+            raise RunnerError("root", "cannot pivot_root into {}: {}".format(
+                rootfs, exc.strerror)) from exc
+        os.fchdir(old)
+        # rslave first, so that detaching the old root does not propagate to the node.
+        linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
+        linux.umount2(".", linux.MNT_DETACH)
+    finally:
+        os.close(old)
+        os.close(new)
+    os.chdir("/")
+
+
 def set_rlimits(spawn: Spawn) -> None:
-    """Step 11: resource limits (-1 is unlimited)."""
+    """Step 14: resource limits (-1 is unlimited)."""
     rlimits = spawn.plan["process"].get("rlimits")
     if rlimits:
         import resource
@@ -470,7 +618,7 @@ def set_rlimits(spawn: Spawn) -> None:
 
 
 def drop_bounding_set(spawn: Spawn) -> None:
-    """Step 12: drop every capability outside capabilities.bounding, where allowed."""
+    """Step 15: drop every capability outside capabilities.bounding, where allowed."""
     caps = spawn.plan["process"].get("capabilities")
     if caps is None:
         return
@@ -486,7 +634,7 @@ def drop_bounding_set(spawn: Spawn) -> None:
 
 
 def change_user(spawn: Spawn) -> None:
-    """Step 13: supplementary groups, then gid, then uid, in that order; then umask."""
+    """Step 16: supplementary groups, then gid, then uid, in that order; then umask."""
     process = spawn.plan["process"]
     os.setgroups(list(process.get("additional_gids") or []))
     if process.get("capabilities") is not None and process["uid"] != 0:
@@ -504,7 +652,7 @@ def _mask_of(caps: "List[int]") -> int:
 
 
 def set_capabilities(spawn: Spawn) -> None:
-    """Step 14: effective, permitted and inheritable sets, then the ambient ones."""
+    """Step 17: effective, permitted and inheritable sets, then the ambient ones."""
     caps = spawn.plan["process"].get("capabilities")
     if caps is None:
         return
@@ -522,7 +670,7 @@ def set_capabilities(spawn: Spawn) -> None:
 
 
 def set_no_new_privileges(spawn: Spawn) -> None:
-    """Step 15: no_new_privileges: setuid bits and file capabilities stop working."""
+    """Step 18: no_new_privileges: setuid bits and file capabilities stop working."""
     if spawn.plan["process"].get("no_new_privileges"):
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
@@ -539,7 +687,7 @@ def reset_signals() -> None:
 
 
 def execvpe(program: str, args: "List[str]", env: "Dict[str, str]") -> None:
-    """os.execvpe without its warnings import (out of reach after chroot)."""
+    """os.execvpe without its warnings import (out of reach in the rootfs)."""
     if "/" in program:
         os.execve(program, args, env)
     error: "Optional[OSError]" = None
@@ -555,7 +703,7 @@ def execvpe(program: str, args: "List[str]", env: "Dict[str, str]") -> None:
 
 
 def exec_process(process: "Dict[str, Any]") -> None:
-    """Exec the plan's process (PATH from its env, searched inside the chroot); OSError."""
+    """Exec the plan's process (PATH from its env, searched inside the rootfs); OSError."""
     args = process["args"]
     env = dict(item.split("=", 1) for item in process["env"] if "=" in item)
     reset_signals()
@@ -563,7 +711,7 @@ def exec_process(process: "Dict[str, Any]") -> None:
 
 
 def exec_app(spawn: Spawn) -> None:
-    """Step 16: exec the app, or report why it cannot be and exit 127."""
+    """Step 19: exec the app, or report why it cannot be and exit 127."""
     args = spawn.plan["process"]["args"]
     if spawn.monitored:  # setuid cleared it
         linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
@@ -574,16 +722,17 @@ def exec_app(spawn: Spawn) -> None:
         fail(spawn, "exec", line, line)
 
 
-_STEPS = (("log", open_log), ("session", start_session), ("runtime", exec_runtime),
-          ("namespaces", enter_namespaces), ("namespaces", start_monitor),
+_STEPS = (("log", open_log), ("session", start_session), ("clean", end_previous),
+          ("runtime", exec_runtime), ("mounts", set_up_host_mounts),
+          ("monitor", start_monitor), ("namespaces", enter_namespaces),
           ("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
-          ("record", record_running), ("chroot", change_root), ("rlimits", set_rlimits),
+          ("record", record_running), ("root", enter_root), ("rlimits", set_rlimits),
           ("bounding", drop_bounding_set), ("user", change_user),
           ("capabilities", set_capabilities), ("no_new_privileges", set_no_new_privileges),
           ("exec", exec_app))
 # The steps after the namespaces, without the runner's bookkeeping (record) and the
 # exec: vzslave/runch.py runs them in the container process it holds before exec.
 SETUP_STEPS = (("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
-               ("chroot", change_root), ("rlimits", set_rlimits),
+               ("root", enter_root), ("rlimits", set_rlimits),
                ("bounding", drop_bounding_set), ("user", change_user),
                ("capabilities", set_capabilities), ("no_new_privileges", set_no_new_privileges))

@@ -9,6 +9,8 @@ import pytest
 from vzmaster.box import Hub, missing_requirements
 
 HERE = Path(__file__).resolve().parent
+ROOT = "/var/lib/vz"
+INITTAB = "/etc/inittab"
 
 
 def pytest_configure(config):
@@ -99,3 +101,37 @@ def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def deploy(box, digests, tmp_path, name, args, *members, **config):
+    """Push and unpack a busybox image running ``args`` as bundle ``name``."""
+    from tests import tarballs as tb
+    path = tmp_path / (name + ".tar")
+    path.write_bytes(tb.busybox_image(args, *members, **config))
+    with connect(box, digests) as node:
+        node.upload_image(str(path), name + ".tar")
+        node.unpack(name + ".tar", name)
+
+
+def proc_status(box, pid):
+    text = box.exec(["cat", "/proc/{}/status".format(pid)]).stdout.decode()
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def box_pids(box, rootfs):
+    """Pids in the box whose root directory is ``rootfs``, by device and inode: a process
+    that pivoted into it shows readlink only "/"."""
+    out = box.exec(["sh", "-c", 'want=$(stat -c %d:%i "$0" 2>/dev/null) || exit 0; '
+                    "for p in /proc/[0-9]*; do r=$(stat -L -c %d:%i $p/root 2>/dev/null) && "
+                    '[ "$r" = "$want" ] && echo ${p#/proc/}; done; true', rootfs]).stdout
+    return [int(p) for p in out.split()]
+
+
+def box_mounts(box, rootfs):
+    info = box.read_file("/proc/1/mountinfo").decode()
+    return [line.split()[4] for line in info.splitlines() if line.split()[4].startswith(rootfs)]
+
+
+def admin_lines(box):
+    return [line for line in box.read_file(INITTAB).splitlines(keepends=True)
+            if b"/bin/vzrun " not in line]

@@ -26,9 +26,9 @@ def config(**options):
     return make_config(Options(args=["/bin/app"], **options), ROOT)
 
 
-def test_the_default_config_runs_in_the_hosts_network_with_a_mount_namespace():
+def test_the_default_config_runs_in_the_hosts_network_with_its_own_mounts_pids_and_ipc():
     made = config()
-    assert made["linux"]["namespaces"] == [{"type": "mount"}]
+    assert made["linux"]["namespaces"] == [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}]
     assert made["process"]["env"] == [DEFAULT_PATH]
     assert made["process"]["noNewPrivileges"] is True
     assert [m["destination"] for m in made["mounts"]] == [

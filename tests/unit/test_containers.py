@@ -10,7 +10,7 @@ from tests import tarballs as tb
 from vzslave import containers as ct
 from vzslave.bundles import BundleStore
 from vzslave.errors import (BadRequestError, DisabledByAdminError, NoRuntimeError,
-                            NoSuchContainerError)
+                            NoSuchContainerError, PolicyDeniedError)
 from vzslave.images import ImageStore
 from vzslave.inittab import Dialect
 
@@ -125,3 +125,97 @@ def test_runtime_args_that_are_not_global_options_are_refused(node, args):
 def test_status_of_an_unknown_container_is_refused(node):
     with pytest.raises(NoSuchContainerError):
         node.status("ghost")
+
+
+# -- containment choices ------------------------------------------------------------
+
+def saved_plan(layout):
+    with open(os.path.join(layout.container_dir("app"), "plan.marshal"), "rb") as f:
+        return marshal.load(f)
+
+
+def test_a_node_that_can_pivot_root_enters_containers_with_it(node, layout, monkeypatch):
+    monkeypatch.setattr(ct, "probe_pivot_root", lambda rootfs: None)
+    status = node.start("app", wait=False)
+    assert saved_plan(layout)["enter"] == "pivot_root" and status.warnings == []
+
+
+def test_a_node_that_cannot_pivot_root_falls_back_to_chroot_without_cap_sys_chroot(
+        node, layout, monkeypatch):
+    monkeypatch.setattr(ct, "probe_pivot_root", lambda rootfs: "unshare: not permitted")
+    status = node.start("app", wait=False)
+    plan = saved_plan(layout)
+    assert plan["enter"] == "chroot"
+    chroot_cap = ct.oci.CAPABILITIES["CAP_SYS_CHROOT"]
+    assert all(chroot_cap not in caps for caps in plan["process"]["capabilities"].values())
+    assert any("cannot pivot_root" in w and "unshare: not permitted" in w
+               for w in status.warnings)
+    assert node.status("app")[0].warnings == status.warnings
+
+
+def test_the_policy_can_forbid_the_chroot_fallback(node, layout, monkeypatch):
+    monkeypatch.setattr(ct, "probe_pivot_root", lambda rootfs: "EINVAL")
+    with open(layout.policy, "w") as out:
+        json.dump({"chroot_fallback": False}, out)
+    with pytest.raises(PolicyDeniedError) as raised:
+        node.start("app", wait=False)
+    assert raised.value.details["policy"] == "chroot_fallback"
+    assert "vzrun" not in node.inittab.read_text()
+
+
+def test_a_config_outside_the_policy_is_refused_at_start(node, layout):
+    with open(layout.policy, "w") as out:
+        json.dump({"capabilities": ["CAP_CHOWN"]}, out)
+    with pytest.raises(PolicyDeniedError, match="process.capabilities"):
+        node.start("app", wait=False)
+    assert "vzrun" not in node.inittab.read_text()
+
+
+# -- init reloads, full disks, forgetting ---------------------------------------------
+
+def test_a_reload_left_owed_by_a_killed_session_is_made_by_the_next_request(node, layout):
+    """When vzslave dies between writing the inittab and telling init, the mark it left
+    makes the next session reload init before anything else."""
+    open(os.path.join(layout.containers, ct.RELOAD_PENDING), "w").close()
+    node.status()
+    assert node.calls == ["reload"]
+    assert not os.path.exists(os.path.join(layout.containers, ct.RELOAD_PENDING))
+    node.status()
+    assert node.calls == ["reload"]
+
+
+def test_start_and_stop_leave_no_reload_owed(node, layout):
+    node.start("app", wait=False)
+    node.stop("app", grace=0.1)
+    assert not os.path.exists(os.path.join(layout.containers, ct.RELOAD_PENDING))
+
+
+def test_stop_on_a_full_disk_freezes_the_container_and_uses_the_reserve(node, layout,
+                                                                       monkeypatch):
+    node.start("app", wait=False)
+    ct.fs.keep_reserve(layout.reserve)
+    frozen = []
+    monkeypatch.setattr(ct.procs, "freeze", lambda found: frozen.append(found))
+    real_save, failures = node._save, [OSError(28, "No space left on device")]
+
+    def save(name, settings):
+        if failures:
+            raise failures.pop()
+        real_save(name, settings)
+
+    monkeypatch.setattr(node, "_save", save)
+    assert node.stop("app", grace=0.1).state == "stopped"
+    assert frozen and "vzrun" not in node.inittab.read_text()
+    assert os.path.getsize(layout.reserve) == ct.fs.RESERVE_BYTES  # made again after
+
+
+def test_removing_the_bundle_forgets_the_stopped_container_and_its_logs(node, layout):
+    node.start("app", wait=False)
+    node.stop("app", grace=0.1)
+    for name in ("app.log", "app.log.1", "apple.log"):
+        open(os.path.join(layout.logs, name), "w").close()
+    node.bundles.forget = node.forget
+    node.bundles.remove("app")
+    with pytest.raises(NoSuchContainerError):
+        node.status("app")
+    assert os.listdir(layout.logs) == ["apple.log"]

@@ -76,7 +76,7 @@ def test_the_plan_has_every_key_of_the_contract_but_those_vzslave_adds(bundle):
     assert set(plan_of(bundle)) == {
         "version", "name", "bundle", "rootfs", "readonly", "namespaces", "hostname",
         "domainname", "mounts", "devices", "links", "masked_paths", "readonly_paths",
-        "rootfs_propagation", "process", "warnings"}
+        "rootfs_propagation", "process", "warnings", "enter"}
 
 
 def test_the_plan_survives_marshal_and_json_unchanged(bundle, tmp_path):
@@ -94,8 +94,30 @@ def test_a_minimal_config_gets_the_defaults(bundle):
     assert plan["process"] == {
         "args": ["/bin/sh"], "env": [PATH_ENV], "cwd": "/", "uid": 0, "gid": 0,
         "additional_gids": [], "umask": None, "rlimits": [], "no_new_privileges": False,
-        "capabilities": None, "oom_score_adj": None}
-    assert plan["warnings"] == []
+        "capabilities": DEFAULTS_FOR_ROOT, "oom_score_adj": None}
+    assert plan["warnings"] == [] and plan["enter"] == "pivot_root"
+
+
+DEFAULT_NUMBERS = [oci.CAPABILITIES[name] for name in oci.DEFAULT_CAPABILITIES]
+DEFAULTS_FOR_ROOT = {"bounding": DEFAULT_NUMBERS, "effective": DEFAULT_NUMBERS,
+                     "permitted": DEFAULT_NUMBERS, "inheritable": [], "ambient": []}
+
+
+def test_a_config_without_capabilities_never_gets_all_of_roots():
+    """When config.json has no capabilities section, the app gets vz's defaults: no
+    CAP_MKNOD (no device cgroup guards the node's disks) and no CAP_NET_RAW (the node's
+    network is shared), never every capability root has."""
+    assert "CAP_MKNOD" not in oci.DEFAULT_CAPABILITIES
+    assert "CAP_NET_RAW" not in oci.DEFAULT_CAPABILITIES
+    assert "CAP_SYS_ADMIN" not in oci.DEFAULT_CAPABILITIES
+
+
+def test_a_non_root_app_without_capabilities_gets_only_the_bounding_set(bundle):
+    plan = plan_of(bundle, process={"args": ["/bin/sh"], "cwd": "/",
+                                    "user": {"uid": 1000, "gid": 1000}})
+    assert plan["process"]["capabilities"] == {
+        "bounding": DEFAULT_NUMBERS, "effective": [], "permitted": [], "inheritable": [],
+        "ambient": []}
 
 
 def test_the_bundle_is_resolved_to_its_realpath(bundle, tmp_path):
@@ -166,9 +188,17 @@ def test_rbind_makes_a_recursive_bind_of_any_type(bundle):
     assert mount["propagation"] == oci.MS_PRIVATE | oci.MS_REC
 
 
+def test_a_relative_bind_source_that_climbs_out_of_the_bundle_is_refused(bundle):
+    with pytest.raises(BadConfigError, match="climbs out of the bundle") as raised:
+        plan_of(bundle, mounts=[{"destination": "/data", "source": "rootfs/../../etc",
+                                 "options": ["bind"]}])
+    assert raised.value.details["field"] == "mounts[0].source"
+
+
 def test_a_relative_bind_source_is_taken_from_the_bundle(bundle):
     plan = plan_of(bundle, mounts=[{"destination": "/data", "source": "data/./x",
                                     "options": ["bind"]}])
+    assert plan["mounts"][0]["in_bundle"] == "data/x"
     mount = plan["mounts"][0]
     assert mount["source"] == os.path.join(bundle, "data", "x") and mount["type"] == "bind"
 

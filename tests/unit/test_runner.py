@@ -83,6 +83,9 @@ class FakeOs(object):
     def chdir(self, path):
         self._record("chdir", path)
 
+    def fchdir(self, fd):
+        self._record("fchdir")
+
     def setgroups(self, groups):
         self._record("setgroups", groups)
 
@@ -141,7 +144,7 @@ class FakeLinux(object):
 
     def mount(self, source, target, fstype, flags, data=None):
         self.calls.append(("mount", source, fstype, flags))
-        if self.mount_error is not None:
+        if self.mount_error is not None and fstype is not None:  # a filesystem, not a bind
             raise self.mount_error
 
     def umount2(self, target, flags=0):
@@ -149,6 +152,9 @@ class FakeLinux(object):
 
     def unshare(self, flags):
         self.calls.append(("unshare", flags))
+
+    def pivot_root(self, new_root, put_old):
+        self.calls.append(("pivot_root", new_root, put_old))
 
     def setns(self, fd, flag):
         self.calls.append(("setns", flag))
@@ -206,7 +212,8 @@ def test_steps_run_in_order_from_mounts_to_exec(tmp_path, calls):
     plan["namespaces"] = [{"type": "mount", "flag": linux.CLONE_NEWNS, "path": None}]
     save(tmp_path, plan)
     run_main(tmp_path)
-    wanted = ["unshare", "mount", "chroot", "chdir", "setrlimit",
+    wanted = ["unshare", "mount", "fchdir", "pivot_root", "fchdir", "mount", "umount2",
+              "chdir", "setrlimit",
               "prctl {}".format(linux.PR_CAPBSET_DROP), "setgroups",
               "prctl {}".format(linux.PR_SET_KEEPCAPS), "setgid", "setuid", "umask", "capset",
               "prctl {}".format(linux.PR_CAP_AMBIENT), "prctl {}".format(linux.PR_SET_NO_NEW_PRIVS),
@@ -246,17 +253,42 @@ def test_keepcaps_is_skipped_without_capabilities_or_for_root(tmp_path, calls):
     assert not [c for c in calls if c[0] in ("prctl", "capset", "preload")]
 
 
-def test_ctypes_is_preloaded_before_chroot_when_later_steps_need_it(tmp_path, calls):
+def test_ctypes_is_preloaded_before_pivot_root_when_later_steps_need_it(tmp_path, calls):
     save(tmp_path, make_plan(tmp_path))
     run_main(tmp_path)
     seen = names(calls)
-    assert seen.index("preload") < seen.index("chroot")
+    assert seen.index("preload") < seen.index("pivot_root")
+
+
+def plan_mounts(calls, rootfs=None):
+    """The mounts of the plan itself: not the private namespace's rslave, not the
+    rootfs bound onto itself, not the detaching of the old root."""
+    return [c for c in calls if c[0] == "mount" and c[1] not in (None, rootfs)]
+
+
+def test_the_app_enters_its_rootfs_by_pivot_root_and_detaches_the_old_root(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path))
+    run_main(tmp_path)
+    seen = [c for c in calls if c[0] in ("unshare", "pivot_root", "umount2", "chroot")]
+    assert seen == [("unshare", linux.CLONE_NEWNS), ("pivot_root", ".", "."),
+                    ("umount2", ".", linux.MNT_DETACH)]
+
+
+def test_a_node_that_cannot_pivot_root_runs_the_app_in_a_chroot(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    plan["enter"] = "chroot"
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    assert ("chroot", plan["rootfs"]) in calls
+    assert not [c for c in calls if c[0] in ("unshare", "pivot_root")]
 
 
 def test_the_marker_of_this_boot_skips_every_mount(tmp_path, calls):
-    save(tmp_path, make_plan(tmp_path))
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
     run_main(tmp_path)
-    assert "mount" not in names(calls)
+    assert plan_mounts(calls, plan["rootfs"]) == []
+    assert ("mount", plan["rootfs"], None, linux.MS_BIND | linux.MS_REC) not in calls
 
 
 def test_the_marker_of_this_boot_skips_importing_the_mount_code(tmp_path, calls,
@@ -275,16 +307,18 @@ def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, call
     monkeypatch.setattr(runner, "_read", lambda path: boot.get(path, b"boot-1"))
     monkeypatch.setattr(mount_code, "_read", lambda path: boot.get(path, b"boot-1"))
     run_main(tmp_path)
-    assert [c for c in calls if c[0] == "mount"] == [("mount", "proc", "proc", 0)]
+    assert plan_mounts(calls) == [("mount", plan["rootfs"], None, linux.MS_BIND | linux.MS_REC),
+                                  ("mount", "proc", "proc", 0)]
     assert os.path.exists(os.path.join(plan["state_dir"], "mounts"))
 
 
 def test_an_unreadable_boot_id_never_counts_as_prepared(tmp_path, calls, monkeypatch):
-    save(tmp_path, make_plan(tmp_path))
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
     monkeypatch.setattr(runner, "_read", lambda path: b"")
     monkeypatch.setattr(mount_code, "_read", lambda path: b"")
     run_main(tmp_path)
-    assert [c for c in calls if c[0] == "mount"] == [("mount", "proc", "proc", 0)]
+    assert plan_mounts(calls, plan["rootfs"]) == [("mount", "proc", "proc", 0)]
 
 
 def test_stdio_goes_to_the_log_and_other_fds_are_closed(tmp_path, calls, capfd):
@@ -297,17 +331,18 @@ def test_stdio_goes_to_the_log_and_other_fds_are_closed(tmp_path, calls, capfd):
     assert "vz: app: warning: process.terminal is true: ignored" in err
 
 
-def test_the_run_record_says_running_before_chroot(tmp_path, calls, monkeypatch):
+def test_the_run_record_says_running_before_the_app_enters_its_rootfs(tmp_path, calls,
+                                                                      monkeypatch):
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
     seen = {}
-    fake = runner.os
+    fake = runner.linux
 
-    def chroot(path):
+    def pivot_root(new_root, put_old):
         seen.update(runner.read_run_record(os.path.join(plan["state_dir"], "run")))
-        fake._record("chroot", path)
+        fake.calls.append(("pivot_root", new_root, put_old))
 
-    monkeypatch.setattr(fake, "chroot", chroot, raising=False)
+    monkeypatch.setattr(fake, "pivot_root", pivot_root, raising=False)
     run_main(tmp_path)
     assert seen["state"] == "running" and seen["pid"] == str(os.getpid())
     assert seen["spawns"] == "1" and seen["supervisor"] == "builtin"
@@ -409,11 +444,11 @@ def test_namespaces_are_joined_then_created_then_set_up(tmp_path, calls):
     save(tmp_path, plan)
     run_main(tmp_path)
     calls = [c for c in calls if c[0] != "umask"]
-    assert calls[calls.index(("setns", linux.CLONE_NEWNET)) + 1:][:5] == [
+    assert calls[calls.index(("setns", linux.CLONE_NEWNET)) + 1:][:6] == [
         ("unshare", linux.CLONE_NEWNS | linux.CLONE_NEWUTS),
         ("mount", None, None, linux.MS_REC | linux.MS_SLAVE),
         ("sethostname", "box"), ("setdomainname", "example"),
-        ("mount", "proc", "proc", 0)]
+        rootfs_bind(plan), ("mount", "proc", "proc", 0)]
     assert ("loopback_up",) not in calls  # a joined network namespace is left as it is
 
 
@@ -501,6 +536,11 @@ def test_a_missing_run_record_reads_as_empty(tmp_path):
 
 # -- mounts: refusing the image's symlinks (real directories) ---------------
 
+def rootfs_bind(plan):
+    """The first mount of every mount_plan: the rootfs onto itself (pivot_root needs it)."""
+    return ("mount", plan["rootfs"], None, linux.MS_BIND | linux.MS_REC)
+
+
 @pytest.fixture
 def mounts(monkeypatch):
     """Fake linux only: real directories are walked, nothing is mounted."""
@@ -516,7 +556,7 @@ def test_a_symlinked_mount_destination_is_refused(tmp_path, mounts):
     with pytest.raises(runner.RunnerError, match="mount destination /proc is a symlink in "
                                                  "the image; refusing"):
         mount_code.mount_plan(plan, only_missing=False)
-    assert mounts == []
+    assert mounts == [rootfs_bind(plan)]
 
 
 @requires_root
@@ -526,7 +566,7 @@ def test_a_symlink_inside_a_mount_destination_is_refused(tmp_path, mounts):
     os.symlink(str(tmp_path), os.path.join(plan["rootfs"], "dev"))
     with pytest.raises(runner.RunnerError, match="/dev/pts goes through dev, a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
-    assert mounts == [] and not os.path.exists(str(tmp_path / "pts"))
+    assert mounts == [rootfs_bind(plan)] and not os.path.exists(str(tmp_path / "pts"))
 
 
 @requires_root
@@ -537,7 +577,7 @@ def test_a_symlinked_file_bind_target_is_refused(tmp_path, mounts):
     os.symlink("/etc/passwd", os.path.join(plan["rootfs"], "etc", "resolv.conf"))
     with pytest.raises(runner.RunnerError, match="/etc/resolv.conf is a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
-    assert mounts == []
+    assert mounts == [rootfs_bind(plan)]
 
 
 @requires_root
@@ -556,7 +596,8 @@ def test_prepare_refuses_with_bad_config_and_releases(tmp_path, mounts, monkeypa
     monkeypatch.setattr(mount_code, "release", lambda p: mounts.append(("release",)) or [])
     with pytest.raises(BadConfigError, match="/proc is a symlink") as raised:
         runner.prepare(plan)
-    assert mounts == [("release",)] and raised.value.details == {"step": "mounts"}
+    assert mounts == [rootfs_bind(plan), ("release",)]
+    assert raised.value.details == {"step": "mounts"}
 
 
 def test_missing_destinations_are_made_as_directories_and_empty_files(tmp_path, mounts):
@@ -566,8 +607,10 @@ def test_missing_destinations_are_made_as_directories_and_empty_files(tmp_path, 
     mount_code.mount_plan(plan, only_missing=False)
     assert os.path.isdir(os.path.join(plan["rootfs"], "a", "b"))
     assert os.path.getsize(os.path.join(plan["rootfs"], "etc", "hostname")) == 0
+    source = mounts[2][1]  # the node's file, opened first: mounted through its fd
+    assert source.startswith("/proc/self/fd/")
     assert [m[1:] for m in mounts] == [
-        ("tmpfs", "tmpfs", 0), ("/etc/hostname", None, linux.MS_BIND),
+        rootfs_bind(plan)[1:], ("tmpfs", "tmpfs", 0), (source, None, linux.MS_BIND),
         (None, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
          | (os.statvfs(plan["rootfs"]).f_flag & linux.MS_LOCKED))]
 

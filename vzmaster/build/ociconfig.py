@@ -2,13 +2,16 @@
 
 The config is an OCI runtime-spec 1.0.2 document shaped for a service on a VPS:
 
-- namespaces: mount only. The app shares the node's network (it serves on the node's
-  addresses, no port mapping), PIDs (no PID 1 of ours beside it) and IPC; runc needs
-  a mount namespace, and it keeps the container's mounts off the node's table.
+- namespaces: mount, pid and ipc. The app shares the node's network (it serves on the
+  node's addresses, no port mapping). Its own PIDs keep it from seeing or signalling
+  the node's processes, and end its orphans with it; its own IPC keeps it off the
+  node's shared memory; runc needs a mount namespace, and it keeps the container's
+  mounts off the node's table.
 - mounts: runc's /proc, /dev, /dev/pts, /dev/shm; the node's /etc/resolv.conf and
   /etc/hosts bound read-only (DNS is the node's business, not the build machine's);
   then the user's binds and tmpfs mounts.
-- Docker's default capabilities (effective only for root), no-new-privileges, runc's
+- vz's default capabilities (vzslave.oci.DEFAULT_CAPABILITIES: Docker's less MKNOD and
+  NET_RAW; effective only for root), no-new-privileges, runc's
   masked and read-only /proc paths, and a device rule that denies all but the nodes
   every runtime makes.
 
@@ -28,9 +31,7 @@ from vzslave.errors import VzError
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = oci.DEFAULT_ENV[0]
-DEFAULT_CAPABILITIES = sorted("CAP_" + name for name in (
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"))
+DEFAULT_CAPABILITIES = oci.DEFAULT_CAPABILITIES  # docs/security.md says why each one
 MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
                 "/proc/sched_debug", "/proc/scsi"]
@@ -144,7 +145,7 @@ def make_config(options: Options, user: User) -> Dict[str, Any]:
         "root": {"path": "rootfs", "readonly": options.readonly},
         "mounts": _mounts(options),
         "linux": {
-            "namespaces": [{"type": "mount"}],
+            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}],
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
