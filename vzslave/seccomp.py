@@ -90,7 +90,7 @@ MACHINES.update({name: ((X86, X86), (X86,)) for name in ("i386", "i486", "i586",
 MACHINES.update({name: ((ARM, ARM), (ARM,)) for name in _ARM_MACHINES})
 
 _SECCOMP_DATA_ARGS = 16  # offsetof(struct seccomp_data, args)
-_RUNC = "set runtime to runc or crun"
+_RUNC = "set runtime to runc or crun to run this bundle unchanged"
 
 
 class Filter(NamedTuple):
