@@ -36,9 +36,14 @@ def check(program):
     return insns
 
 
+_checked = {}
+
+
 def run(program, arch, nr, args=()):
     """(return value, instructions executed) for syscall ``nr`` of ``arch`` with ``args``."""
-    insns = check(program)
+    insns = _checked.get(program)
+    if insns is None:
+        insns = _checked[program] = check(program)
     data = _DATA.pack(nr if nr < 2 ** 31 else nr - 2 ** 32, arch, 0,
                       *(list(args) + [0] * (6 - len(args))))
     pc = steps = a = 0
