@@ -114,19 +114,22 @@ def _bad(field: str, message: str) -> BadConfigError:
     return BadConfigError(message, {"field": field})
 
 
+_JSON_TYPES: Dict[type, str] = {
+    bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+    dict: "an object"}
+
+
 def _kind(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "an object"}
-    return names.get(type(value), "null")
+    return _JSON_TYPES.get(type(value), "null")  # json.loads makes exactly these types
 
 
 def _typed(obj: Dict[str, Any], key: str, cls: type, field: str, default: Any) -> Any:
+    """``obj[key]`` checked to be a ``cls`` (a list or an object); ``default`` if absent."""
     value = obj.get(key)
     if value is None:
         return default
-    if not isinstance(value, cls) or (cls is int and isinstance(value, bool)):
-        raise _bad(field, "{} must be {}, not {}".format(
-            field, _kind(cls()), _kind(value)))
+    if not isinstance(value, cls):
+        raise _bad(field, "{} must be {}, not {}".format(field, _JSON_TYPES[cls], _kind(value)))
     return value
 
 
