@@ -11,6 +11,9 @@ exec to exit, timed by the parent (posix_spawn + waitpid), round robin:
                                  (runner.prepare, as container.start does): no namespace
     vzrun, runc-spec bundle      the same runner on `runc spec`'s config: 5 namespaces
                                  (pid: a monitor forks), caps, no_new_privileges, ro root
+    vzrun, plain + seccomp       the plain bundle with `vzmaster build`'s default seccomp
+                                 profile (compiled at start; installed, then the exec
+                                 and /bin/true run under it)
     runc run / crun run          the runc-spec bundle (terminal false, args /bin/true)
 
 crun refuses this host's hybrid cgroup layout ("cgroups in hybrid mode not supported"),
@@ -45,6 +48,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vzmaster.build.ociconfig import default_seccomp  # noqa: E402
 from vzslave import linux, oci, runner  # noqa: E402
 from vzslave.containers import _LAUNCHER, BACKOFF  # noqa: E402
 
@@ -69,7 +73,8 @@ class State:
         os.chmod(self.launcher, 0o755)
         self.plans: dict[str, dict[str, Any]] = {}
 
-    def bundle(self, name: str, args: list[str], spec: bool) -> str:
+    def bundle(self, name: str, args: list[str], spec: bool,
+               linux: dict[str, Any] | None = None) -> str:
         """A bundle of a busybox rootfs: `runc spec`'s config, or a bare process config."""
         bundle = os.path.join(self.root, "bundles", name)
         rootfs = os.path.join(bundle, "rootfs")
@@ -86,6 +91,8 @@ class State:
         else:  # as tests/tarballs.py busybox_image writes it
             config = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
                       "process": {"args": args, "cwd": "/", "env": ["PATH=/bin"]}}
+            if linux:
+                config["linux"] = linux
         with open(os.path.join(bundle, "config.json"), "w") as out:
             json.dump(config, out)
         return bundle
@@ -240,8 +247,11 @@ class Crun:
 def spawn_cases(state: State, runs: int, crun: Crun) -> None:
     plain = state.bundle("plain", ["/bin/true"], spec=False)
     spec = state.bundle("spec", ["/bin/true"], spec=True)
+    filtered = state.bundle("seccomp", ["/bin/true"], spec=False, linux={
+        "seccomp": default_seccomp(os.uname().machine)})
     state.container("plain", plain)
     state.container("specrun", spec)
+    state.container("seccomp", filtered)
     rootfs = os.path.join(plain, "rootfs")
     cases = [
         Case("python3 -IS -c pass", [state.python, "-IS", "-c", "pass"]),
@@ -251,6 +261,8 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
              before=lambda: state.fresh("plain")),
         Case("vzrun, runc-spec bundle (ns+caps+nnp)", [state.launcher, "specrun"],
              before=lambda: state.fresh("specrun")),
+        Case("vzrun, plain + build's seccomp profile", [state.launcher, "seccomp"],
+             before=lambda: state.fresh("seccomp")),
         Case("runc run, runc-spec bundle", [shutil.which("runc") or "runc", "run",
                                             "--bundle", spec, "vzbench-runc"]),
     ]
@@ -287,6 +299,8 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
         vz / chroot, vz - chroot))
     print("  vzrun plain - python3 -IS -c pass          {:+.1f} ms (the runner's own work "
           "after the interpreter start)".format(vz - py))
+    print("  vzrun seccomp - vzrun plain                {:+.2f} ms (installing the filter, "
+          "and the app under it)".format(medians[cases[4].label] - vz))
 
 
 # -- part 2: resident memory --------------------------------------------------------

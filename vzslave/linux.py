@@ -73,6 +73,13 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "i386": 217, "i486": 217, "i586
                    "i686": 217, "armv7l": 218, "armv6l": 218, "ppc64le": 203,
                    "s390x": 217, "riscv64": 41, "loongarch64": 41}
 
+# seccomp(2) / prctl(2) filter installation
+SECCOMP_SET_MODE_FILTER = 1
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_FILTER_FLAG_TSYNC = 1
+_ENOSYS, _EINVAL = 38, 22  # without importing errno on the runner's path
+
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 1
@@ -183,6 +190,36 @@ def capget(pid: int = 0) -> "Tuple[int, int, int]":
     _call("capget", (_native(CAPABILITY_VERSION_3) + _native(pid), data), "capget")
     words = [int.from_bytes(data.raw[i:i + 4], sys.byteorder) for i in range(0, 24, 4)]
     return (words[0] | words[3] << 32, words[1] | words[4] << 32, words[2] | words[5] << 32)
+
+
+def seccomp_filter(program: bytes, syscall: int, flags: int = 0,
+                   optional_flags: int = 0) -> None:
+    """Install ``program`` (struct sock_filter[]) for this thread with seccomp(2).
+
+    ``syscall`` is seccomp's number on this arch (glibc has no wrapper). Flags in
+    ``optional_flags`` are dropped if the kernel refuses them (EINVAL). Kernels without
+    seccomp(2) (ENOSYS, before 3.17) get prctl(PR_SET_SECCOMP), which takes no flags
+    but TSYNC's meaning holds for a single-threaded caller.
+    """
+    preload()
+    import _ctypes
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }: the filter
+    # must stay alive (in ``buffer``) until the call returns.
+    buffer = _types[1](len(program))
+    buffer.raw = program
+    pointer_size = 8 if sys.maxsize > 2 ** 32 else 4
+    fprog = ((len(program) // 8).to_bytes(2, sys.byteorder) + bytes(pointer_size - 2)
+             + _ctypes.addressof(buffer).to_bytes(pointer_size, sys.byteorder))
+    try:
+        _call("syscall", (syscall, SECCOMP_SET_MODE_FILTER, flags | optional_flags, fprog),
+              "seccomp")
+        return
+    except OSError as exc:
+        if exc.errno == _EINVAL and optional_flags:
+            return seccomp_filter(program, syscall, flags)
+        if exc.errno != _ENOSYS or flags & ~SECCOMP_FILTER_FLAG_TSYNC:
+            raise
+    _call("prctl", (PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0), "prctl PR_SET_SECCOMP")
 
 
 def cap_last_cap() -> int:

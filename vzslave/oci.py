@@ -46,9 +46,13 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
     linux.resources               devices rules that deny, or allow only nodes the runner
                                   makes (nothing else is in /dev: a deny holds by
                                   construction); any other non-empty key refused: no cgroups
+    linux.seccomp                 compiled to a BPF filter for this node's arch
+                                  (vzslave/seccomp.py: its choices where the spec is
+                                  silent); listeners (SCMP_ACT_NOTIFY) and other machines
+                                  than x86_64, i386, aarch64, arm refused
     linux.uidMappings, gidMappings,
       timeOffsets, cgroupsPath,
-      sysctl, seccomp, intelRdt,
+      sysctl, intelRdt,
       personality, mountLabel,
       memoryPolicy, netDevices    refused when set: the runner has no such step
     hooks                         refused when any list is non-empty: no hooks are run
@@ -64,6 +68,7 @@ import json
 import os
 import posixpath
 import stat
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from vzslave.errors import BadConfigError, NoSuchBundleError, error_from_os
@@ -164,7 +169,6 @@ _UNSUPPORTED = [
     ("linux", "gidMappings", "make user namespaces, which ID mappings need"),
     ("linux", "timeOffsets", "make time namespaces, which time offsets need"),
     ("linux", "cgroupsPath", "put containers in cgroups"), ("linux", "sysctl", "set sysctls"),
-    ("linux", "seccomp", "install seccomp filters"),
     ("linux", "intelRdt", "apply Intel RDT settings"),
     ("linux", "personality", "set the personality"),
     ("linux", "mountLabel", "apply SELinux mount labels"),
@@ -271,8 +275,13 @@ def load_config(bundle: str, max_bytes: int = MAX_CONFIG) -> Dict[str, Any]:
     return config
 
 
-def build_plan(config: Dict[str, Any], bundle: str, name: str) -> Dict[str, Any]:
-    """Validate ``config`` and resolve it into the plan (all but the keys vzslave adds)."""
+def build_plan(config: Dict[str, Any], bundle: str, name: str,
+               machine: Optional[str] = None) -> Dict[str, Any]:
+    """Validate ``config`` and resolve it into the plan (all but the keys vzslave adds).
+
+    ``machine`` (uname -m) is what seccomp filters are compiled for: this node's own
+    unless given.
+    """
     validate_name("container", name)
     version = config.get("ociVersion")
     if not isinstance(version, str) or version.split(".")[0] != "1":
@@ -301,6 +310,7 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str) -> Dict[str, Any]
         "masked_paths": _paths(linux, "maskedPaths"),
         "readonly_paths": _paths(linux, "readonlyPaths"),
         "rootfs_propagation": _propagation(linux),
+        "seccomp": _seccomp(linux, machine or os.uname().machine, warnings),
         "warnings": warnings,
         # How the app enters its rootfs; containers.py turns it into "chroot" on nodes
         # that cannot pivot_root (with a warning, and without CAP_SYS_CHROOT).
@@ -571,3 +581,18 @@ def _propagation(linux: Dict[str, Any]) -> int:
         raise _bad("linux.rootfsPropagation", "linux.rootfsPropagation must be one of {}, "
                    "not {}".format(", ".join(PROPAGATION), json.dumps(value)))
     return PROPAGATION.get(value, 0)
+
+
+def _seccomp(linux: Dict[str, Any], machine: str,
+             warnings: List[str]) -> Optional[Dict[str, Any]]:
+    """The compiled filter as the runner installs it, or None without one."""
+    section = linux.get("seccomp")
+    if section is None:
+        return None
+    from vzslave.seccomp import compile_filter  # its tables load only for bundles with one
+    made = compile_filter(section, machine, 64 if sys.maxsize > 2 ** 32 else 32)
+    if made is None:
+        return None
+    warnings.extend(made.warnings)
+    return {"program": made.program, "flags": made.flags,
+            "optional_flags": made.optional_flags, "syscall": made.syscall}

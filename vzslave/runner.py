@@ -571,7 +571,7 @@ def enter_root(spawn: Spawn) -> None:
     if process.get("capabilities") is not None:
         spawn.last_cap = linux.cap_last_cap()
     if (process.get("capabilities") is not None or process.get("no_new_privileges")
-            or spawn.monitored):
+            or spawn.monitored or spawn.plan.get("seccomp")):
         linux.preload()
     if plan.get("enter", "pivot_root") == "pivot_root":
         pivot_into(plan["rootfs"])
@@ -615,6 +615,35 @@ def set_rlimits(spawn: Spawn) -> None:
         import resource
         for kind, soft, hard in rlimits:
             resource.setrlimit(kind, (soft, hard))  # RLIM_INFINITY is -1 on Linux
+
+
+def set_seccomp_privileged(spawn: Spawn) -> None:
+    """Step 14b (without no_new_privileges): the seccomp filter, while CAP_SYS_ADMIN holds.
+
+    As runc: the kernel takes a filter from a process without no_new_privileges only
+    with CAP_SYS_ADMIN, which the next steps drop. The runner's own calls after it
+    (prctl, setgroups, setgid, setuid, capset, rt_sigaction, execve) must pass the filter.
+    """
+    if spawn.plan.get("seccomp") and not spawn.plan["process"].get("no_new_privileges"):
+        install_seccomp(spawn)
+
+
+def set_seccomp(spawn: Spawn) -> None:
+    """Step 18b (with no_new_privileges): the seccomp filter, as the last step before exec."""
+    if spawn.plan.get("seccomp") and spawn.plan["process"].get("no_new_privileges"):
+        install_seccomp(spawn)
+
+
+def install_seccomp(spawn: Spawn) -> None:
+    """Install the plan's compiled filter (vzslave/seccomp.py made it at start time)."""
+    seccomp = spawn.plan["seccomp"]
+    try:
+        linux.seccomp_filter(seccomp["program"], seccomp["syscall"], seccomp["flags"],
+                             seccomp.get("optional_flags", 0))
+    except OSError as exc:
+        raise RunnerError("seccomp", "the kernel refused the seccomp filter ({}): it needs "
+                          "CONFIG_SECCOMP_FILTER, and every flag and action the profile uses; "
+                          "remove linux.seccomp to run without".format(exc.strerror)) from exc
 
 
 def drop_bounding_set(spawn: Spawn) -> None:
@@ -727,12 +756,15 @@ _STEPS = (("log", open_log), ("session", start_session), ("clean", end_previous)
           ("monitor", start_monitor), ("namespaces", enter_namespaces),
           ("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
           ("record", record_running), ("root", enter_root), ("rlimits", set_rlimits),
+          ("seccomp", set_seccomp_privileged),
           ("bounding", drop_bounding_set), ("user", change_user),
           ("capabilities", set_capabilities), ("no_new_privileges", set_no_new_privileges),
-          ("exec", exec_app))
+          ("seccomp", set_seccomp), ("exec", exec_app))
 # The steps after the namespaces, without the runner's bookkeeping (record) and the
 # exec: vzslave/runch.py runs them in the container process it holds before exec.
 SETUP_STEPS = (("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
                ("root", enter_root), ("rlimits", set_rlimits),
+               ("seccomp", set_seccomp_privileged),
                ("bounding", drop_bounding_set), ("user", change_user),
-               ("capabilities", set_capabilities), ("no_new_privileges", set_no_new_privileges))
+               ("capabilities", set_capabilities), ("no_new_privileges", set_no_new_privileges),
+               ("seccomp", set_seccomp))

@@ -139,6 +139,16 @@ def test_the_cli_says_what_is_wrong_and_exits_1(tmp_path, capsys):
     assert "not an ELF program" in capsys.readouterr().err
 
 
+def test_the_cli_refuses_a_seccomp_option_it_cannot_use_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["build", "--ldd", "/bin/ls", "--seccomp", str(tmp_path / "none.json"),
+                  "-o", str(tmp_path / "x.tar.zst"), "--", "/bin/ls"])
+    assert exited.value.code == 1
+    assert "--seccomp '{}': cannot read it".format(tmp_path / "none.json") in (
+        capsys.readouterr().err)
+    assert os.listdir(str(tmp_path)) == []
+
+
 def busybox_root(root):
     """A tiny root directory: static busybox and the applet links the tests use."""
     (root / "bin").mkdir(parents=True)

@@ -99,7 +99,8 @@ def test_a_prepared_spawn_imports_neither_ctypes_nor_the_mount_code(box):
     status, out = box.run("-X", "importtime")
     imports = out + box.read_log()  # -X importtime writes to stderr, the log after step 3
     assert status == 0 and "vzslave.runner" in imports
-    for module in ("ctypes", "vzslave.fs", "typing", "json", "re\n", "socket", "signal"):
+    for module in ("ctypes", "vzslave.fs", "typing", "json", "re\n", "socket", "signal",
+                   "vzslave.seccomp", "vzslave.syscalls"):
         assert "| " + module not in imports
 
 

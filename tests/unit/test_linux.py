@@ -178,3 +178,47 @@ def test_mount_and_umount2_in_a_new_mount_namespace(tmp_path):
             print(exc.errno, exc.filename == target)
     """.format(target=str(tmp_path)))
     assert out.split() == ["True", "False", str(errno.EINVAL), "True"]
+
+
+SECCOMP_CHILD = """
+    import errno, os
+    from vzslave import linux, seccomp
+    made = seccomp.compile_filter({{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 123}}]}},
+        os.uname().machine)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)  # seccomp without CAP_SYS_ADMIN needs it
+    linux.seccomp_filter(made.program, {syscall}, {flags}, {optional})
+    try:
+        os.mkdir({path!r})
+    except OSError as exc:
+        print(exc.errno)
+    print(open("/proc/self/status").read())
+"""
+
+
+def seccomp_child(path, syscall="made.syscall", flags=0, optional=0):
+    return in_child(SECCOMP_CHILD.format(path=str(path), syscall=syscall, flags=flags,
+                                         optional=optional))
+
+
+def test_a_seccomp_filter_installed_holds_for_the_process(tmp_path):
+    out = seccomp_child(tmp_path / "made")
+    assert out.split()[0] == "123"
+    assert "Seccomp:\t2" in out
+    assert not (tmp_path / "made").exists()
+
+
+def test_without_seccomp2_the_filter_goes_in_by_prctl(tmp_path):
+    """When seccomp(2) is missing (ENOSYS, kernels before 3.17), prctl installs the filter."""
+    out = seccomp_child(tmp_path / "made", syscall=999999)  # no such syscall: ENOSYS
+    assert out.split()[0] == "123"
+
+
+def test_optional_flags_the_kernel_refuses_are_dropped(tmp_path):
+    out = seccomp_child(tmp_path / "made", optional=1 << 30)  # no such flag: EINVAL
+    assert out.split()[0] == "123"
+
+
+def test_required_flags_the_kernel_refuses_raise_einval(tmp_path):
+    with pytest.raises(AssertionError, match="Errno {}".format(errno.EINVAL)):
+        seccomp_child(tmp_path / "made", flags=1 << 30)

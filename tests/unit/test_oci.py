@@ -76,7 +76,7 @@ def test_the_plan_has_every_key_of_the_contract_but_those_vzslave_adds(bundle):
     assert set(plan_of(bundle)) == {
         "version", "name", "bundle", "rootfs", "readonly", "namespaces", "hostname",
         "domainname", "mounts", "devices", "links", "masked_paths", "readonly_paths",
-        "rootfs_propagation", "process", "warnings", "enter"}
+        "rootfs_propagation", "process", "seccomp", "warnings", "enter"}
 
 
 def test_the_plan_survives_marshal_and_json_unchanged(bundle, tmp_path):
@@ -84,6 +84,39 @@ def test_the_plan_survives_marshal_and_json_unchanged(bundle, tmp_path):
         {"type": "RLIMIT_CORE", "soft": 2 ** 64 - 1, "hard": 2 ** 64 - 1}]})
     assert marshal.loads(marshal.dumps(plan)) == plan
     assert json.loads(json.dumps(plan)) == plan
+
+
+def test_a_plan_with_a_seccomp_filter_survives_marshal(bundle):
+    plan = plan_of(bundle, linux={"seccomp": DENY_MOUNT})
+    assert marshal.loads(marshal.dumps(plan)) == plan
+
+
+# -- seccomp (the compiler itself: test_seccomp.py) ----------------------------------------
+
+DENY_MOUNT = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+              "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+              "syscalls": [{"names": ["mount", "mountt"], "action": "SCMP_ACT_ERRNO"}]}
+
+
+def test_a_seccomp_section_is_compiled_into_the_plan_for_the_nodes_machine(bundle):
+    plan = oci.build_plan(minimal(linux={"seccomp": DENY_MOUNT}), bundle, "app", "x86_64")
+    seccomp = plan["seccomp"]
+    assert set(seccomp) == {"program", "flags", "optional_flags", "syscall"}
+    assert isinstance(seccomp["program"], bytes) and len(seccomp["program"]) % 8 == 0
+    assert (seccomp["flags"], seccomp["optional_flags"], seccomp["syscall"]) == (2, 0, 317)
+    assert plan["warnings"] == ['linux.seccomp.syscalls[0].names: "mountt" is not a syscall '
+                                'of any architecture vz knows; it is skipped']
+
+
+def test_without_a_seccomp_section_the_plan_has_no_filter(bundle):
+    assert plan_of(bundle)["seccomp"] is None
+    assert plan_of(bundle, linux={"seccomp": {}})["seccomp"] is None
+
+
+def test_a_seccomp_section_on_a_machine_without_tables_is_refused(bundle):
+    with pytest.raises(BadConfigError, match="not s390x") as caught:
+        oci.build_plan(minimal(linux={"seccomp": DENY_MOUNT}), bundle, "app", "s390x")
+    assert caught.value.details == {"field": "linux.seccomp"}
 
 
 def test_a_minimal_config_gets_the_defaults(bundle):
@@ -416,8 +449,11 @@ REFUSALS = [
      "linux.timeOffsets"),
     ("cgroups-path", change("linux.cgroupsPath", "/vz/app"), "linux.cgroupsPath"),
     ("sysctl", change("linux.sysctl", {"net.ipv4.ip_forward": "1"}), "linux.sysctl"),
-    ("seccomp", change("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW"}),
-     "linux.seccomp"),
+    ("seccomp-notify", change("linux.seccomp", {"defaultAction": "SCMP_ACT_NOTIFY"}),
+     "linux.seccomp.defaultAction"),
+    ("seccomp-bad-action", change("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW",
+                                                    "syscalls": [{"names": ["mount"]}]}),
+     "linux.seccomp.syscalls[0].action"),
     ("intel-rdt", change("linux.intelRdt", {"closID": "x"}), "linux.intelRdt"),
     ("personality", change("linux.personality", {"domain": "LINUX32"}), "linux.personality"),
     ("mount-label", change("linux.mountLabel", "system_u:object_r:svirt_sandbox_file_t:s0"),
@@ -487,7 +523,7 @@ def test_refuses_what_the_chroot_runner_cannot_do_naming_the_field(bundle, mutat
 
 @pytest.mark.parametrize("mutate", [
     change("linux.uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
-    change("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW"}),
+    change("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/agent"}),
     change("process.apparmorProfile", "x"),
     change("linux.namespaces", [{"type": "user"}]),
     change("linux.resources", {"cpu": {"shares": 2}}),

@@ -138,6 +138,7 @@ class FakeLinux(object):
         self.calls = calls
         self.mount_error = mount_error
         self.last_cap = last_cap
+        self.seccomp_error = None
 
     def __getattr__(self, name):
         return getattr(linux, name)  # the constants
@@ -180,6 +181,11 @@ class FakeLinux(object):
 
     def preload(self):
         self.calls.append(("preload",))
+
+    def seccomp_filter(self, program, syscall, flags=0, optional_flags=0):
+        self.calls.append(("seccomp_filter", program, syscall, flags, optional_flags))
+        if self.seccomp_error is not None:
+            raise self.seccomp_error
 
 
 @pytest.fixture
@@ -281,6 +287,52 @@ def test_a_node_that_cannot_pivot_root_runs_the_app_in_a_chroot(tmp_path, calls)
     run_main(tmp_path)
     assert ("chroot", plan["rootfs"]) in calls
     assert not [c for c in calls if c[0] in ("unshare", "pivot_root")]
+
+
+SECCOMP = {"program": b"\x06\x00\x00\x00\x00\x00\xff\x7f", "flags": 1,
+           "optional_flags": 4, "syscall": 317}
+
+
+def test_with_no_new_privileges_seccomp_is_the_last_step_before_exec(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    plan["seccomp"] = SECCOMP
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    seen = names(calls)
+    assert seen[-4:] == ["prctl {}".format(linux.PR_SET_NO_NEW_PRIVS), "seccomp_filter",
+                         "reset_signals", "execve"]
+    assert ("seccomp_filter", SECCOMP["program"], 317, 1, 4) in calls
+
+
+def test_without_no_new_privileges_seccomp_goes_in_before_privileges_drop(tmp_path, calls):
+    plan = make_plan(tmp_path, no_new_privileges=False)
+    plan["seccomp"] = SECCOMP
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    seen = names(calls)
+    assert seen.count("seccomp_filter") == 1
+    assert seen.index("setrlimit") < seen.index("seccomp_filter")
+    assert seen.index("seccomp_filter") < seen.index("prctl {}".format(linux.PR_CAPBSET_DROP))
+    assert seen.index("preload") < seen.index("pivot_root")
+
+
+def test_a_plan_without_seccomp_installs_no_filter_and_preloads_nothing(tmp_path, calls):
+    save(tmp_path, make_plan(tmp_path, capabilities=None, no_new_privileges=False))
+    run_main(tmp_path)
+    assert "seccomp_filter" not in names(calls) and "preload" not in names(calls)
+
+
+def test_a_refused_filter_fails_the_seccomp_step(tmp_path, calls, capfd):
+    plan = make_plan(tmp_path)
+    plan["seccomp"] = SECCOMP
+    save(tmp_path, plan)
+    runner.linux.seccomp_error = OSError(22, "Invalid argument")
+    assert run_main(tmp_path, expect=Exited).args == (127,)
+    assert "execve" not in names(calls)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["last_error"].startswith("seccomp: the kernel refused the seccomp filter "
+                                           "(Invalid argument)")
+    assert "cannot start: seccomp: the kernel refused" in capfd.readouterr().err
 
 
 def test_the_marker_of_this_boot_skips_every_mount(tmp_path, calls):

@@ -50,6 +50,7 @@ class Recipe(NamedTuple):
     cap_add: Sequence[str] = ()
     cap_drop: Sequence[str] = ()
     node_dns: bool = True
+    seccomp: str = "default"             # default, unconfined, or a JSON file (linux.seccomp)
 
 
 class BuildResult(NamedTuple):
@@ -63,7 +64,8 @@ def _options(recipe: Recipe) -> ociconfig.Options:
     return ociconfig.Options(
         args=recipe.args, env=recipe.env, cwd=recipe.cwd, readonly=recipe.readonly,
         binds=recipe.binds, tmpfs=recipe.tmpfs, rlimits=recipe.rlimits,
-        cap_add=recipe.cap_add, cap_drop=recipe.cap_drop, node_dns=recipe.node_dns)
+        cap_add=recipe.cap_add, cap_drop=recipe.cap_drop, node_dns=recipe.node_dns,
+        seccomp=recipe.seccomp)
 
 
 def _check(recipe: Recipe, output: str) -> None:

@@ -40,7 +40,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         exclude=args.exclude, library_path=args.library_path, env=args.env, cwd=args.cwd,
         user=args.user, readonly=args.readonly, binds=args.bind, tmpfs=args.tmpfs,
         rlimits=args.rlimit, cap_add=args.cap_add, cap_drop=args.cap_drop,
-        node_dns=args.node_dns)
+        node_dns=args.node_dns, seccomp=args.seccomp)
     result = build_image(recipe, args.output)
     image = result.image
     if args.json:
@@ -113,6 +113,10 @@ def add_commands(commands: Any) -> None:
     config.add_argument("--cap-drop", action="append", default=[], metavar="CAP|ALL")
     config.add_argument("--no-node-dns", dest="node_dns", action="store_false",
                         help="do not bind the node's /etc/resolv.conf and /etc/hosts")
+    config.add_argument("--seccomp", default="default", metavar="default|unconfined|FILE",
+                        help="the syscall filter: default (deny mount, unshare, keyctl, "
+                             "bpf, ptrace... as Docker's profile does), unconfined (none), "
+                             "or FILE, a JSON file holding a linux.seccomp object")
     build.add_argument("-o", "--output", required=True, metavar="IMAGE",
                        help="NAME.tar.zst or NAME.txz")
     build.add_argument("args", nargs="+", metavar="ARGS",

@@ -14,6 +14,11 @@ The config is an OCI runtime-spec 1.0.2 document shaped for a service on a VPS:
   NET_RAW; effective only for root), no-new-privileges, runc's
   masked and read-only /proc paths, and a device rule that denies all but the nodes
   every runtime makes.
+- seccomp (``--seccomp default``): a deny-list on SCMP_ACT_ALLOW of what Docker's
+  default profile keeps from a container without CAP_SYS_ADMIN (``DENIED``, clone
+  with namespace flags, clone3 as ENOSYS, unsafe personalities), for this machine's
+  arch and its compat arches. Written so that runc and libseccomp read it the same
+  way: no rule has the default action, no rule tests an argument twice.
 
 Each option is checked here and refused naming the option as typed; the whole
 config is then checked by the node's own reader (``vzslave.oci``), so what builds is
@@ -22,11 +27,13 @@ what a node accepts.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from vzmaster.build.errors import BuildError
-from vzslave import oci
+from vzslave import oci, seccomp
 from vzslave.errors import VzError
 
 OCI_VERSION = "1.0.2"
@@ -45,6 +52,35 @@ BASE_GROUP = {0: "root:x:0:", 65534: "nogroup:x:65534:"}
 
 _SIZE = re.compile(r"^[0-9]+[kmg]?$|^[0-9]{1,2}%$|^100%$")
 
+# What the default seccomp profile refuses with EPERM, by why. Docker's default profile
+# (an allow-list) leaves these out for a container without CAP_SYS_ADMIN; the kernel
+# would refuse most without the capability anyway: the filter takes away the attack
+# surface behind the capability check.
+DENIED = (
+    # mounts, the new mount API, changing the root
+    "mount", "umount", "umount2", "open_tree", "move_mount", "fsopen", "fsconfig",
+    "fsmount", "fspick", "mount_setattr", "pivot_root",
+    # kernel code and kernel-wide state
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "create_module", "get_kernel_syms", "query_module", "bpf", "perf_event_open", "reboot",
+    "swapon", "swapoff", "acct", "syslog", "lookup_dcookie", "nfsservctl", "uselib", "ustat",
+    "sysfs", "_sysctl", "quotactl", "quotactl_fd", "iopl", "ioperm", "vm86", "vm86old",
+    "vhangup", "fanotify_init", "sethostname", "setdomainname",
+    # the keyrings and clocks, which no namespace separates
+    "keyctl", "add_key", "request_key", "settimeofday", "stime", "clock_settime",
+    "clock_settime64", "clock_adjtime", "clock_adjtime64", "adjtimex",
+    # namespaces, and reaching into other processes (the node's PID namespace is shared)
+    "unshare", "setns", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+    "pidfd_getfd", "process_madvise",
+    # file handles reach files outside the chroot; io_uring and userfaultfd: kernel bugs
+    "open_by_handle_at", "name_to_handle_at", "userfaultfd", "io_uring_setup",
+    "io_uring_enter", "io_uring_register")
+CLONE_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
+                    0x40000000)  # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
+# personality(2) values Docker allows: PER_LINUX, PER_LINUX32, UNAME26, both, and the query.
+PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+ENOSYS = 38
+
 
 class Options(NamedTuple):
     """What goes into config.json besides the user; the build command's options."""
@@ -59,6 +95,7 @@ class Options(NamedTuple):
     cap_add: Sequence[str] = ()
     cap_drop: Sequence[str] = ()    # names, or ALL
     node_dns: bool = True
+    seccomp: str = "default"        # default, unconfined or a JSON file of linux.seccomp
 
 
 class User(NamedTuple):
@@ -126,6 +163,15 @@ def make_config(options: Options, user: User) -> Dict[str, Any]:
         raise BuildError("--cwd {!r}: the working directory must be an absolute "
                          "path".format(options.cwd))
     capabilities = _capabilities(options.cap_add, options.cap_drop)
+    linux: Dict[str, Any] = {
+        "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}],
+        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+    }
+    profile = _seccomp(options.seccomp)
+    if profile is not None:
+        linux["seccomp"] = profile
     return {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -144,19 +190,14 @@ def make_config(options: Options, user: User) -> Dict[str, Any]:
         },
         "root": {"path": "rootfs", "readonly": options.readonly},
         "mounts": _mounts(options),
-        "linux": {
-            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "ipc"}],
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
+        "linux": linux,
     }
 
 
 def check_with_node_reader(config: Dict[str, Any], bundle: str) -> None:
     """Refuse ``config`` if a node would: the node's own reader, on the staged bundle."""
     try:
-        oci.build_plan(config, bundle, "built")
+        oci.build_plan(config, bundle, "built", check_machine())
     except VzError as error:
         field = error.details.get("field")
         raise BuildError("the config would be refused by the node: {}{}".format(
@@ -234,3 +275,87 @@ def _mounts(options: Options) -> List[Dict[str, Any]]:
                      "options": ["nosuid", "nodev", "mode=1777"]
                      + (["size=" + size] if size else [])})
     return made
+
+
+def build_machine() -> str:
+    """This machine's arch as uname -m says it on Linux (macOS says arm64)."""
+    machine = os.uname().machine
+    return "aarch64" if machine == "arm64" else machine
+
+
+def check_machine() -> str:
+    """The machine seccomp profiles are checked for: this one if the node side knows it.
+
+    The node compiles the filter for its own machine at start; here only whether the
+    profile is valid matters, which any known machine tells.
+    """
+    machine = build_machine()
+    return machine if machine in seccomp.MACHINES else "x86_64"
+
+
+def default_seccomp(machine: str) -> Dict[str, Any]:
+    """The default profile: a deny-list for ``machine`` and its compat arches."""
+    errno_rule = {"action": "SCMP_ACT_ERRNO", "errnoRet": 1}  # EPERM
+    rules: List[Dict[str, Any]] = [dict(errno_rule, names=list(DENIED))]
+    rules += [dict(errno_rule, names=["clone"], args=[_arg(0, "SCMP_CMP_MASKED_EQ", flag, flag)])
+              for flag in CLONE_NAMESPACES]
+    # glibc falls back from clone3 to clone on ENOSYS, and clone3's flags are behind a
+    # pointer, out of a filter's reach: clone's rules above decide instead.
+    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+    rules += [dict(errno_rule, names=["personality"], args=[arg])
+              for arg in _personality_tests()]
+    return {"defaultAction": "SCMP_ACT_ALLOW", "architectures": seccomp.arches_for(machine),
+            "syscalls": rules}
+
+
+def _arg(index: int, op: str, value: int, value_two: int = 0) -> Dict[str, Any]:
+    return {"index": index, "value": value, "valueTwo": value_two, "op": op}
+
+
+def _personality_tests() -> List[Dict[str, Any]]:
+    """Tests that, ORed, hold for every personality(2) argument but PERSONALITIES.
+
+    Strategy: one test per rule, as libseccomp (under runc) ORs several rules of one
+    syscall but cannot express "not one of" in one. PERSONALITIES are the values whose
+    bits outside 0x20008 are all 0, and all-ones. Any other 32-bit value has a bit k
+    outside 0x20008 set next to a clear bit, in a cycle over those 30 bits (a test of
+    two bits each), or has them all set and bit 3 or 17 clear (two more tests). Values
+    above 32 bits are refused by one more test.
+    """
+    kept = 0x20008
+    bits = [bit for bit in range(32) if not kept >> bit & 1]
+    tests = [_arg(0, "SCMP_CMP_GT", 0xFFFFFFFF)]
+    for position, bit in enumerate(bits):
+        clear = bits[(position + 1) % len(bits)]
+        tests.append(_arg(0, "SCMP_CMP_MASKED_EQ", 1 << bit | 1 << clear, 1 << bit))
+    tests += [_arg(0, "SCMP_CMP_MASKED_EQ", 1 << bits[0] | 1 << clear, 1 << bits[0])
+              for clear in (3, 17)]
+    return tests
+
+
+def _seccomp(option: str) -> Optional[Dict[str, Any]]:
+    """linux.seccomp for ``--seccomp``: the default profile, none, or a file's."""
+    if option == "default":
+        return default_seccomp(build_machine())
+    if option == "unconfined":
+        return None
+    try:
+        with open(option, "rb") as source:
+            profile = json.loads(source.read().decode("utf-8"))
+    except OSError as exc:
+        raise BuildError("--seccomp {!r}: cannot read it ({}); give default, unconfined or a "
+                         "JSON file holding a linux.seccomp object".format(
+                             option, exc.strerror)) from None
+    except ValueError as exc:
+        raise BuildError("--seccomp {!r}: not JSON: {}".format(option, exc)) from None
+    if isinstance(profile, dict) and ("archMap" in profile or any(
+            isinstance(rule, dict) and ("includes" in rule or "excludes" in rule)
+            for rule in profile.get("syscalls") or [])):
+        raise BuildError("--seccomp {!r}: this is a Docker profile (archMap, includes, "
+                         "excludes), whose rules depend on Docker's settings; give the "
+                         "linux.seccomp object of a config.json instead".format(option))
+    try:
+        seccomp.compile_filter(profile, check_machine())
+    except VzError as error:
+        raise BuildError("--seccomp {!r}: {}".format(option, error.message)) from None
+    return profile if profile else None
