@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from vzslave import __version__
+from vzslave import __version__, fs
 from vzslave.config import DEFAULT_ROOT, Layout, Limits
 from vzslave.errors import (
     BadFrameError,
@@ -120,6 +120,7 @@ class Session:
 
     def _handle(self, request: Request) -> None:
         started = time.monotonic()
+        fs.set_activity(request.op)  # named in the locks this call takes
         call = Call(request.id, self._receive, self._send_data, self._cancelled)
         op = OPS.get(request.op)
         outcome = "ok"

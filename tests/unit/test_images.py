@@ -83,7 +83,8 @@ def test_a_short_stream_is_not_published(store):
             upload.commit(hashlib.sha256(b"abc").hexdigest())
 
 
-def test_a_second_upload_of_the_same_name_meanwhile_is_busy(store):
+def test_a_second_upload_of_the_same_name_meanwhile_is_busy(store, monkeypatch):
+    monkeypatch.setattr(fs, "LOCK_WAIT", 0.1)
     with store.upload("a.tar", 10, 0):
         with pytest.raises(BusyError, match="a.tar"):
             with store.upload("a.tar", 10, 0):
