@@ -41,10 +41,11 @@ class Call:
         self._send = send
         self._cancelled = cancelled
         self.trailer: Dict[str, Any] = {}
-        self.ended = False  # the client's End frame has been read
+        self.ended = False  # the client's stream is over: its End or Cancel was read
+        self.aborted = False  # it was a Cancel: the client abandoned the stream
 
     def data(self) -> Iterator[bytes]:
-        """The chunks the client streams for this call, up to its End frame."""
+        """The chunks the client streams for this call, up to its End (or Cancel)."""
         return self._receive(self)
 
     def send(self, data: bytes) -> None:
@@ -221,10 +222,14 @@ def op_image_probe(node: Node, call: Call, args: Args) -> Result:
 
 
 def op_image_put(node: Node, call: Call, args: Args) -> Result:
-    """Receive an image's bytes from ``offset`` on; publish it if the sha256 matches."""
+    """Receive an image's bytes from ``offset`` on; publish it if the sha256 matches.
+    A client's cancel abandons the upload: the reply says what prefix is kept."""
     with node.images.upload(args["name"], args["size"], args["offset"]) as upload:
         for chunk in call.data():
             upload.write(chunk)
+        if call.aborted:
+            kept = upload.kept()
+            return {"image": None, "partial": None if kept is None else to_wire(kept)}
         sha256 = call.trailer.get("sha256")
         return {"image": to_wire(upload.commit(sha256))}  # type: ignore[arg-type]
 
