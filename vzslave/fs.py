@@ -304,7 +304,7 @@ def remove_tree(path: str) -> None:
     mounted = mounts_under(path)
     if mounted:
         raise BusyError("{} has mounts under it ({}); stop what uses it first".format(
-            path, ", ".join(mounted[:3])))
+            path, ", ".join(mounted[:3])), {"mounts": mounted})
     parent, name = os.path.split(os.path.abspath(path))
     parent_fd = os.open(parent, _DIR_FLAGS)
     try:
@@ -318,7 +318,8 @@ def _remove_dir_at(parent_fd: int, name: str, device: int) -> None:
     try:
         st = os.fstat(fd)
         if st.st_dev != device:
-            raise BusyError("refusing to delete across a mount point at {}".format(name))
+            raise BusyError("refusing to delete across a mount point at {}".format(name),
+                            {"mounts": [name]})
         if st.st_mode & 0o700 != 0o700 and os.geteuid() != 0:
             os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
         for child in os.listdir(fd):

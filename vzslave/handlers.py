@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 
 from vzslave.bundles import BundleStore
 from vzslave.config import MAX_IMAGE_SIZE, Layout, Limits
-from vzslave.containers import Containers
+from vzslave.containers import MAX_RUNTIME_ARGS, RUNTIMES, Containers
 from vzslave.errors import BadRequestError, VersionMismatchError
 from vzslave.facts import node_facts
 from vzslave.images import ImageStore
@@ -87,7 +87,13 @@ class Fixed(NamedTuple):
     items: Tuple[Any, ...]  # Specs
 
 
-Spec = Union[type, Num, Array, Fixed]  # a plain type (str, bool, list) checks the type only
+class Choice(NamedTuple):
+    """A string argument that must be one of ``values``."""
+
+    values: Tuple[str, ...]
+
+
+Spec = Union[type, Num, Array, Fixed, Choice]  # a plain type (str, bool, ...): its type only
 
 
 class Op(NamedTuple):
@@ -127,6 +133,11 @@ def check_args(op_name: str, op: Op, raw: Dict[str, Any]) -> Args:
 def _checked(what: str, key: str, value: Any, spec: Spec) -> Any:
     if isinstance(spec, Num):
         return _number(what, key, value, spec)
+    if isinstance(spec, Choice):
+        if not isinstance(value, str) or value not in spec.values:
+            raise BadRequestError("{} must be one of {}, not {!r}".format(
+                what, ", ".join(spec.values), value), {"argument": key})
+        return value
     if isinstance(spec, (Array, Fixed)):
         value = _checked(what, key, value, list)
         if isinstance(spec, Fixed) and len(value) != len(spec.items):
@@ -323,7 +334,8 @@ OPS: Dict[str, Op] = {
     "bundle.list": Op(op_bundle_list, {}, {}),
     "bundle.remove": Op(op_bundle_remove, {"name": str}, {}),
     "container.start": Op(op_container_start, {"name": str}, {
-        "override": (bool, False), "runtime": (str, None), "runtime_args": (list, None),
+        "override": (bool, False), "runtime": (Choice(RUNTIMES), None),
+        "runtime_args": (Array(str, MAX_RUNTIME_ARGS), None),
         "log_max": (Num(int, 4096, 1024 ** 3, "bytes"), None),
         "log_keep": (Num(int, 0, 100, "files"), None),
         "syslog": (bool, None), "monitor": (bool, None), "wait": (bool, True)}),

@@ -233,7 +233,7 @@ class Upload:
         """Append one chunk of the image."""
         if self.received + len(chunk) > self.size:
             raise BadRequestError("more than the announced {} bytes of image {!r}".format(
-                self.size, self.name))
+                self.size, self.name), {"size": self.size, "received": self.received})
         view = memoryview(chunk)
         try:
             while view:
@@ -245,8 +245,8 @@ class Upload:
                 raise DiskFullError(
                     "the disk under {} filled up after {} of {} bytes of image {!r}; free "
                     "some space and push again: the upload resumes where it stopped".format(
-                        self._store.layout.root, self.received, self.size, self.name)
-                ) from exc
+                        self._store.layout.root, self.received, self.size, self.name),
+                    {"errno": exc.errno}) from exc
             raise
         self._hasher.update(chunk)
 
@@ -259,10 +259,12 @@ class Upload:
     def commit(self, sha256: str) -> ImageInfo:
         """Check size and ``sha256``, then publish the image under its name."""
         if not isinstance(sha256, str) or not _SHA256_HEX.match(sha256):
-            raise BadRequestError("'sha256' must be 64 lowercase hex digits")
+            raise BadRequestError("the end frame's trailer needs 'sha256': 64 lowercase hex "
+                                  "digits", {"trailer": "sha256"})
         if self.received != self.size:
             raise BadRequestError("the stream ended after {} of {} bytes of image {!r}".format(
-                self.received, self.size, self.name))
+                self.received, self.size, self.name),
+                {"size": self.size, "received": self.received})
         actual = self._hasher.hexdigest()
         if actual != sha256:
             # The prefix cannot be trusted either: the next push starts afresh.

@@ -138,3 +138,15 @@ def test_no_common_version_lists_the_node_versions_in_details():
 
 def test_every_op_is_named_noun_dot_verb_or_hello():
     assert all(name == "hello" or name.count(".") == 1 for name in OPS)
+
+
+def test_a_runtime_outside_the_choices_is_refused_naming_them():
+    with pytest.raises(BadRequestError, match="must be one of builtin, runc, crun, not 'docker'"):
+        check_args("container.start", OPS["container.start"], {"name": "w", "runtime": "docker"})
+
+
+def test_more_runtime_args_than_allowed_are_refused_in_the_schema():
+    with pytest.raises(BadRequestError, match="at most 16") as caught:
+        check_args("container.start", OPS["container.start"],
+                   {"name": "w", "runtime_args": ["--x"] * 17})
+    assert caught.value.details == {"argument": "runtime_args"}
