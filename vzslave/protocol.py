@@ -16,7 +16,9 @@ Every frame is one msgpack map with a ``type`` and an ``id``:
 Standard library and msgpack only (runs on the node, Python 3.6+).
 """
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+import collections
+import re
+from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import msgpack
 
@@ -82,30 +84,23 @@ Frame = Union[Request, Data, End, Cancel, Reply, Error]
 
 
 def encode(frame: Frame) -> bytes:
-    """The msgpack bytes of ``frame``."""
+    """The msgpack bytes of ``frame``: a map of ``type``, ``id``, then its own keys."""
     if isinstance(frame, Data):
         # The hot path of uploads: build the map directly, no generic dispatch.
         packed: bytes = msgpack.packb({"type": "data", "id": frame.id, "data": frame.data})
         return packed
+    body: Dict[str, Any] = {"type": _TYPE_NAMES.get(type(frame)), "id": frame.id}
     if isinstance(frame, Request):
-        body: Dict[str, Any] = {"op": frame.op, "args": frame.args}
+        body.update(op=frame.op, args=frame.args)
     elif isinstance(frame, End):
-        body = {"trailer": frame.trailer}
-    elif isinstance(frame, Cancel):
-        body = {}
+        body["trailer"] = frame.trailer
     elif isinstance(frame, Reply):
-        body = {"result": frame.result}
+        body["result"] = frame.result
     elif isinstance(frame, Error):
-        body = {
-            "code": frame.code,
-            "name": frame.name,
-            "message": frame.message,
-            "details": frame.details,
-        }
-    else:
+        body.update(code=frame.code, name=frame.name, message=frame.message,
+                    details=frame.details)
+    elif not isinstance(frame, Cancel):
         raise TypeError("not a frame: {!r}".format(frame))
-    body["type"] = _TYPE_NAMES[type(frame)]
-    body["id"] = frame.id
     encoded: bytes = msgpack.packb(body)
     return encoded
 
@@ -155,6 +150,10 @@ def _lead_table() -> List[Tuple[int, int, int]]:
 
 
 _LEADS = _lead_table()
+# A run of whole one-byte objects: fixints, nil, false, true; the empty string too
+# (but not [] or {}, which would nest).
+_ONE_BYTE_RUN = re.compile(b"[\\x00-\\x7f\\xa0\\xc0\\xc2\\xc3\\xe0-\\xff]*")
+_RUN_MIN = 8  # items left in an array or map before a run is looked for
 _LIMITS = {_STR: MAX_STR, _BIN: MAX_DATA, _ARRAY: MAX_ITEMS, _MAP: MAX_ITEMS}
 
 
@@ -177,7 +176,7 @@ class Decoder:
         self._pos = 0  # where the next header starts; past the buffer while skipping
         self._stack: List[int] = []  # items still to come in each open array or map
         self._outstanding = 0  # their sum: each takes at least one more byte
-        self._ready: List[Frame] = []
+        self._ready: Deque[Frame] = collections.deque()
         self._eof = False
         self._failure: Optional[Exception] = None
 
@@ -217,7 +216,7 @@ class Decoder:
         frame: a byte stream has no resynchronisation point.
         """
         if self._ready:
-            return self._ready.pop(0)
+            return self._ready.popleft()
         if self._failure is not None:
             raise self._failure
         return None
@@ -237,6 +236,18 @@ class Decoder:
                 if pos == end:
                     break
                 kind, width, value = _LEADS[buf[pos]]
+                if value == 1 and kind == _SCALAR and stack and stack[-1] >= _RUN_MIN:
+                    # Strategy: one-byte items (small ints, nil, booleans, "") are
+                    # skipped a run at a time, so an array of a million of them costs
+                    # one regex call, not a million steps of this loop.
+                    match = _ONE_BYTE_RUN.match(buf, pos, min(end, pos + stack[-1]))
+                    run = match.end() - pos if match else 0  # always a match: "*"
+                    pos += run
+                    stack[-1] -= run
+                    self._outstanding -= run
+                    while stack and not stack[-1]:
+                        stack.pop()
+                    continue
                 header = 1 + width
                 if width:
                     if pos + header > end:

@@ -264,3 +264,38 @@ def test_frames_cut_anywhere_decode_the_same(cuts):
             frames.append(frame)
             frame = decoder.next_frame()
     assert frames == FRAMES
+
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 64 - 1)
+    | st.floats(allow_nan=False) | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=40)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=10),
+    max_leaves=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(VALUES, st.lists(st.integers(min_value=1, max_value=4000), max_size=8))
+def test_any_arguments_cut_anywhere_decode_as_msgpack_does(value, cuts):
+    frame = Request(5, "x", {"v": value, "run": [0] * 40 + [value]})
+    stream = encode(frame) * 2
+    decoder = Decoder()
+    frames = []
+    previous = 0
+    for cut in sorted({min(cut, len(stream)) for cut in cuts} | {len(stream)}):
+        decoder.feed(stream[previous:cut])
+        previous = cut
+        frame_out = decoder.next_frame()
+        while frame_out is not None:
+            frames.append(frame_out)
+            frame_out = decoder.next_frame()
+    assert frames == [frame, frame]
+
+
+def test_a_million_one_byte_items_past_max_frame_are_refused():
+    stream = msgpack.packb({"type": "request", "id": 1, "op": "x",
+                            "args": {"a": [[0] * MAX_ITEMS] * 12}})
+    decoder = Decoder()
+    decoder.feed(stream)
+    with pytest.raises(FrameTooLargeError):
+        decoder.next_frame()
