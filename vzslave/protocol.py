@@ -18,7 +18,7 @@ Standard library and msgpack only (runs on the node, Python 3.6+).
 
 import collections
 import re
-from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import msgpack
 
@@ -176,7 +176,7 @@ class Decoder:
         self._pos = 0  # where the next header starts; past the buffer while skipping
         self._stack: List[int] = []  # items still to come in each open array or map
         self._outstanding = 0  # their sum: each takes at least one more byte
-        self._ready: Deque[Frame] = collections.deque()
+        self._ready: "collections.deque[Frame]" = collections.deque()
         self._eof = False
         self._failure: Optional[Exception] = None
 
