@@ -336,7 +336,7 @@ OPS: Dict[str, Op] = {
     "container.start": Op(op_container_start, {"name": str}, {
         "override": (bool, False), "runtime": (Choice(RUNTIMES), None),
         "runtime_args": (Array(str, MAX_RUNTIME_ARGS), None),
-        "log_max": (Num(int, 4096, 1024 ** 3, "bytes"), None),
+        "log_max": (Num(int, 1024, 1024 ** 3, "bytes"), None),
         "log_keep": (Num(int, 0, 100, "files"), None),
         "syslog": (bool, None), "monitor": (bool, None), "wait": (bool, True)}),
     "container.stop": Op(op_container_stop, {"name": str}, {"grace": (GRACE, 10.0)}),

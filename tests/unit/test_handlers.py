@@ -53,10 +53,10 @@ def test_a_whole_number_of_seconds_is_a_grace():
 
 def test_limits_are_inclusive():
     args = check_args("container.start", OPS["container.start"], {
-        "name": "w", "log_max": 4096, "log_keep": 100})
-    assert (args["log_max"], args["log_keep"]) == (4096, 100)
+        "name": "w", "log_max": 1024, "log_keep": 100})
+    assert (args["log_max"], args["log_keep"]) == (1024, 100)
     with pytest.raises(BadRequestError):
-        check_args("container.start", OPS["container.start"], {"name": "w", "log_max": 4095})
+        check_args("container.start", OPS["container.start"], {"name": "w", "log_max": 1023})
 
 
 def test_a_float_is_not_an_integer():
