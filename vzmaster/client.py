@@ -133,6 +133,8 @@ class Client:
         self._ids = itertools.count(1)
         self._closed = False
         self._stream: LogLines | None = None  # a logs call the caller has not finished
+        self._in_io = False  # inside a send or a receive: an interruption breaks the stream
+        self._in_step_after: BaseException | None = None  # an abandoned upload, cancelled
         try:
             self.info = self._hello()
         except ConnectionLostError as exc:
@@ -338,14 +340,18 @@ class Client:
     @contextlib.contextmanager
     def _call_scope(self) -> Iterator[None]:
         """Close the session if a call is abandoned midway (Ctrl-C, a local error):
-        the node may be mid-stream and the next call would read its leftovers."""
+        the node may be mid-stream and the next call would read its leftovers; but
+        not after an upload the node was told to cancel, which leaves it in step."""
         try:
             yield
         except VzError:
             raise  # the node answered: the session is in step
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            if exc is not self._in_step_after:
+                self.close()
             raise
+        finally:
+            self._in_step_after = None
 
     def _stream_call(self, op: str, source: BinaryIO, length: int, hasher: Any,
                      digest: str | None, progress: Progress | None, done: int,
@@ -354,6 +360,8 @@ class Client:
 
         The End frame carries the sha256 of the whole file: ``digest`` if known, else
         what ``hasher`` (primed with any prefix not sent) makes of the bytes sent.
+        Abandoned midway (Ctrl-C, a raising ``progress``, a file that shrank), the
+        call is cancelled: the node keeps the prefix it has, and the session goes on.
         """
         self._finish_stream()
         call_id = next(self._ids)
@@ -371,9 +379,9 @@ class Client:
                                            daemon=True)
                 hashing.start()
             early: Frame | None = None
-            if progress:
-                progress(done, total)  # where a resumed upload starts
             try:
+                if progress:
+                    progress(done, total)  # where a resumed upload starts
                 remaining = length
                 while remaining > 0:
                     chunk = source.read(min(chunk_size, remaining))
@@ -390,6 +398,9 @@ class Client:
                     early = self._poll()
                     if early is not None:
                         break  # the node refused mid-stream; it discards data until End
+            except BaseException as exc:
+                self._cancel_stream(call_id, answered=early is not None, exc=exc)
+                raise
             finally:
                 if hashing is not None:
                     chunks.put(None)
@@ -397,6 +408,22 @@ class Client:
             final = digest or hasher.hexdigest()
             self._send(End(call_id, {"sha256": final}))
             return self._result(call_id, early if early is not None else self._receive()), final
+
+    def _cancel_stream(self, call_id: int, answered: bool, exc: BaseException) -> None:
+        """End our stream of call ``call_id`` with a Cancel and take the node's final
+        frame, so that the session stays in step after ``exc``; else close it."""
+        if self._closed or self._in_io:
+            return  # a frame may be half sent or half read: only closing is safe
+        try:
+            self._send(Cancel(call_id))
+            frame = None if answered else self._receive()
+        except BaseException:
+            self.close()
+            return
+        if frame is not None and (frame.id != call_id or not isinstance(frame, (Reply, Error))):
+            self.close()  # not the final frame of this call: out of step
+            return
+        self._in_step_after = exc
 
     def _finish_stream(self) -> None:
         if self._stream is not None:
@@ -419,10 +446,13 @@ class Client:
     def _send(self, frame: Frame) -> None:
         if self._closed:
             raise ConnectionLostError("this client is closed; open a new one")
+        data = encode(frame)
+        self._in_io = True
         try:
-            self._transport.send(encode(frame))
+            self._transport.send(data)
         except TransportError as exc:
             self._broken(exc)
+        self._in_io = False
 
     def _receive(self, timeout: float | None = None) -> Frame:
         while True:
@@ -435,11 +465,16 @@ class Client:
                 return frame
             if self._decoder.eof:
                 self._broken(self._transport.failure())
+            self._in_io = True
             try:
                 data = self._transport.recv(timeout)
+            except TimeoutError:
+                self._in_io = False  # nothing was read
+                raise
             except TransportError as exc:
                 self._broken(exc)
             self._decoder.feed(data)
+            self._in_io = False
 
     def _poll(self) -> Frame | None:
         if not self._transport.readable():

@@ -123,7 +123,7 @@ class BundleStore:
             tree = os.path.join(self.layout.bundles, target)
             if os.path.realpath(tree) in self.in_use():
                 raise BusyError("bundle {!r} is in use by its container; stop the container "
-                                "first".format(name))
+                                "first".format(name), {"container": name})
             mounted = fs.mounts_under(tree)
             if mounted:
                 fs.remove_tree(tree)  # raises BusyError naming the mounts

@@ -6,6 +6,7 @@ from typing import NamedTuple
 from vzslave.fs import FreeSpace
 
 DEFAULT_ROOT = "/var/lib/vz"
+MAX_IMAGE_SIZE = 1 << 40  # bytes of one image (1 TiB); hello reports it as max_image
 
 
 class Limits(NamedTuple):

@@ -9,7 +9,8 @@ import contextlib
 import fcntl
 import os
 import stat
-from typing import Any, Iterator, List, NamedTuple, Optional
+import time
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
 from vzslave.errors import BusyError
 
@@ -120,23 +121,150 @@ def free_space(path: str) -> FreeSpace:
                      st.f_frsize)
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: str, what: str, blocking: bool = False) -> Iterator[int]:
-    """Hold an exclusive flock on ``path`` (created if needed).
+LOCK_WAIT = 5.0  # seconds a request waits for a lock another request holds
+_LOCK_POLL = 0.05  # seconds between attempts (flock has no timeout)
+_activity = ""  # what this process does now: the op it serves, recorded in its locks
 
-    Without ``blocking``, raise BusyError naming ``what`` if another process holds
-    it. flock locks vanish with their process: a killed vzslave leaves none behind.
+
+def set_activity(what: str) -> None:
+    """Name what this process is doing (the op it serves) in the locks it takes next."""
+    global _activity
+    _activity = what
+
+
+def _pause(seconds: float) -> None:
+    """Wait before the next attempt at a held lock (a seam for tests)."""
+    time.sleep(seconds)
+
+
+class LockHolder(NamedTuple):
+    """Who holds a lock, as far as can be told: ``op`` and ``since`` only if ours."""
+
+    pid: Optional[int]
+    program: str  # "vzslave" if the holder recorded itself, else its /proc comm or ""
+    op: str  # "" if unknown
+    since: Optional[float]  # unix time it was taken
+
+    def describe(self) -> str:
+        """'vzslave pid 123 (container.stop since 12:00:01)', or what is known of it."""
+        if not self.pid:
+            return "another process"
+        who = "{} pid {}".format(self.program or "process", self.pid)
+        if self.since is None:
+            return who
+        return "{} ({}since {})".format(who, self.op + " " if self.op else "",
+                                        time.strftime("%H:%M:%S", time.localtime(self.since)))
+
+    def to_wire(self) -> Dict[str, Any]:
+        """The ``holder`` map of a BUSY error's details."""
+        return {"pid": self.pid, "program": self.program or None, "op": self.op or None,
+                "since": self.since}
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, what: str, blocking: bool = True) -> Iterator[int]:
+    """Hold an exclusive flock on ``path`` (created if needed), recording the holder.
+
+    With ``blocking``, wait up to LOCK_WAIT seconds for another holder to finish;
+    without, try once. Then raise BusyError naming ``what`` and the holder: no
+    request waits long behind another. The file holds "PID OP SINCE" while locked.
+    flock locks vanish with their process: a killed vzslave leaves none behind (its
+    stale record is recognised by its dead pid).
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        deadline = time.monotonic() + (LOCK_WAIT if blocking else 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    holder = lock_holder(path)
+                    raise BusyError(
+                        "{} is in use by {}; try again when it has finished".format(
+                            what, holder.describe()),
+                        {"holder": holder.to_wire()}) from None
+                _pause(min(_LOCK_POLL, left))
+        _write_record(fd, "{} {} {:.3f}\n".format(os.getpid(), _activity or "-", time.time()))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise BusyError("{} is in use by another vzslave request; try again when it "
-                            "has finished".format(what)) from None
-        yield fd
+            yield fd
+        finally:
+            _write_record(fd, "")  # before the unlock: the next holder finds it empty
     finally:
         os.close(fd)
+
+
+def _write_record(fd: int, record: str) -> None:
+    # The record only explains a BUSY answer: failing to write it (a full disk)
+    # must not fail the request that holds the lock.
+    try:
+        os.ftruncate(fd, 0)
+        if record:
+            os.pwrite(fd, record.encode(), 0)
+    except OSError:
+        pass
+
+
+def lock_holder(path: str) -> LockHolder:
+    """Who holds the flock on ``path``: its record if it is ours, else /proc/locks."""
+    try:
+        with open(path, "rb") as record:
+            fields = record.read(200).decode("ascii", "replace").split()
+            st = os.fstat(record.fileno())
+    except OSError:
+        return LockHolder(None, "", "", None)
+    try:
+        pid, op, since = int(fields[0]), fields[1], float(fields[2])
+    except (IndexError, ValueError):
+        pid = 0  # empty (just taken, or by a tool of someone else's) or garbage
+    if pid > 0 and _alive(pid):
+        return LockHolder(pid, "vzslave", "" if op == "-" else op, since)
+    return flock_holder(st)
+
+
+def flock_holder(st: os.stat_result) -> LockHolder:
+    """Who holds a flock on the file ``st`` describes, from /proc/locks alone."""
+    found = _flock_pid(st.st_dev, st.st_ino)
+    return LockHolder(found, _comm(found) if found else "", "", None)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open("/proc/{}/comm".format(pid)) as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user
+    return True
+
+
+def _flock_pid(dev: int, ino: int) -> Optional[int]:
+    """The pid /proc/locks gives for a flock on this inode (None if it names none)."""
+    wanted = "{:02x}:{:02x}:{}".format(os.major(dev), os.minor(dev), ino)
+    try:
+        with open("/proc/locks") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have a "->".
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            try:
+                return int(fields[4]) or None
+            except ValueError:
+                return None
+    return None
 
 
 def is_locked(path: str) -> bool:
@@ -205,7 +333,7 @@ def remove_tree(path: str) -> None:
     mounted = mounts_under(path)
     if mounted:
         raise BusyError("{} has mounts under it ({}); stop what uses it first".format(
-            path, ", ".join(mounted[:3])))
+            path, ", ".join(mounted[:3])), {"mounts": mounted})
     parent, name = os.path.split(os.path.abspath(path))
     parent_fd = os.open(parent, _DIR_FLAGS)
     try:
@@ -219,7 +347,8 @@ def _remove_dir_at(parent_fd: int, name: str, device: int) -> None:
     try:
         st = os.fstat(fd)
         if st.st_dev != device:
-            raise BusyError("refusing to delete across a mount point at {}".format(name))
+            raise BusyError("refusing to delete across a mount point at {}".format(name),
+                            {"mounts": [name]})
         if st.st_mode & 0o700 != 0o700 and os.geteuid() != 0:
             os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
         for child in os.listdir(fd):

@@ -5,15 +5,16 @@ stream: the server checks arguments against the table before calling, and turns
 whatever a handler raises into a wire error. docs/protocol.md documents each op.
 """
 
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from vzslave.bundles import BundleStore
-from vzslave.config import Layout, Limits
-from vzslave.containers import Containers
+from vzslave.config import MAX_IMAGE_SIZE, Layout, Limits
+from vzslave.containers import MAX_RUNTIME_ARGS, RUNTIMES, Containers
 from vzslave.errors import BadRequestError, VersionMismatchError
 from vzslave.facts import node_facts
 from vzslave.images import ImageStore
-from vzslave.protocol import MAX_DATA, MAX_FRAME, SUPPORTED_VERSIONS
+from vzslave.protocol import MAX_DATA, MAX_FRAME, MAX_ITEMS, SUPPORTED_VERSIONS
 from vzslave.records import to_wire
 
 
@@ -41,10 +42,11 @@ class Call:
         self._send = send
         self._cancelled = cancelled
         self.trailer: Dict[str, Any] = {}
-        self.ended = False  # the client's End frame has been read
+        self.ended = False  # the client's stream is over: its End or Cancel was read
+        self.aborted = False  # it was a Cancel: the client abandoned the stream
 
     def data(self) -> Iterator[bytes]:
-        """The chunks the client streams for this call, up to its End frame."""
+        """The chunks the client streams for this call, up to its End (or Cancel)."""
         return self._receive(self)
 
     def send(self, data: bytes) -> None:
@@ -64,12 +66,47 @@ Result = Dict[str, Any]
 Handler = Callable[[Node, Call, Args], Result]
 
 
+class Num(NamedTuple):
+    """A number argument: ``kind`` int or float, from ``low`` to ``high`` inclusive."""
+
+    kind: type
+    low: Union[int, float]
+    high: Union[int, float]
+    unit: str = ""  # for messages: "bytes", "seconds", ...
+
+
+class Array(NamedTuple):
+    """An array argument of at most ``max_len`` elements, each ``item``."""
+
+    item: Any  # a Spec
+    max_len: int = MAX_ITEMS
+
+
+class Fixed(NamedTuple):
+    """An array argument of exactly ``len(items)`` elements, element i ``items[i]``."""
+
+    items: Tuple[Any, ...]  # Specs
+
+
+class Choice(NamedTuple):
+    """A string argument that must be one of ``values``."""
+
+    values: Tuple[str, ...]
+
+
+Spec = Union[type, Num, Array, Fixed, Choice]  # a plain type (str, bool, ...): its type only
+
+
 class Op(NamedTuple):
-    """An op's handler and schema: required and optional arguments with their types."""
+    """An op's handler and schema: required and optional arguments with their specs.
+
+    An optional argument whose default is None may also be sent as nil, which means
+    the same as leaving it out.
+    """
 
     handler: Handler
-    required: Dict[str, type]
-    optional: Dict[str, Tuple[type, Any]]  # name -> (type, default)
+    required: Dict[str, Spec]
+    optional: Dict[str, Tuple[Spec, Any]]  # name -> (spec, default)
     client_stream: bool = False  # data frames and an end frame follow the request
 
 
@@ -77,31 +114,88 @@ def check_args(op_name: str, op: Op, raw: Dict[str, Any]) -> Args:
     """The arguments of a request, checked against the op's schema."""
     unknown = sorted(set(raw) - set(op.required) - set(op.optional))
     if unknown:
-        raise BadRequestError("{} does not take {}".format(op_name, ", ".join(unknown)))
+        raise BadRequestError("{} does not take {}".format(op_name, ", ".join(unknown)),
+                              {"argument": unknown[0]})
     args: Args = {}
-    for key, kind in op.required.items():
+    for key, spec in op.required.items():
         if key not in raw:
-            raise BadRequestError("{} needs the argument {!r}".format(op_name, key))
-        args[key] = _typed(op_name, key, raw[key], kind)
-    for key, (kind, default) in op.optional.items():
-        args[key] = _typed(op_name, key, raw[key], kind) if key in raw else default
+            raise BadRequestError("{} needs the argument {!r}".format(op_name, key),
+                                  {"argument": key})
+        args[key] = _checked("{}: {!r}".format(op_name, key), key, raw[key], spec)
+    for key, (spec, default) in op.optional.items():
+        value = raw.get(key)
+        if key not in raw or (value is None and default is None):
+            args[key] = default
+        else:
+            args[key] = _checked("{}: {!r}".format(op_name, key), key, value, spec)
     return args
 
 
-def _typed(op_name: str, key: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)  # a whole number of seconds is a number of seconds
+def _checked(what: str, key: str, value: Any, spec: Spec) -> Any:
+    if isinstance(spec, Num):
+        return _number(what, key, value, spec)
+    if isinstance(spec, Choice):
+        if not isinstance(value, str) or value not in spec.values:
+            raise BadRequestError("{} must be one of {}, not {!r}".format(
+                what, ", ".join(spec.values), value), {"argument": key})
+        return value
+    if isinstance(spec, (Array, Fixed)):
+        value = _checked(what, key, value, list)
+        if isinstance(spec, Fixed) and len(value) != len(spec.items):
+            raise BadRequestError("{} must be an array of exactly {} elements, not {}".format(
+                what, len(spec.items), len(value)), {"argument": key})
+        if isinstance(spec, Array) and len(value) > spec.max_len:
+            raise BadRequestError("{} must be an array of at most {} elements, not {}".format(
+                what, spec.max_len, len(value)), {"argument": key})
+        items = spec.items if isinstance(spec, Fixed) else [spec.item] * len(value)
+        return [_checked("{}[{}]".format(what, index), key, item, item_spec)
+                for index, (item, item_spec) in enumerate(zip(value, items))]
     # bool is an int in Python but not on the wire.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BadRequestError("{}: {!r} must be {}, not {}".format(
-            op_name, key, _TYPE_WORDS.get(kind, kind.__name__), type(value).__name__))
-    if isinstance(value, (int, float)) and value < 0:
-        raise BadRequestError("{}: {!r} must not be negative".format(op_name, key))
+    if not isinstance(value, spec) or (spec is int and isinstance(value, bool)):
+        raise BadRequestError("{} must be {}, not {}".format(
+            what, _TYPE_WORDS.get(spec, spec.__name__), _wire_type(value)),
+            {"argument": key})
     return value
+
+
+def _number(what: str, key: str, value: Any, spec: Num) -> Union[int, float]:
+    details = {"argument": key, "min": spec.low, "max": spec.high}
+    expected = "{} {} from {}".format(what, "must be " + _TYPE_WORDS[spec.kind], _range(spec))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            spec.kind is int and isinstance(value, float)):
+        raise BadRequestError("{}, not {}".format(expected, _wire_type(value)), details)
+    number: Union[int, float] = value
+    if spec.kind is float:
+        # A whole number of seconds is a number of seconds. NaN compares false with
+        # everything, so it is refused by name rather than left to the bounds.
+        number = float(number)
+        if not math.isfinite(number):
+            raise BadRequestError("{}, not {}".format(expected, number), details)
+    if not spec.low <= number <= spec.high:
+        raise BadRequestError("{}, not {}".format(expected, number), details)
+    return number
+
+
+def _range(spec: Num) -> str:
+    return "{} to {}{}".format(spec.low, spec.high, " " + spec.unit if spec.unit else "")
+
+
+def _wire_type(value: Any) -> str:
+    return _WIRE_WORDS.get(type(value), type(value).__name__)
 
 
 _TYPE_WORDS = {str: "a string", int: "an integer", bool: "a boolean", list: "an array",
                float: "a number"}
+_WIRE_WORDS = {type(None): "nil", bool: "a boolean", int: "an integer", float: "a float",
+               str: "a string", bytes: "binary", list: "an array", dict: "a map"}
+
+# The ranges of the numeric arguments (inclusive; docs/protocol.md lists them).
+UINT64_MAX = 2 ** 64 - 1
+INT64_MAX = 2 ** 63 - 1
+IMAGE_SIZE = Num(int, 0, MAX_IMAGE_SIZE, "bytes")
+GRACE = Num(float, 0, 3600, "seconds")
+UPTIME = Num(float, 0, 600, "seconds")  # how long start waits for the app to stay up
+VERSION = Num(int, 0, 65535)
 
 
 def choose_version(offered: List[Any]) -> int:
@@ -110,7 +204,8 @@ def choose_version(offered: List[Any]) -> int:
     if not common:
         raise VersionMismatchError(
             "this node speaks protocol versions {}, the client offered {}; upgrade the "
-            "older side".format(list(SUPPORTED_VERSIONS), offered[:10]))
+            "older side".format(list(SUPPORTED_VERSIONS), offered[:10]),
+            {"versions": list(SUPPORTED_VERSIONS)})
     return max(common)
 
 
@@ -120,7 +215,7 @@ def op_hello(node: Node, call: Call, args: Args) -> Result:
     return {
         "version": choose_version(args["versions"]),
         "facts": to_wire(node_facts(node.layout)),
-        "limits": {"max_frame": MAX_FRAME, "max_data": MAX_DATA},
+        "limits": {"max_frame": MAX_FRAME, "max_data": MAX_DATA, "max_image": MAX_IMAGE_SIZE},
         "ops": sorted(OPS),
     }
 
@@ -140,10 +235,14 @@ def op_image_probe(node: Node, call: Call, args: Args) -> Result:
 
 
 def op_image_put(node: Node, call: Call, args: Args) -> Result:
-    """Receive an image's bytes from ``offset`` on; publish it if the sha256 matches."""
+    """Receive an image's bytes from ``offset`` on; publish it if the sha256 matches.
+    A client's cancel abandons the upload: the reply says what prefix is kept."""
     with node.images.upload(args["name"], args["size"], args["offset"]) as upload:
         for chunk in call.data():
             upload.write(chunk)
+        if call.aborted:
+            kept = upload.kept()
+            return {"image": None, "partial": None if kept is None else to_wire(kept)}
         sha256 = call.trailer.get("sha256")
         return {"image": to_wire(upload.commit(sha256))}  # type: ignore[arg-type]
 
@@ -188,7 +287,8 @@ def op_container_stop(node: Node, call: Call, args: Args) -> Result:
 
 def op_container_restart(node: Node, call: Call, args: Args) -> Result:
     """Stop, then start the container (picking up a newly unpacked bundle)."""
-    return {"status": to_wire(node.containers.restart(args["name"], args["grace"]))}
+    return {"status": to_wire(node.containers.restart(args["name"], args["grace"],
+                                                      args["min_uptime"]))}
 
 
 def op_container_status(node: Node, call: Call, args: Args) -> Result:
@@ -208,10 +308,6 @@ def op_container_logs(node: Node, call: Call, args: Args) -> Result:
     if cursor is None:
         data, start = logs.tail(path, args["lines"], keep)
         call.send(data)
-    elif (not isinstance(cursor, list) or len(cursor) != 2
-          or not all(isinstance(v, int) and v >= 0 for v in cursor)):
-        raise BadRequestError("container.logs: 'cursor' must be [inode, offset] as a "
-                              "previous reply gave it")
     else:
         start = logs.Cursor(cursor[0], cursor[1])
     follower = logs.Follower(path, start, keep)
@@ -230,26 +326,31 @@ def op_container_logs(node: Node, call: Call, args: Args) -> Result:
 
 
 OPS: Dict[str, Op] = {
-    "hello": Op(op_hello, {"versions": list}, {"client": (str, "")}),
+    "hello": Op(op_hello, {"versions": Array(VERSION, 64)}, {"client": (str, "")}),
     "image.list": Op(op_image_list, {}, {}),
     "image.probe": Op(op_image_probe, {"name": str}, {}),
-    "image.put": Op(op_image_put, {"name": str, "size": int}, {"offset": (int, 0)},
-                    client_stream=True),
+    "image.put": Op(op_image_put, {"name": str, "size": IMAGE_SIZE},
+                    {"offset": (IMAGE_SIZE, 0)}, client_stream=True),
     "image.remove": Op(op_image_remove, {"name": str}, {}),
     "bundle.unpack": Op(op_bundle_unpack, {"image": str, "name": str},
                         {"keep_setid": (bool, False)}),
     "bundle.list": Op(op_bundle_list, {}, {}),
     "bundle.remove": Op(op_bundle_remove, {"name": str}, {}),
     "container.start": Op(op_container_start, {"name": str}, {
-        "override": (bool, False), "runtime": (str, None), "runtime_args": (list, None),
-        "log_max": (int, None),
-        "log_keep": (int, None), "syslog": (bool, None), "monitor": (bool, None),
-        "wait": (bool, True), "min_uptime": (float, 1.0)}),
-    "container.stop": Op(op_container_stop, {"name": str}, {"grace": (float, 10.0)}),
-    "container.restart": Op(op_container_restart, {"name": str}, {"grace": (float, 10.0)}),
+        "override": (bool, False), "runtime": (Choice(RUNTIMES), None),
+        "runtime_args": (Array(str, MAX_RUNTIME_ARGS), None),
+        "log_max": (Num(int, 1024, 1024 ** 3, "bytes"), None),
+        "log_keep": (Num(int, 0, 100, "files"), None),
+        "syslog": (bool, None), "monitor": (bool, None), "wait": (bool, True),
+        "min_uptime": (UPTIME, 1.0)}),
+    "container.stop": Op(op_container_stop, {"name": str}, {"grace": (GRACE, 10.0)}),
+    "container.restart": Op(op_container_restart, {"name": str}, {"grace": (GRACE, 10.0),
+                                                                  "min_uptime": (UPTIME, 1.0)}),
     "container.status": Op(op_container_status, {}, {"name": (str, "")}),
     "container.logs": Op(op_container_logs, {"name": str}, {
-        "lines": (int, 100), "cursor": (list, None), "follow": (bool, False)}),
+        "lines": (Num(int, 0, 100000, "lines"), 100),
+        "cursor": (Fixed((Num(int, 0, UINT64_MAX), Num(int, 0, INT64_MAX, "bytes"))), None),
+        "follow": (bool, False)}),
 }
 
 HELLO = "hello"

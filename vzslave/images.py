@@ -103,19 +103,27 @@ class ImageStore:
 
         Raises BusyError if another request is uploading ``name``, and
         OffsetMismatchError unless ``offset`` is 0 or the size of the kept prefix.
-        The prefix is kept if the upload fails, so it can be resumed.
+        A refusal at the request changes nothing. If the upload fails later, the
+        bytes written are kept as a prefix to resume from (but for a checksum
+        mismatch, which proves them wrong); an empty prefix is never kept.
         """
         validate_name("image", name)
         if not 0 <= offset <= size:
             raise BadRequestError("offset {} is outside the image's {} bytes".format(
-                offset, size))
+                offset, size), {"argument": "offset"})
         with fs.exclusive_lock(self._name_lock(name), "image {!r}".format(name)):
-            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-            fd = os.open(self._partial(name), flags, 0o600)
+            path = self._partial(name)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 yield Upload(self, name, fd, size, offset)
             finally:
-                os.close(fd)
+                try:
+                    # Nothing worth resuming: made by this request's open, or
+                    # truncated by it and then refused or abandoned before a byte.
+                    if os.fstat(fd).st_size == 0:
+                        _unlink_if_present(path)
+                finally:
+                    os.close(fd)
 
     def remove(self, name: str) -> None:
         """Remove image ``name`` and any kept prefix of an upload of it."""
@@ -201,18 +209,23 @@ class Upload:
         self.size = size
         self.offset = offset
         kept = os.fstat(fd).st_size
-        if offset == 0:
-            os.ftruncate(fd, 0)
-        elif offset != kept:
+        if offset not in (0, kept):
             raise OffsetMismatchError(
                 "the node holds {} bytes of image {!r}, the upload starts at {}; probe "
                 "again".format(kept, name, offset), {"have": kept})
+        # Checked before the prefix is dropped, so that a refusal changes nothing;
+        # starting afresh frees what the prefix took.
         usable = store.limits.usable(fs.free_space(store.layout.partial))
+        if offset == 0:
+            usable += kept
         if size - offset > usable:
             raise DiskFullError(
                 "image {!r} needs {} more bytes but only {} are free under {}; free some "
                 "space (vzmaster rm-image, rm-bundle) and push again".format(
-                    name, size - offset, usable, store.layout.root))
+                    name, size - offset, usable, store.layout.root),
+                {"needed": size - offset, "free": usable})
+        if offset == 0:
+            os.ftruncate(fd, 0)
         self._hasher = _hash_prefix(fd, offset)
         self.received = offset
 
@@ -220,7 +233,7 @@ class Upload:
         """Append one chunk of the image."""
         if self.received + len(chunk) > self.size:
             raise BadRequestError("more than the announced {} bytes of image {!r}".format(
-                self.size, self.name))
+                self.size, self.name), {"size": self.size, "received": self.received})
         view = memoryview(chunk)
         try:
             while view:
@@ -232,18 +245,26 @@ class Upload:
                 raise DiskFullError(
                     "the disk under {} filled up after {} of {} bytes of image {!r}; free "
                     "some space and push again: the upload resumes where it stopped".format(
-                        self._store.layout.root, self.received, self.size, self.name)
-                ) from exc
+                        self._store.layout.root, self.received, self.size, self.name),
+                    {"errno": exc.errno}) from exc
             raise
         self._hasher.update(chunk)
+
+    def kept(self) -> Optional[PartialInfo]:
+        """What stays of this upload if it ends now: the prefix written, or None."""
+        if not self.received:
+            return None
+        return PartialInfo(self.received, self._hasher.copy().hexdigest())
 
     def commit(self, sha256: str) -> ImageInfo:
         """Check size and ``sha256``, then publish the image under its name."""
         if not isinstance(sha256, str) or not _SHA256_HEX.match(sha256):
-            raise BadRequestError("'sha256' must be 64 lowercase hex digits")
+            raise BadRequestError("the end frame's trailer needs 'sha256': 64 lowercase hex "
+                                  "digits", {"trailer": "sha256"})
         if self.received != self.size:
             raise BadRequestError("the stream ended after {} of {} bytes of image {!r}".format(
-                self.received, self.size, self.name))
+                self.received, self.size, self.name),
+                {"size": self.size, "received": self.received})
         actual = self._hasher.hexdigest()
         if actual != sha256:
             # The prefix cannot be trusted either: the next push starts afresh.

@@ -24,6 +24,7 @@ import tempfile
 import time
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
+from vzslave import fs
 from vzslave.errors import BadNameError, BusyError, InittabError, error_from_os
 from vzslave.names import validate_name
 
@@ -240,15 +241,16 @@ def _pause(seconds: float) -> None:
 class InittabFile:
     """An inittab on disk: read, and rewrite atomically while holding its lock."""
 
-    def __init__(self, path: str = "/etc/inittab", timeout: float = 30.0) -> None:
+    def __init__(self, path: str = "/etc/inittab", timeout: Optional[float] = None) -> None:
         self.path = path
-        self.timeout = timeout
+        self.timeout = fs.LOCK_WAIT if timeout is None else timeout
         self._fd: Optional[int] = None  # the locked file; its directory while it is missing
         self._exists = False
 
     @contextlib.contextmanager
     def locked(self) -> Iterator["InittabFile"]:
-        """Hold an exclusive flock on the file itself; BusyError after ``timeout`` s.
+        """Hold an exclusive flock on the file itself; BusyError naming the holder after
+        ``timeout`` s (default fs.LOCK_WAIT: no request waits long behind another).
 
         The lock is on the file so that every tool that flocks /etc/inittab is
         excluded too. A missing file is locked through its directory.
@@ -292,10 +294,13 @@ class InittabFile:
             except BlockingIOError:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    # No record of ours can go in the sysadmin's file: /proc/locks
+                    # names the process (another vzslave request, or an admin tool).
+                    holder = fs.flock_holder(os.fstat(fd))
                     raise BusyError(
-                        "{} stayed locked by another process (another vzslave request, or "
-                        "an admin tool) for {:g} s; try again when it has "
-                        "finished".format(self.path, self.timeout)) from None
+                        "{} stayed locked by {} for {:g} s; try again when it has "
+                        "finished".format(self.path, holder.describe(), self.timeout),
+                        {"holder": holder.to_wire()}) from None
                 _pause(min(_POLL, left))
 
     def _still_named(self, fd: int, exists: bool) -> bool:

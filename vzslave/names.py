@@ -19,12 +19,13 @@ def validate_name(kind: str, name: object) -> str:
     file name, in an inittab line and in a shell-free argv.
     """
     if not isinstance(name, str):
-        raise BadNameError("{} name must be a string, not {}".format(kind, type(name).__name__))
+        raise BadNameError("{} name must be a string, not {}".format(kind, type(name).__name__),
+                           {"kind": kind})
     if not 0 < len(name) <= MAX_NAME:
         raise BadNameError("{} name must be 1 to {} characters long: {!r}".format(
-            kind, MAX_NAME, name[:MAX_NAME + 8]))
+            kind, MAX_NAME, name[:MAX_NAME + 8]), {"kind": kind})
     if not _NAME.match(name):
         raise BadNameError(
             "bad {} name {!r}: use letters, digits and _ . + - and start with a letter "
-            "or digit".format(kind, name))
+            "or digit".format(kind, name), {"kind": kind})
     return name

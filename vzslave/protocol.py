@@ -16,7 +16,9 @@ Every frame is one msgpack map with a ``type`` and an ``id``:
 Standard library and msgpack only (runs on the node, Python 3.6+).
 """
 
-from typing import Any, Dict, List, NamedTuple, Optional, Union
+import collections
+import re
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import msgpack
 
@@ -29,6 +31,7 @@ MAX_DATA = 1024 * 1024  # largest payload of one data frame
 MAX_FRAME = MAX_DATA + 64 * 1024  # largest encoded frame of any type
 MAX_STR = 64 * 1024  # largest string field (names, messages, hex digests, ...)
 MAX_ITEMS = 100000  # largest array or map, by element count
+MAX_DEPTH = 32  # deepest nesting of arrays and maps
 READ_SIZE = 256 * 1024  # what the I/O loops ask their fd or channel for
 
 
@@ -81,30 +84,23 @@ Frame = Union[Request, Data, End, Cancel, Reply, Error]
 
 
 def encode(frame: Frame) -> bytes:
-    """The msgpack bytes of ``frame``."""
+    """The msgpack bytes of ``frame``: a map of ``type``, ``id``, then its own keys."""
     if isinstance(frame, Data):
         # The hot path of uploads: build the map directly, no generic dispatch.
         packed: bytes = msgpack.packb({"type": "data", "id": frame.id, "data": frame.data})
         return packed
+    body: Dict[str, Any] = {"type": _TYPE_NAMES.get(type(frame)), "id": frame.id}
     if isinstance(frame, Request):
-        body: Dict[str, Any] = {"op": frame.op, "args": frame.args}
+        body.update(op=frame.op, args=frame.args)
     elif isinstance(frame, End):
-        body = {"trailer": frame.trailer}
-    elif isinstance(frame, Cancel):
-        body = {}
+        body["trailer"] = frame.trailer
     elif isinstance(frame, Reply):
-        body = {"result": frame.result}
+        body["result"] = frame.result
     elif isinstance(frame, Error):
-        body = {
-            "code": frame.code,
-            "name": frame.name,
-            "message": frame.message,
-            "details": frame.details,
-        }
-    else:
+        body.update(code=frame.code, name=frame.name, message=frame.message,
+                    details=frame.details)
+    elif not isinstance(frame, Cancel):
         raise TypeError("not a frame: {!r}".format(frame))
-    body["type"] = _TYPE_NAMES[type(frame)]
-    body["id"] = frame.id
     encoded: bytes = msgpack.packb(body)
     return encoded
 
@@ -119,32 +115,70 @@ _TYPE_NAMES = {
 }
 
 
+# What a lead byte says, per msgpack's spec: (kind, width of its length field, value).
+# For fixed-size objects ``value`` is the whole object's size; for the fix* forms of
+# str, array and map it is their length, and for the others it comes from the field.
+_SCALAR, _STR, _BIN, _ARRAY, _MAP, _EXT, _NEVER = range(7)
+_KIND_WORDS = {_SCALAR: "a scalar", _STR: "a string", _BIN: "binary", _ARRAY: "an array",
+               _MAP: "a map"}
+
+
+def _lead_table() -> List[Tuple[int, int, int]]:
+    table = [(_NEVER, 0, 0)] * 256
+    for lead in range(0x00, 0x80):
+        table[lead] = (_SCALAR, 0, 1)  # positive fixint
+    for lead in range(0xe0, 0x100):
+        table[lead] = (_SCALAR, 0, 1)  # negative fixint
+    for lead in range(0x80, 0x90):
+        table[lead] = (_MAP, 0, lead & 0x0f)
+    for lead in range(0x90, 0xa0):
+        table[lead] = (_ARRAY, 0, lead & 0x0f)
+    for lead in range(0xa0, 0xc0):
+        table[lead] = (_STR, 0, lead & 0x1f)
+    for lead, size in ((0xc0, 1), (0xc2, 1), (0xc3, 1), (0xca, 5), (0xcb, 9), (0xcc, 2),
+                       (0xcd, 3), (0xce, 5), (0xcf, 9), (0xd0, 2), (0xd1, 3), (0xd2, 5),
+                       (0xd3, 9)):
+        table[lead] = (_SCALAR, 0, size)
+    for lead, kind, width in ((0xc4, _BIN, 1), (0xc5, _BIN, 2), (0xc6, _BIN, 4),
+                              (0xd9, _STR, 1), (0xda, _STR, 2), (0xdb, _STR, 4),
+                              (0xdc, _ARRAY, 2), (0xdd, _ARRAY, 4),
+                              (0xde, _MAP, 2), (0xdf, _MAP, 4)):
+        table[lead] = (kind, width, 0)
+    for lead in (0xc7, 0xc8, 0xc9, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8):
+        table[lead] = (_EXT, 0, 0)
+    return table  # 0xc1 stays _NEVER: msgpack never uses it
+
+
+_LEADS = _lead_table()
+# A run of whole one-byte objects: fixints, nil, false, true; the empty string too
+# (but not [] or {}, which would nest).
+_ONE_BYTE_RUN = re.compile(b"[\\x00-\\x7f\\xa0\\xc0\\xc2\\xc3\\xe0-\\xff]*")
+_RUN_MIN = 8  # items left in an array or map before a run is looked for
+_LIMITS = {_STR: MAX_STR, _BIN: MAX_DATA, _ARRAY: MAX_ITEMS, _MAP: MAX_ITEMS}
+
+
 class Decoder:
     """Turns a byte stream into frames. ``feed(b"")`` means the peer closed.
 
-    Strategy: a frame is refused as soon as more than MAX_FRAME bytes of it have
-    arrived, whatever its shape, so no frame is ever buffered past that; msgpack's
-    own length limits refuse an oversized string, binary, array or map once seen.
-    After the first bad frame the decoder stays broken: the only safe course is to
-    report and close.
+    Strategy: msgpack checks its length limits only once an object is complete, so
+    a frame could make us buffer up to MAX_FRAME bytes before it is refused. Instead
+    an incremental scanner walks the msgpack headers as they arrive and skips
+    payloads by their declared length: a frame that is not a map, holds an
+    extension type, nests too deep, declares a string, binary, array or map past
+    its limit, or whose declared sizes add up past MAX_FRAME is refused as soon as
+    the header that makes it impossible has arrived. Only a complete frame is
+    handed to msgpack. After the first bad frame the decoder stays broken: the
+    only safe course is to report and close.
     """
 
     def __init__(self) -> None:
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            strict_map_key=True,
-            max_buffer_size=2 * MAX_FRAME,
-            max_bin_len=MAX_DATA,
-            max_str_len=MAX_STR,
-            max_array_len=MAX_ITEMS,
-            max_map_len=MAX_ITEMS,
-            max_ext_len=0,
-        )
-        self._ready: List[Frame] = []
+        self._buffer = bytearray()  # from the start of the frame being scanned on
+        self._pos = 0  # where the next header starts; past the buffer while skipping
+        self._stack: List[int] = []  # items still to come in each open array or map
+        self._outstanding = 0  # their sum: each takes at least one more byte
+        self._ready: "collections.deque[Frame]" = collections.deque()
         self._eof = False
         self._failure: Optional[Exception] = None
-        self._fed = 0  # bytes fed so far
-        self._boundary = 0  # stream offset just after the last complete frame
 
     @property
     def eof(self) -> bool:
@@ -161,26 +195,18 @@ class Decoder:
             return
         if not data:
             self._eof = True
-            if self._fed != self._boundary:
+            if self._buffer:
                 self._failure = BadFrameError("the stream ended inside a frame")
             return
-        # Feed in slices of at most MAX_FRAME and drain between them, so the
-        # unpacker never holds more than one partial frame plus one slice.
+        # Scan in slices of at most MAX_FRAME, so the buffer never holds more than
+        # one partial frame plus one slice, however much one feed brings.
         view = memoryview(data)
         for start in range(0, len(view), MAX_FRAME):
-            piece = view[start:start + MAX_FRAME]
+            self._buffer += view[start:start + MAX_FRAME]
             try:
-                self._unpacker.feed(piece)
-            except msgpack.BufferFull:
-                self._failure = FrameTooLargeError(
-                    "a frame exceeded {} bytes".format(MAX_FRAME))
-                return
-            self._fed += len(piece)
-            if not self._drain():
-                return
-            if self._fed - self._boundary > MAX_FRAME:
-                self._failure = FrameTooLargeError(
-                    "a frame grew past {} bytes; refused".format(MAX_FRAME))
+                self._scan()
+            except (BadFrameError, FrameTooLargeError) as exc:
+                self._failure = exc
                 return
 
     def next_frame(self) -> Optional[Frame]:
@@ -190,33 +216,99 @@ class Decoder:
         frame: a byte stream has no resynchronisation point.
         """
         if self._ready:
-            return self._ready.pop(0)
+            return self._ready.popleft()
         if self._failure is not None:
             raise self._failure
         return None
 
-    def _drain(self) -> bool:
-        while True:
+    def _scan(self) -> None:
+        """Walk the headers that have arrived; decode each frame that completes."""
+        buf = self._buffer
+        end = len(buf)
+        pos = self._pos
+        stack = self._stack
+        taken = 0  # bytes of complete frames at the front of the buffer
+        try:
+            while pos <= end:
+                if not stack and pos > taken:  # the frame that started at taken is whole
+                    self._decode(buf, taken, pos)
+                    taken = pos
+                if pos == end:
+                    break
+                kind, width, value = _LEADS[buf[pos]]
+                if value == 1 and kind == _SCALAR and stack and stack[-1] >= _RUN_MIN:
+                    # Strategy: one-byte items (small ints, nil, booleans, "") are
+                    # skipped a run at a time, so an array of a million of them costs
+                    # one regex call, not a million steps of this loop.
+                    match = _ONE_BYTE_RUN.match(buf, pos, min(end, pos + stack[-1]))
+                    run = match.end() - pos if match else 0  # always a match: "*"
+                    pos += run
+                    stack[-1] -= run
+                    self._outstanding -= run
+                    while stack and not stack[-1]:
+                        stack.pop()
+                    continue
+                header = 1 + width
+                if width:
+                    if pos + header > end:
+                        break  # the rest of the header is still to come
+                    value = int.from_bytes(buf[pos + 1:pos + header], "big")
+                if kind == _SCALAR:
+                    header, value = value, 0
+                elif kind >= _EXT:
+                    raise BadFrameError("{} in a frame (byte 0x{:02x} at offset {}); the "
+                                        "protocol has none".format(
+                                            "an extension type" if kind == _EXT
+                                            else "a byte msgpack never uses",
+                                            buf[pos], pos - taken))
+                elif value > _LIMITS[kind]:
+                    raise FrameTooLargeError("{} of {} {} in a frame; the limit is {}".format(
+                        _KIND_WORDS[kind], value,
+                        "items" if kind >= _ARRAY else "bytes", _LIMITS[kind]))
+                if stack:
+                    stack[-1] -= 1
+                    self._outstanding -= 1
+                elif kind != _MAP:
+                    raise BadFrameError("a frame must be a map, got {}".format(
+                        _KIND_WORDS.get(kind, "?")))
+                if kind >= _ARRAY:
+                    if len(stack) >= MAX_DEPTH:
+                        raise BadFrameError("a frame nests arrays and maps deeper than "
+                                            "{}".format(MAX_DEPTH))
+                    items = 2 * value if kind == _MAP else value
+                    stack.append(items)
+                    self._outstanding += items
+                    pos += header
+                else:
+                    pos += header + value
+                if pos + self._outstanding - taken > MAX_FRAME:
+                    raise FrameTooLargeError(
+                        "a frame of at least {} bytes; the limit is {}".format(
+                            pos + self._outstanding - taken, MAX_FRAME))
+                while stack and not stack[-1]:
+                    stack.pop()
+        finally:
+            if taken:
+                del buf[:taken]
+                pos -= taken
+            self._pos = pos
+
+    def _decode(self, buf: bytearray, start: int, end: int) -> None:
+        with memoryview(buf) as whole, whole[start:end] as piece:
             try:
-                obj = self._unpacker.unpack()
-            except msgpack.OutOfData:
-                return True
-            except Exception as exc:  # FormatError, StackError, limits, UTF-8, ...
-                self._failure = _classify(exc)
-                return False
-            # tell() is exact only right after a complete object.
-            self._boundary = self._unpacker.tell()
-            try:
-                self._ready.append(parse_frame(obj))
-            except BadFrameError as exc:
-                self._failure = exc
-                return False
+                obj = msgpack.unpackb(piece, raw=False, strict_map_key=True,
+                                      max_bin_len=MAX_DATA, max_str_len=MAX_STR,
+                                      max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS,
+                                      max_ext_len=0)
+            except Exception as exc:  # UTF-8, map keys, ...: the headers were fine
+                raise _classify(exc) from None
+        self._ready.append(parse_frame(obj))
 
 
 def _classify(exc: Exception) -> Exception:
     message = str(exc)
     if "exceeds max" in message:  # msgpack's wording for its length limits
-        return FrameTooLargeError("frame refused before buffering: {}".format(message))
+        return FrameTooLargeError("frame refused: {}".format(message))
     return BadFrameError("not msgpack: {}".format(message or repr(exc)))
 
 

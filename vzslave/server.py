@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from vzslave import __version__
+from vzslave import __version__, fs
 from vzslave.config import DEFAULT_ROOT, Layout, Limits
 from vzslave.errors import (
     BadFrameError,
@@ -113,22 +113,24 @@ class Session:
                 elif isinstance(frame, Cancel):
                     continue  # it raced the end of the call it meant: nothing to stop
                 else:
-                    self._violation(frame.id, "a {} frame outside any call that streams".format(
-                        type(frame).__name__.lower()))
+                    self._violation(frame, "a {} frame outside any call that streams".format(
+                        _kind(frame)))
         except _Disconnect:
             return
 
     def _handle(self, request: Request) -> None:
         started = time.monotonic()
+        fs.set_activity(request.op)  # named in the locks this call takes
         call = Call(request.id, self._receive, self._send_data, self._cancelled)
         op = OPS.get(request.op)
         outcome = "ok"
         try:
-            if op is None:
-                raise UnsupportedOpError("this node does not know the op {!r} (vzslave {})"
-                                         .format(request.op, __version__))
             if request.op != HELLO and not self._negotiated:
                 raise HelloRequiredError("send hello before {}".format(request.op))
+            if op is None:
+                raise UnsupportedOpError("this node does not know the op {!r} (vzslave {})"
+                                         .format(request.op, __version__),
+                                         {"op": request.op})
             args = check_args(request.op, op, request.args)
             result = op.handler(self._node, call, args)
             if request.op == HELLO:
@@ -159,15 +161,19 @@ class Session:
                 call.trailer = frame.trailer
                 call.ended = True
                 return
-            else:
-                self._violation(frame.id, "call {} is streaming, but a {} frame for {} "
-                                "came".format(call.id, type(frame).__name__.lower(), frame.id))
+            elif isinstance(frame, Cancel) and frame.id == call.id:
+                # The client abandons its stream: it ends here, without an End.
+                call.ended = call.aborted = True
+                return
+            elif not isinstance(frame, Cancel):  # a cancel of another call: ignored
+                self._violation(frame, "call {} is streaming, but a {} frame for {} "
+                                "came".format(call.id, _kind(frame), frame.id))
 
     def _send_data(self, call: Call, data: bytes) -> None:
         self._send(Data(call.id, data))
 
     def _cancelled(self, call: Call, timeout: float) -> bool:
-        # While the node streams, the only frame a client may send is its Cancel.
+        # While the node streams, the only frame a client may send is a Cancel.
         frame = self._buffered()
         if frame is None:
             if self._decoder.eof:
@@ -177,10 +183,10 @@ class Session:
             frame = self._next()
             if frame is None:
                 raise _Disconnect()
-        if isinstance(frame, Cancel) and frame.id == call.id:
-            return True
-        self._violation(frame.id, "call {} is streaming to the client, but a {} frame "
-                        "came".format(call.id, type(frame).__name__.lower()))
+        if isinstance(frame, Cancel):
+            return frame.id == call.id  # a cancel of another call is ignored
+        self._violation(frame, "call {} is streaming to the client, but a {} frame "
+                        "came".format(call.id, _kind(frame)))
         return False
 
     def _drain(self, call: Call) -> None:
@@ -210,7 +216,14 @@ class Session:
             self._send(error_frame(None, exc))
             raise _Disconnect() from exc
 
-    def _violation(self, call_id: Optional[int], what: str) -> None:
+    def _violation(self, frame: Frame, what: str) -> None:
+        # A reply or error has the wrong type for this direction: a bad frame, whose
+        # id is not trusted (nil); other misplaced frames name the call they meant.
+        if isinstance(frame, (Reply, Error)):
+            call_id = None
+            what = "{} frames go from the node to the client; {}".format(_kind(frame), what)
+        else:
+            call_id = frame.id
         self._send(error_frame(call_id, BadFrameError("protocol violation: " + what)))
         raise _Disconnect()
 
@@ -219,6 +232,10 @@ class Session:
             self._write(encode(frame))
         except OSError as exc:  # the client is gone; nobody is left to tell
             raise _Disconnect() from exc
+
+
+def _kind(frame: Frame) -> str:
+    return type(frame).__name__.lower()
 
 
 def serve(read: Read, write: Write, node: Node, wait: Optional[Wait] = None) -> None:

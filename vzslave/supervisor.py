@@ -320,7 +320,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit("vz-supervisor: cannot create the state root {}: {}".format(layout.root, exc))
     pid_file = os.path.join(layout.containers, SUPERVISOR_PID)
     try:
-        with fs.exclusive_lock(os.path.join(layout.locks, "supervisor"), "") as lock:
+        with fs.exclusive_lock(os.path.join(layout.locks, "supervisor"), "",
+                               blocking=False) as lock:
             if not args.foreground:
                 # The lock's open file survives the detaching forks, and so does the lock.
                 context = daemon.DaemonContext(files_preserve=[lock], umask=0o022,

@@ -139,10 +139,11 @@ def test_the_vzslave_command_is_installed_or_runnable():
     assert result.stdout.startswith(b"vzslave ")
 
 
-def test_an_upload_abandoned_midway_closes_the_session_and_the_next_resumes(
+def test_an_upload_abandoned_midway_is_cancelled_and_the_next_push_resumes(
         connect, image_file):
     """When the progress callback raises (as Ctrl-C would) mid-upload, the client
-    closes rather than read the node's leftovers as answers; a new one resumes."""
+    cancels the upload rather than close: the session goes on, the node keeps the
+    prefix, and the next push resumes from it."""
     path = image_file(random_bytes(3 << 20), "big.img")
 
     def interrupt(done, _total):
@@ -152,11 +153,47 @@ def test_an_upload_abandoned_midway_closes_the_session_and_the_next_resumes(
     node = connect()
     with pytest.raises(KeyboardInterrupt):
         node.upload_image(path, progress=interrupt)
+    image, partial = node.probe_image("big.img")
+    assert image is None and partial.size > 1 << 20
+    starts = []
+    node.upload_image(path, progress=lambda done, _: starts.append(done))
+    assert starts[0] == partial.size
+
+
+def test_an_upload_of_a_file_that_shrinks_is_cancelled_and_the_session_goes_on(
+        connect, image_file):
+    path = image_file(random_bytes(3 << 20), "big.img")
+
+    def shrink(done, _total):
+        if done > 1 << 20:
+            os.truncate(path, done)
+
+    node = connect()
+    with pytest.raises(OSError, match="shrank"):
+        node.upload_image(path, progress=shrink)
+    assert node.probe_image("big.img")[1].size > 0
+    assert [i.name for i in node.images()] == []
+
+
+def test_an_interruption_inside_a_send_still_closes_the_session(connect, image_file):
+    """A frame may be half sent: only closing keeps the node from misreading it."""
+    path = image_file(random_bytes(3 << 20), "big.img")
+    node = connect()
+    real_send = node._transport.send
+    sent = []
+
+    def send(data):
+        sent.append(len(data))
+        if len(sent) == 3:
+            real_send(data[:100])
+            raise KeyboardInterrupt()
+        real_send(data)
+
+    node._transport.send = send
+    with pytest.raises(KeyboardInterrupt):
+        node.upload_image(path)
     with pytest.raises(ConnectionLostError, match="closed"):
         node.images()
-    starts = []
-    connect().upload_image(path, progress=lambda done, _: starts.append(done))
-    assert starts[0] > 0
 
 
 @pytest.mark.parametrize("garbage", [

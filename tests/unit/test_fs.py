@@ -1,7 +1,9 @@
 """Filesystem primitives: atomic replacement, locks, safe tree removal."""
 
+import fcntl
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -27,14 +29,104 @@ def test_atomic_symlink_repoints_an_existing_link(tmp_path):
     assert os.listdir(tmp_path) == ["current"]
 
 
-def test_a_held_lock_makes_the_second_taker_busy(tmp_path):
+@pytest.fixture
+def pauses(monkeypatch):
+    """The pauses a lock taker makes, recorded; LOCK_WAIT cut to a tenth of a second."""
+    made = []
+    monkeypatch.setattr(fs, "LOCK_WAIT", 0.1)
+    monkeypatch.setattr(fs, "_pause", made.append)
+    return made
+
+
+def test_a_held_lock_makes_the_second_taker_busy(tmp_path, pauses):
     path = str(tmp_path / "lock")
     with fs.exclusive_lock(path, "bundle 'x'"):
         assert fs.is_locked(path)
-        with pytest.raises(BusyError, match="bundle 'x'"):
+        with pytest.raises(BusyError, match="bundle 'x' is in use by"):
             with fs.exclusive_lock(path, "bundle 'x'"):
                 pass
+    assert pauses
     assert not fs.is_locked(path)
+
+
+def test_busy_names_the_holder_its_op_and_since_when(tmp_path, pauses, monkeypatch):
+    monkeypatch.setattr(fs, "_activity", "")
+    path = str(tmp_path / "lock")
+    fs.set_activity("container.stop")
+    with fs.exclusive_lock(path, "container 'web'"):
+        fs.set_activity("container.start")
+        with pytest.raises(BusyError) as caught:
+            with fs.exclusive_lock(path, "container 'web'"):
+                pass
+    holder = caught.value.details["holder"]
+    assert holder["pid"] == os.getpid() and holder["op"] == "container.stop"
+    since = time.strftime("%H:%M:%S", time.localtime(holder["since"]))
+    assert caught.value.message == (
+        "container 'web' is in use by vzslave pid {} (container.stop since {}); try again "
+        "when it has finished".format(os.getpid(), since))
+
+
+def test_a_lock_freed_during_the_wait_is_taken(tmp_path, monkeypatch):
+    path = str(tmp_path / "lock")
+    holder = fs.exclusive_lock(path, "x")
+    holder.__enter__()
+    monkeypatch.setattr(fs, "_pause", lambda seconds: holder.__exit__(None, None, None))
+    with fs.exclusive_lock(path, "x"):
+        assert fs.lock_holder(path).pid == os.getpid()
+
+
+def test_a_non_blocking_taker_does_not_wait(tmp_path, pauses):
+    path = str(tmp_path / "lock")
+    with fs.exclusive_lock(path, "x"):
+        with pytest.raises(BusyError):
+            with fs.exclusive_lock(path, "x", blocking=False):
+                pass
+    assert pauses == []
+
+
+def test_the_holder_record_is_cleared_before_the_lock_is_released(tmp_path):
+    path = tmp_path / "lock"
+    with fs.exclusive_lock(str(path), "x"):
+        assert path.read_text().split()[0] == str(os.getpid())
+    assert path.read_bytes() == b""
+
+
+def test_a_holder_without_a_record_is_named_from_proc_locks(tmp_path, pauses):
+    path = str(tmp_path / "lock")
+    holder = subprocess.Popen(
+        ["flock", path, "sh", "-c", "echo locked; read line"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        with pytest.raises(BusyError, match=r"x is in use by \w+ pid \d+;") as caught:
+            with fs.exclusive_lock(path, "x"):
+                pass
+        assert caught.value.details["holder"]["pid"] in (holder.pid, *child_pids(holder.pid))
+    finally:
+        holder.communicate(b"\n")
+
+
+def test_a_stale_record_of_a_dead_process_is_not_believed(tmp_path):
+    """When a vzslave was killed holding a lock, its record stays in the file; the
+    next holder that has not written its own yet must not be named as the dead one."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    path = tmp_path / "lock"
+    path.write_text("{} image.put 1000.0\n".format(dead.pid))
+    fd = os.open(str(path), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert fs.lock_holder(str(path)) == (os.getpid(), fs._comm(os.getpid()), "", None)
+    finally:
+        os.close(fd)
+
+
+def child_pids(pid):
+    try:
+        with open("/proc/{0}/task/{0}/children".format(pid)) as children:
+            return [int(each) for each in children.read().split()]
+    except OSError:
+        return []
 
 
 def test_remove_tree_does_not_follow_symlinks(tmp_path):

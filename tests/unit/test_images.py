@@ -76,6 +76,127 @@ def test_more_bytes_than_announced_are_refused(store):
             upload.write(b"abcd")
 
 
+def partial_files(layout):
+    return os.listdir(layout.partial)
+
+
+def test_an_upload_refused_for_space_leaves_no_partial_file(layout):
+    """When an upload was refused for space at the request, an empty partial file
+    stayed behind."""
+    store = ImageStore(layout, Limits(reserve_bytes=0))
+    free = fs.free_space(layout.root).bytes
+    with pytest.raises(DiskFullError) as caught:
+        with store.upload("huge.tar", free + 1, 0):
+            pass
+    assert partial_files(layout) == []
+    assert caught.value.details["needed"] == free + 1
+
+
+def test_an_upload_from_zero_refused_for_space_keeps_the_earlier_prefix(layout):
+    store = ImageStore(layout, Limits(reserve_bytes=0))
+    with store.upload("a.tar", 100, 0) as upload:
+        upload.write(b"x" * 10)
+    with pytest.raises(DiskFullError):
+        with store.upload("a.tar", fs.free_space(layout.root).bytes + 1000, 0):
+            pass
+    assert store.probe("a.tar")[1].size == 10
+
+
+def test_starting_afresh_counts_the_dropped_prefix_as_free(layout, monkeypatch):
+    store = ImageStore(layout, Limits(reserve_bytes=0))
+    with store.upload("a.tar", 100, 0) as upload:
+        upload.write(b"x" * 60)
+    real = fs.free_space(layout.root)
+    monkeypatch.setattr(fs, "free_space", lambda path: real._replace(bytes=50))
+    with store.upload("a.tar", 100, 0) as upload:  # 50 free + the 60 of the prefix
+        upload.write(b"y" * 100)
+    assert store.probe("a.tar")[1].size == 100
+
+
+def test_an_offset_mismatch_without_a_prefix_leaves_no_partial_file(store, layout):
+    """When a resume named an offset but the node held nothing, the refusal left an
+    empty partial file behind."""
+    with pytest.raises(OffsetMismatchError):
+        with store.upload("a.tar", 100, 20):
+            pass
+    assert partial_files(layout) == []
+
+
+def test_an_offset_mismatch_keeps_the_prefix_it_did_not_match(store):
+    with store.upload("a.tar", 100, 0) as upload:
+        upload.write(b"x" * 10)
+    with pytest.raises(OffsetMismatchError):
+        with store.upload("a.tar", 100, 20):
+            pass
+    assert store.probe("a.tar")[1].size == 10
+
+
+def test_too_many_bytes_in_the_first_chunk_leave_no_partial_file(store, layout):
+    with pytest.raises(BadRequestError):
+        with store.upload("a.tar", 3, 0) as upload:
+            upload.write(b"abcd")
+    assert partial_files(layout) == []
+
+
+def test_too_many_bytes_after_some_keep_the_bytes_written(store):
+    with pytest.raises(BadRequestError):
+        with store.upload("a.tar", 5, 0) as upload:
+            upload.write(b"abc")
+            upload.write(b"def")
+    assert store.probe("a.tar")[1] == (3, hashlib.sha256(b"abc").hexdigest())
+
+
+@pytest.mark.parametrize("trailer", [None, "", "ABC", "0" * 63], ids=repr)
+def test_a_bad_trailer_keeps_the_whole_upload_for_a_resume(store, trailer):
+    with pytest.raises(BadRequestError, match="sha256"):
+        with store.upload("a.tar", 3, 0) as upload:
+            upload.write(b"abc")
+            upload.commit(trailer)
+    info = put(store, "a.tar", b"abc", offset=3)  # resumed with nothing left to send
+    assert info.sha256 == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_a_refused_empty_upload_leaves_no_partial_file(store, layout):
+    with pytest.raises(BadRequestError):
+        with store.upload("a.tar", 0, 0) as upload:
+            upload.commit("bad")
+    assert partial_files(layout) == []
+
+
+def test_a_checksum_mismatch_leaves_no_partial_file(store, layout):
+    with pytest.raises(ChecksumMismatchError):
+        with store.upload("a.tar", 3, 0) as upload:
+            upload.write(b"abc")
+            upload.commit("0" * 64)
+    assert partial_files(layout) == []
+
+
+def test_an_upload_abandoned_before_a_byte_leaves_no_partial_file(store, layout):
+    with store.upload("a.tar", 3, 0) as upload:
+        assert upload.kept() is None
+    assert partial_files(layout) == []
+
+
+def test_an_upload_restarted_from_zero_and_abandoned_at_once_leaves_nothing(store, layout):
+    with store.upload("a.tar", 100, 0) as upload:
+        upload.write(b"x" * 10)
+    with store.upload("a.tar", 100, 0):
+        pass
+    assert partial_files(layout) == []
+
+
+def test_what_an_upload_keeps_is_its_prefix_and_that_prefix_hash(store):
+    with store.upload("a.tar", 100, 0) as upload:
+        upload.write(b"x" * 10)
+        kept = upload.kept()
+    assert kept == store.probe("a.tar")[1] == (10, hashlib.sha256(b"x" * 10).hexdigest())
+
+
+def test_a_published_empty_image_leaves_no_partial_file(store, layout):
+    assert put(store, "e.tar", b"").size == 0
+    assert partial_files(layout) == []
+
+
 def test_a_short_stream_is_not_published(store):
     with store.upload("a.tar", 10, 0) as upload:
         upload.write(b"abc")
@@ -83,7 +204,8 @@ def test_a_short_stream_is_not_published(store):
             upload.commit(hashlib.sha256(b"abc").hexdigest())
 
 
-def test_a_second_upload_of_the_same_name_meanwhile_is_busy(store):
+def test_a_second_upload_of_the_same_name_meanwhile_is_busy(store, monkeypatch):
+    monkeypatch.setattr(fs, "LOCK_WAIT", 0.1)
     with store.upload("a.tar", 10, 0):
         with pytest.raises(BusyError, match="a.tar"):
             with store.upload("a.tar", 10, 0):

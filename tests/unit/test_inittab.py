@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import requires_root
-from vzslave import inittab
+from vzslave import fs, inittab
 from vzslave.errors import BadNameError, BusyError, InittabError, PermissionDeniedError
 from vzslave.inittab import (
     Dialect,
@@ -410,9 +410,22 @@ def test_the_lock_waits_at_most_the_timeout_then_raises_busy(tmp_path):
     path = tmp_path / "inittab"
     path.write_bytes(b"x\n")
     with InittabFile(str(path)).locked():
-        with pytest.raises(BusyError, match="locked by another process"):
+        with pytest.raises(BusyError, match=r"stayed locked by \S+ pid {}".format(os.getpid())):
             with InittabFile(str(path), timeout=0.1).locked():
                 pass
+
+
+def test_the_lock_waits_no_longer_than_any_other_lock_by_default(tmp_path, monkeypatch):
+    """When another process held the inittab, a request waited 30 s behind it."""
+    monkeypatch.setattr(fs, "LOCK_WAIT", 0.1)
+    path = tmp_path / "inittab"
+    path.write_bytes(b"x\n")
+    with InittabFile(str(path)).locked():
+        with pytest.raises(BusyError) as caught:
+            with InittabFile(str(path)).locked():
+                pass
+    assert "for 0.1 s" in caught.value.message
+    assert caught.value.details["holder"]["pid"] == os.getpid()
 
 
 def test_the_lock_is_taken_on_the_inittab_itself(tmp_path):

@@ -22,3 +22,10 @@ def test_bad_names_are_refused(name):
 def test_a_non_string_name_is_refused_with_its_type():
     with pytest.raises(BadNameError, match="int"):
         validate_name("image", 5)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", 5], ids=["empty", "slash", "int"])
+def test_a_bad_name_says_which_kind_of_name_in_details(name):
+    with pytest.raises(BadNameError) as caught:
+        validate_name("bundle", name)
+    assert caught.value.details == {"kind": "bundle"}

@@ -9,7 +9,9 @@ from tests.conftest import decode_frames
 from vzslave.errors import BadFrameError, FrameTooLargeError
 from vzslave.protocol import (
     MAX_DATA,
+    MAX_DEPTH,
     MAX_FRAME,
+    MAX_ITEMS,
     MAX_STR,
     Cancel,
     Data,
@@ -61,14 +63,97 @@ def test_a_largest_data_frame_fits_the_frame_limit():
     assert decode_all(encode(frame)) == [frame]
 
 
-def test_an_oversized_frame_is_refused_once_max_frame_bytes_of_it_arrived():
-    header = b"\x83\xa4type\xa4data\xa2id\x01\xa4data\xc6" + (100 << 20).to_bytes(4, "big")
+def bytes_until_refused(stream: bytes):
+    """Feed ``stream`` one byte at a time; the count fed when the decoder refused it
+    (None if it never did), and the error."""
     decoder = Decoder()
-    decoder.feed(header + bytes(MAX_FRAME - len(header)))
-    assert decoder.next_frame() is None  # a frame of MAX_FRAME bytes may still be fine
-    decoder.feed(b"\0")
-    with pytest.raises(FrameTooLargeError):
+    for count in range(1, len(stream) + 1):
+        decoder.feed(stream[count - 1:count])
+        try:
+            while decoder.next_frame() is not None:
+                pass
+        except (BadFrameError, FrameTooLargeError) as exc:
+            return count, exc
+    return None, None
+
+
+DATA_HEAD = b"\x83\xa4type\xa4data\xa2id\x01\xa4data"
+
+
+@pytest.mark.parametrize("header,limit", [
+    (b"\xc6" + (MAX_DATA + 1).to_bytes(4, "big"), "bin"),
+    (b"\xdb" + (MAX_STR + 1).to_bytes(4, "big"), "str"),
+    (b"\xdd" + (MAX_ITEMS + 1).to_bytes(4, "big"), "array"),
+    (b"\xdf" + (MAX_ITEMS + 1).to_bytes(4, "big"), "map"),
+    (b"\xc6" + (100 << 20).to_bytes(4, "big"), "100 MiB"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_a_field_past_its_limit_is_refused_when_its_header_arrives(header, limit):
+    count, exc = bytes_until_refused(DATA_HEAD + header + bytes(100))
+    assert isinstance(exc, FrameTooLargeError)
+    assert count == len(DATA_HEAD + header)
+
+
+def test_fields_at_their_limits_are_accepted():
+    frame = {"type": "request", "id": 1, "op": "x" * MAX_STR,
+             "args": {"a": list(range(MAX_ITEMS))}}
+    assert decode_all(msgpack.packb(frame))[0].op == "x" * MAX_STR
+
+
+def test_a_frame_whose_declared_sizes_add_up_past_max_frame_is_refused_at_that_header():
+    head = DATA_HEAD + b"\xc6" + MAX_DATA.to_bytes(4, "big")
+    pad = b"\xa3pad\xdb" + MAX_STR.to_bytes(4, "big")
+    decoder = Decoder()
+    decoder.feed(head.replace(b"\x83", b"\x85", 1) + bytes(MAX_DATA))
+    assert decoder.next_frame() is None
+    for byte in pad[:-1]:
+        decoder.feed(bytes([byte]))
+        assert decoder.next_frame() is None
+    decoder.feed(pad[-1:])  # 1 MiB + 64 KiB of strings, and one more pair to come
+    with pytest.raises(FrameTooLargeError, match="at least"):
         decoder.next_frame()
+
+
+def test_many_declared_items_past_max_frame_are_refused_before_they_arrive():
+    # Each of the declared items takes at least a byte: 12 arrays of 100,000 items.
+    stream = b"\x81\xa4args\x9c" + (b"\xdd" + MAX_ITEMS.to_bytes(4, "big")) * 12
+    count, exc = bytes_until_refused(stream)
+    assert isinstance(exc, FrameTooLargeError)
+    assert count == len(stream)
+
+
+@pytest.mark.parametrize("first", [b"\x91", b"\x01", b"\xa1", b"\xc0", b"\xc4\x05"],
+                         ids=["array", "int", "str", "nil", "bin8"])
+def test_a_frame_that_is_not_a_map_is_refused_at_its_first_header(first):
+    count, exc = bytes_until_refused(first + bytes(10))
+    assert isinstance(exc, BadFrameError)
+    assert count == len(first)
+
+
+@pytest.mark.parametrize("ext", [b"\xd4\x01\x00", b"\xc7\x01\x01\x00",
+                                 b"\xc9\x00\x00\x00\x01\x01\x00"],
+                         ids=["fixext1", "ext8", "ext32"])
+def test_an_extension_type_is_a_bad_frame_at_its_first_byte(ext):
+    """When a frame held an extension type, it came out FRAME_TOO_LARGE, though the
+    reference says bad frame."""
+    head = b"\x82\xa4type\xa6cancel\xa2id"
+    count, exc = bytes_until_refused(head + ext)
+    assert isinstance(exc, BadFrameError)
+    assert count == len(head) + 1
+
+
+def test_nesting_past_max_depth_is_a_bad_frame():
+    stream = b"\x81\xa4args" + b"\x91" * MAX_DEPTH
+    count, exc = bytes_until_refused(stream)
+    assert isinstance(exc, BadFrameError)
+    assert count == len(stream)
+
+
+def test_nesting_up_to_max_depth_is_accepted():
+    value = 1
+    for _ in range(MAX_DEPTH - 2):  # the frame and args are two levels
+        value = [value]
+    frame = Request(1, "x", {"a": value})
+    assert decode_all(encode(frame)) == [frame]
 
 
 def test_an_oversized_string_is_refused():
@@ -161,3 +246,56 @@ def test_random_bytes_decode_to_frames_or_one_of_two_errors(data):
             pass
     except (BadFrameError, FrameTooLargeError):
         pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(b"".join(map(encode, FRAMES)))),
+                max_size=20))
+def test_frames_cut_anywhere_decode_the_same(cuts):
+    stream = b"".join(encode(frame) for frame in FRAMES)
+    decoder = Decoder()
+    frames = []
+    previous = 0
+    for cut in sorted(set(cuts) | {len(stream)}):
+        decoder.feed(stream[previous:cut])  # never b"": that would be the end
+        previous = cut
+        frame = decoder.next_frame()
+        while frame is not None:
+            frames.append(frame)
+            frame = decoder.next_frame()
+    assert frames == FRAMES
+
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 64 - 1)
+    | st.floats(allow_nan=False) | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=40)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=10),
+    max_leaves=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(VALUES, st.lists(st.integers(min_value=1, max_value=4000), max_size=8))
+def test_any_arguments_cut_anywhere_decode_as_msgpack_does(value, cuts):
+    frame = Request(5, "x", {"v": value, "run": [0] * 40 + [value]})
+    stream = encode(frame) * 2
+    decoder = Decoder()
+    frames = []
+    previous = 0
+    for cut in sorted({min(cut, len(stream)) for cut in cuts} | {len(stream)}):
+        decoder.feed(stream[previous:cut])
+        previous = cut
+        frame_out = decoder.next_frame()
+        while frame_out is not None:
+            frames.append(frame_out)
+            frame_out = decoder.next_frame()
+    assert frames == [frame, frame]
+
+
+def test_a_million_one_byte_items_past_max_frame_are_refused():
+    stream = msgpack.packb({"type": "request", "id": 1, "op": "x",
+                            "args": {"a": [[0] * MAX_ITEMS] * 12}})
+    decoder = Decoder()
+    decoder.feed(stream)
+    with pytest.raises(FrameTooLargeError):
+        decoder.next_frame()

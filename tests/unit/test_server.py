@@ -1,6 +1,7 @@
 """The request loop: ordering rules, the exception-to-wire point, and bad input."""
 
 import hashlib
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,8 +9,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import decode_frames, sample_image
 from vzslave.errors import ErrorCode
-from vzslave.handlers import Node
-from vzslave.protocol import Data, End, Error, Reply, Request, encode
+from vzslave.handlers import OPS, Node, Op
+from vzslave.protocol import Cancel, Data, End, Error, Reply, Request, encode
 from vzslave.server import error_frame, serve
 
 HELLO = encode(Request(1, "hello", {"versions": [1]}))
@@ -52,6 +53,25 @@ def test_a_request_before_hello_is_refused_and_the_session_goes_on(node):
 def test_no_common_version_is_refused_and_closes(node):
     frames = session(node, encode(Request(1, "hello", {"versions": [99]})), HELLO)
     assert [f.code for f in frames] == [ErrorCode.VERSION_MISMATCH]
+    assert frames[0].details == {"versions": [1]}
+
+
+def test_an_unknown_op_before_hello_needs_hello(node):
+    """When an unknown op came before hello, it got UNSUPPORTED_OP, though the
+    reference says every op but hello gets HELLO_REQUIRED there."""
+    frames = session(node, encode(Request(1, "image.frobnicate", {})), HELLO)
+    assert frames[0].code == ErrorCode.HELLO_REQUIRED
+    assert isinstance(frames[1], Reply)
+
+
+@pytest.mark.parametrize("frame", [Reply(5, {}), Error(5, 99, "INTERNAL", "x", {})],
+                         ids=["reply", "error"])
+def test_a_reply_or_error_from_the_client_is_a_bad_frame_without_id(node, frame):
+    """When a client sent a reply or error frame, the node's BAD_FRAME carried its id,
+    though the reference says a frame of the wrong type gets nil."""
+    frames = session(node, HELLO, encode(frame), encode(Request(3, "image.list", {})))
+    assert (frames[1].id, frames[1].code) == (None, ErrorCode.BAD_FRAME)
+    assert len(frames) == 2
 
 
 def test_an_unknown_op_is_unsupported_and_the_session_goes_on(node):
@@ -95,6 +115,66 @@ def test_a_wrong_checksum_publishes_nothing(node):
     frames = session(node, HELLO, put_frames(2, b"xyz", sha256="0" * 64))
     assert frames[1].code == ErrorCode.CHECKSUM_MISMATCH
     assert node.images.list() == []
+
+
+def test_a_cancelled_upload_says_what_it_kept_and_the_session_goes_on(node):
+    data = b"0123456789" * 30
+    frames = session(node, HELLO,
+                     encode(Request(2, "image.put", {"name": "a.tar", "size": len(data)})),
+                     encode(Data(2, data[:100])), encode(Cancel(2)),
+                     encode(Request(3, "image.probe", {"name": "a.tar"})))
+    kept = {"size": 100, "sha256": hashlib.sha256(data[:100]).hexdigest()}
+    assert frames[1] == Reply(2, {"image": None, "partial": kept})
+    assert frames[2] == Reply(3, {"image": None, "partial": kept})
+
+
+def test_an_upload_cancelled_before_any_byte_keeps_nothing(node):
+    frames = session(node, HELLO, encode(Request(2, "image.put", {"name": "a", "size": 5})),
+                     encode(Cancel(2)), encode(Request(3, "image.probe", {"name": "a"})))
+    assert frames[1] == Reply(2, {"image": None, "partial": None})
+    assert frames[2] == Reply(3, {"image": None, "partial": None})
+    assert os.listdir(node.layout.partial) == []
+
+
+def test_a_cancel_ends_the_stream_of_a_refused_upload(node):
+    frames = session(node, HELLO, encode(Request(2, "image.put", {"name": "../x", "size": 5})),
+                     encode(Data(2, b"abc")), encode(Cancel(2)),
+                     encode(Request(3, "image.list", {})))
+    assert frames[1].code == ErrorCode.BAD_NAME
+    assert frames[2] == Reply(3, {"images": []})
+
+
+def test_a_cancel_naming_another_call_during_an_upload_is_ignored(node):
+    data = b"abc"
+    frames = session(node, HELLO,
+                     encode(Request(2, "image.put", {"name": "a", "size": 3})),
+                     encode(Cancel(1)), encode(Data(2, data)), encode(Cancel(7)),
+                     encode(End(2, {"sha256": hashlib.sha256(data).hexdigest()})))
+    assert frames[1].result["image"]["size"] == 3
+
+
+def stream_op(node, call, args):
+    """A node stream of data frames until the client cancels (a test op)."""
+    sent = 0
+    while not call.cancelled(0):
+        call.send(b"x")
+        sent += 1
+        if sent == 5:
+            break
+    return {"sent": sent}
+
+
+def test_a_cancel_naming_another_call_during_a_node_stream_is_ignored(node, monkeypatch):
+    """When a cancel named another id while the node streamed, the session was
+    closed as a violation, though the reference says it is ignored."""
+    monkeypatch.setitem(OPS, "test.stream", Op(stream_op, {}, {}))
+    frames = session(node, HELLO, encode(Request(2, "test.stream", {})),
+                     encode(Cancel(1)), encode(Cancel(9)), encode(Cancel(2)),
+                     encode(Request(3, "image.list", {})))
+    final = [f for f in frames if not isinstance(f, Data)]
+    assert final[1].id == 2 and isinstance(final[1], Reply)
+    assert final[1].result["sent"] < 5  # it was its own cancel that stopped it
+    assert final[2] == Reply(3, {"images": []})
 
 
 def test_a_data_frame_outside_a_call_is_a_violation_that_closes(node):
