@@ -9,7 +9,8 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
 
     field                         honoured how / refused why
     ociVersion                    required; major version 1, else refused
-    root.path                     required; its realpath must lie inside the bundle dir
+    root.path                     required; its realpath must be the bundle dir (".", as
+                                  runc allows) or lie inside it
     root.readonly                 kept ("readonly")
     process.args, process.cwd     required: a non-empty list of strings; an absolute path
     process.env                   "K=V" strings; absent: PATH only
@@ -312,7 +313,7 @@ def _rootfs(path: str, bundle_dir: str) -> str:
                    "(usually \"rootfs\")")
     rootfs = os.path.realpath(os.path.join(bundle_dir, path))
     inside = os.path.relpath(rootfs, bundle_dir)
-    if inside == "." or inside == ".." or inside.startswith("../"):
+    if inside == ".." or inside.startswith("../"):  # "." is the bundle dir: the spec allows it
         raise _bad("root.path", "root.path {} resolves to {}, which is not inside the bundle "
                    "{}: keep the rootfs in the bundle (usually root.path \"rootfs\")".format(
                        json.dumps(path), rootfs, bundle_dir))

@@ -471,7 +471,12 @@ def test_refusals_of_unsupported_features_point_at_runc_or_crun(bundle, mutate):
     assert "set runtime to runc or crun to run this bundle unchanged" in caught.value.message
 
 
-@pytest.mark.parametrize("root_path", ["..", "../outside", ".", "/tmp", "rootfs/../.."])
+def test_a_root_path_of_dot_makes_the_bundle_dir_the_rootfs(bundle):
+    """When root.path is ".", as the spec and runc allow, the bundle dir is the rootfs."""
+    assert plan_of(bundle, root={"path": "."})["rootfs"] == bundle
+
+
+@pytest.mark.parametrize("root_path", ["..", "../outside", "/tmp", "rootfs/../.."])
 def test_refuses_a_root_path_outside_the_bundle(bundle, tmp_path, root_path):
     with pytest.raises(BadConfigError) as caught:
         plan_of(bundle, root={"path": root_path})
