@@ -3,7 +3,8 @@
 The plan (ROOT/containers/NAME/plan.*) is all the chroot runner reads at each spawn:
 names are resolved to numbers and paths made absolute here, and whatever the runner
 cannot do is refused here, at start, as ``BadConfigError`` naming ``details["field"]``.
-Pure but for ``load_config`` and the realpath of the bundle and its rootfs.
+Pure but for ``load_config``, the realpath of the bundle and its rootfs, and two looks
+at the node: namespace files (opened for their type) and whether mount_setattr(2) exists.
 
 Policy, field by field (fields not listed are ignored, for forward compatibility)::
 
@@ -15,24 +16,30 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
     process.args, process.cwd     required: a non-empty list of strings; an absolute path
     process.env                   "K=V" strings; absent: PATH only
     process.terminal              true is accepted with a warning: no terminal under init
+                                  (runch refuses it, as runc does without a console socket)
     process.consoleSize           ignored (it only goes with a terminal)
     process.user                  uid, gid, umask, additionalGids kept; username ignored
     process.rlimits               names -> numbers; unknown, duplicate, soft > hard refused;
                                   2**64-1 (RLIM_INFINITY) becomes -1, as in `resource`
     process.noNewPrivileges,
       process.oomScoreAdj         kept
-    process.capabilities          names -> numbers per set; unknown names refused
+    process.capabilities          names -> numbers per set; unknown names refused; a set
+                                  the runner cannot apply fails the spawn (as runc's create)
     process.apparmorProfile,
       selinuxLabel, ioPriority,
       scheduler, execCPUAffinity  refused when set: the runner has no such step
     hostname, domainname          kept; refused without a uts namespace
     mounts                        absolute destinations without ".."; options -> MS_* flags
-                                  as runc maps them, the rest -> data; relative bind sources
-                                  are in the bundle; absent or empty: runc's defaults (/proc
-                                  with nosuid,noexec,nodev); cgroup and cgroup2
-                                  mounts dropped with a warning; idmapped mounts refused
+                                  as runc maps them, the rest -> data (refused on a bind
+                                  mount, where mount(2) ignores it); rro, rnosuid... (runc's
+                                  recursive options) -> mount_setattr(2) with AT_RECURSIVE,
+                                  refused where the kernel lacks it (before 5.12); relative
+                                  bind sources are in the bundle; absent or empty: runc's
+                                  defaults (/proc with nosuid,noexec,nodev); cgroup and
+                                  cgroup2 mounts dropped with a warning; idmapped mounts refused
     linux.namespaces              mount uts ipc network cgroup pid kept (pid last; path ->
-                                  setns); user, time and duplicates refused: the runner does
+                                  setns, refused unless it opens as a namespace of the entry's
+                                  type); user, time and duplicates refused: the runner does
                                   no ID mappings or time offsets
     linux.devices                 added to the default nodes (same path replaces); under /dev
     linux.maskedPaths,
@@ -41,11 +48,16 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
     linux.resources               devices rules that deny, or allow only nodes the runner
                                   makes (nothing else is in /dev: a deny holds by
                                   construction); any other non-empty key refused: no cgroups
+    linux.cgroupsPath             refused when set (after linux.resources): no cgroups
+    linux.sysctl                  kept (written under /proc/sys in the container's
+                                  namespaces) where runc keeps it: ipc ones with an ipc
+                                  namespace, net.* with a network one, kernel.domainname
+                                  with a uts one; others refused: they would change the host
     linux.uidMappings, gidMappings,
-      timeOffsets, cgroupsPath,
-      sysctl, seccomp, intelRdt,
-      personality, mountLabel,
-      memoryPolicy, netDevices    refused when set: the runner has no such step
+      timeOffsets, seccomp,
+      intelRdt, personality,
+      mountLabel, memoryPolicy,
+      netDevices                  refused when set: the runner has no such step
     hooks                         refused when any list is non-empty: no hooks are run
     annotations                   ignored
 
@@ -55,12 +67,14 @@ runc or crun, which run the bundle unchanged. Standard library only (Python 3.6+
 
 import collections
 import errno
+import fcntl
 import json
 import os
 import posixpath
 import stat
 from typing import Any, Dict, List, Optional, Tuple
 
+from vzslave import linux as kernel
 from vzslave.errors import BadConfigError, NoSuchBundleError, error_from_os
 from vzslave.names import validate_name
 
@@ -68,14 +82,8 @@ MAX_CONFIG = 1 << 20
 RLIM_INFINITY = 2 ** 64 - 1
 _UINT32 = 2 ** 32 - 1
 
-CAPABILITIES: Dict[str, int] = {"CAP_" + name: number for number, name in enumerate((
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
-    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
-    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"))}
+CAPABILITIES: Dict[str, int] = {
+    "CAP_" + name: number for number, name in enumerate(kernel.CAPABILITY_NAMES)}
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 RLIMITS: Dict[str, int] = {"RLIMIT_" + name: number for number, name in enumerate((
@@ -86,6 +94,9 @@ CLONE_FLAGS: Dict[str, int] = {
     "mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
     "cgroup": 0x02000000, "pid": 0x20000000, "user": 0x10000000, "time": 0x00000080,
 }
+_NSFS_NAMES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net", "cgroup": "cgroup",
+               "pid": "pid", "user": "user", "time": "time"}
+_NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: its CLONE_NEW* type (Linux 4.11+)
 _REFUSED_NAMESPACES = {
     "user": "a user namespace, which needs ID mappings the chroot runner does not do",
     "time": "a time namespace, which the chroot runner does not make",
@@ -111,6 +122,23 @@ _FLAG_OPTIONS = [
 MOUNT_FLAGS: Dict[str, Tuple[bool, int]] = dict(
     [(on, (True, bits)) for on, off, bits in _FLAG_OPTIONS if on]
     + [(off, (False, bits)) for on, off, bits in _FLAG_OPTIONS if off])
+# Recursive mount attributes (runc's "rro" family), applied with mount_setattr(2):
+# option -> (MOUNT_ATTR_* bits to set, bits to clear). The atime options are one field of
+# the kernel's, so each clears the whole field; the negated ones go back to relatime,
+# the kernel's default (rnorelatime: strictatime).
+_RECURSIVE_FLAGS = (
+    ("ro", "rw", kernel.MOUNT_ATTR_RDONLY), ("nosuid", "suid", kernel.MOUNT_ATTR_NOSUID),
+    ("nodev", "dev", kernel.MOUNT_ATTR_NODEV), ("noexec", "exec", kernel.MOUNT_ATTR_NOEXEC),
+    ("nodiratime", "diratime", kernel.MOUNT_ATTR_NODIRATIME),
+    ("nosymfollow", "symfollow", kernel.MOUNT_ATTR_NOSYMFOLLOW))
+RECURSIVE_OPTIONS: Dict[str, Tuple[int, int]] = dict(
+    [("r" + on, (bits, 0)) for on, off, bits in _RECURSIVE_FLAGS]
+    + [("r" + off, (0, bits)) for on, off, bits in _RECURSIVE_FLAGS]
+    + [(option, (bits, kernel.MOUNT_ATTR__ATIME)) for option, bits in (
+        ("rrelatime", kernel.MOUNT_ATTR_RELATIME), ("rnoatime", kernel.MOUNT_ATTR_NOATIME),
+        ("rstrictatime", kernel.MOUNT_ATTR_STRICTATIME), ("ratime", kernel.MOUNT_ATTR_RELATIME),
+        ("rnostrictatime", kernel.MOUNT_ATTR_RELATIME),
+        ("rnorelatime", kernel.MOUNT_ATTR_STRICTATIME))])
 PROPAGATION: Dict[str, int] = {
     prefix + name: bits | recursive
     for name, bits in (("private", MS_PRIVATE), ("shared", MS_SHARED), ("slave", MS_SLAVE),
@@ -150,7 +178,6 @@ _UNSUPPORTED = [
     ("linux", "uidMappings", "make user namespaces, which ID mappings need"),
     ("linux", "gidMappings", "make user namespaces, which ID mappings need"),
     ("linux", "timeOffsets", "make time namespaces, which time offsets need"),
-    ("linux", "cgroupsPath", "put containers in cgroups"), ("linux", "sysctl", "set sysctls"),
     ("linux", "seccomp", "install seccomp filters"),
     ("linux", "intelRdt", "apply Intel RDT settings"),
     ("linux", "personality", "set the personality"),
@@ -274,6 +301,7 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str) -> Dict[str, Any]
     namespaces = _namespaces(linux)
     devices = _devices(linux)
     _check_resources(linux, devices)
+    _check_cgroups_path(linux)
     return {
         "version": 1, "name": name, "bundle": bundle_dir,
         "rootfs": _rootfs(_get(root, "path", str, "root.path", ""), bundle_dir),
@@ -288,6 +316,7 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str) -> Dict[str, Any]
         "masked_paths": _paths(linux, "maskedPaths"),
         "readonly_paths": _paths(linux, "readonlyPaths"),
         "rootfs_propagation": _propagation(linux),
+        "sysctl": _sysctls(linux, namespaces),
         "warnings": warnings,
     }
 
@@ -338,11 +367,39 @@ def _namespaces(linux: Dict[str, Any]) -> List[Dict[str, Any]]:
             raise _bad(field, "{} repeats the {} namespace: list each type once".format(
                 field, kind))
         path = item.get("path")
-        result.append({"type": kind, "flag": CLONE_FLAGS[kind],
-                       "path": _absolute(path, field + ".path", dotdot=True) if path else None})
+        if path:
+            path = _absolute(path, field + ".path", dotdot=True)
+            _check_namespace_file(path, kind, field + ".path")
+        result.append({"type": kind, "flag": CLONE_FLAGS[kind], "path": path or None,
+                       "field": field})
     # Joining or making the pid namespace last: it only applies to children, and the
     # other setns calls must still see this process's own namespaces.
     return sorted(result, key=lambda ns: ns["type"] == "pid")
+
+
+def _check_namespace_file(path: str, kind: str, field: str) -> None:
+    """Refuse ``path`` unless it opens, and is a ``kind`` namespace where the kernel says.
+
+    NS_GET_NSTYPE (Linux 4.11+) tells the type; where it cannot, setns(2) will.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _bad(field, "{} {} cannot be opened ({}): name a {} namespace, such as "
+                   "/proc/PID/ns/{}".format(field, path, exc.strerror, kind,
+                                           _NSFS_NAMES[kind])) from exc
+    try:
+        actual = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if actual != CLONE_FLAGS[kind]:
+        names = {flag: name for name, flag in CLONE_FLAGS.items()}
+        raise _bad(field, "{} {} is {}; the entry's type is {}: name a namespace of that "
+                   "type, such as /proc/PID/ns/{}".format(
+                       field, path, "a {} namespace".format(names[actual]) if actual in names
+                       else "not a namespace", kind, _NSFS_NAMES[kind]))
 
 
 def _uts_name(config: Dict[str, Any], key: str, namespaces: List[Dict[str, Any]]) -> Any:
@@ -448,6 +505,7 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
             raise _bad("{}.{}".format(field, key), "{}.{} asks for an idmapped mount, which "
                        "the chroot runner does not make: {}".format(field, key, _WAY_OUT))
     bind, recursive, flags, propagation = kind == "bind", False, 0, 0
+    attr_set, attr_clr = 0, 0
     data: List[str] = []
     for option in _strings(item, "options", field + ".options"):
         if option in ("bind", "rbind"):
@@ -457,6 +515,13 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
         elif option in MOUNT_FLAGS:
             set_bits, bits = MOUNT_FLAGS[option]
             flags = flags | bits if set_bits else flags & ~bits
+        elif option in RECURSIVE_OPTIONS:
+            if not kernel.has_mount_setattr():
+                raise _bad(field + ".options", "{}.options has {}, which needs mount_setattr(2) "
+                           "(Linux 5.12+), and this kernel lacks it: use {} (not recursive), "
+                           "or remove it".format(field, option, option[1:]))
+            on, off = RECURSIVE_OPTIONS[option]
+            attr_set, attr_clr = (attr_set & ~off) | on, (attr_clr & ~on) | off
         elif option.split("=")[0] in ("idmap", "ridmap"):
             raise _bad(field + ".options", "{}.options asks for an idmapped mount ({}), which "
                        "the chroot runner does not make: remove the option, or {}".format(
@@ -465,6 +530,10 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
             data.append(option)
     if kind in ("cgroup", "cgroup2") and not bind:
         return None
+    if bind and data:
+        # mount(2) ignores the data of a bind mount: such an option would silently do nothing.
+        raise _bad(field + ".options", "{}.options has {}, which is not a mount flag and means "
+                   "nothing on a bind mount: remove it".format(field, json.dumps(data[0])))
     source = _get(item, "source", str, field + ".source", "")
     if bind:
         if not source:
@@ -479,7 +548,9 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
             # The kernel ignores MS_RDONLY (and every other flag) on the first bind mount(2);
             # a read-only bind needs a second, remounting call.
             "remount_readonly": bind and bool(flags & MS_RDONLY),
-            "propagation": propagation}
+            "propagation": propagation,
+            # MOUNT_ATTR_* to set and clear on it and every mount below it (rro...).
+            "setattr": [attr_set, attr_clr]}
 
 
 def _devices(linux: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -523,6 +594,52 @@ def _check_resources(linux: Dict[str, Any], devices: List[Dict[str, Any]]) -> No
             raise _bad(field, "{} allows devices beyond the nodes the chroot runner makes, "
                        "and it applies no device cgroup: allow only those nodes (add others "
                        "to linux.devices), or {}".format(field, _RUNC))
+
+
+def _check_cgroups_path(linux: Dict[str, Any]) -> None:
+    """Refused after linux.resources: a cgroup limit is the more telling field to name."""
+    if not _empty(linux.get("cgroupsPath")):
+        raise _bad("linux.cgroupsPath", "linux.cgroupsPath is set, but the chroot runner does "
+                   "not put containers in cgroups: {}".format(_WAY_OUT))
+
+
+# The sysctls the kernel keeps per IPC namespace, besides fs.mqueue.* (runc's list).
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _sysctls(linux: Dict[str, Any], namespaces: List[Dict[str, Any]]) -> List[List[str]]:
+    """linux.sysctl as [path under /proc/sys, value] pairs, refused as runc refuses them:
+    a sysctl outside a namespace of the container's own would change the host."""
+    kinds = {ns["type"] for ns in namespaces}
+    result: List[List[str]] = []
+    sysctl = _get(linux, "sysctl", dict, "linux.sysctl", {})
+    for key in sorted(sysctl):
+        field = "linux.sysctl." + key
+        value = sysctl[key]
+        if not isinstance(value, str) or "\0" in value:
+            raise _bad(field, "{} must be a string, not {}".format(field, json.dumps(value)))
+        path = key.replace(".", "/")
+        if "\0" in key or any(part in ("", ".", "..") for part in path.split("/")):
+            raise _bad(field, "{} is not a sysctl name: write it as in sysctl(8), e.g. "
+                       "net.ipv4.ip_forward".format(field))
+        if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            needed = "ipc"
+        elif key.startswith("net."):
+            needed = "network"
+        elif key == "kernel.domainname":
+            needed = "uts"
+        elif key == "kernel.hostname":
+            raise _bad(field, "{} is set: use the hostname field instead".format(field))
+        else:
+            raise _bad(field, "{} is not in a separate kernel namespace: setting it would "
+                       "change the host; remove it".format(field))
+        if needed not in kinds:
+            raise _bad(field, "{} would change the host's: it needs the container's own {} "
+                       "namespace; add {{\"type\": \"{}\"}} to linux.namespaces, or remove "
+                       "it".format(field, needed, needed))
+        result.append([path, value])
+    return result
 
 
 def _paths(linux: Dict[str, Any], key: str) -> List[str]:
