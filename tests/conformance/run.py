@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Optional, Tuple
 _RESULT = re.compile(r"^(not )?ok\b(?:\s+(\d+))?\s*(?:-\s*)?(.*)$")
 _PLAN = re.compile(r"^1\.\.(\d+)")
 _NOTE_WIDTH = 160
+# Lines every program prints around a runtime's failure, which say nothing about it.
+_BOILERPLATE = re.compile(r"^(failed to \w+ the container|exit status \d+|Clean: .*|# .*)$")
 
 
 def parse_tap(text: str) -> Dict[str, Any]:
@@ -84,6 +86,12 @@ def _diagnostic_summary(diagnostic: str) -> str:
     return " ".join(" ".join(parts).split())
 
 
+def _said(stderr: str) -> List[str]:
+    """The informative lines of a program's stderr (the runtime's own messages)."""
+    return [line.strip() for line in stderr.splitlines()
+            if line.strip() and not _BOILERPLATE.match(line.strip())]
+
+
 def judge(returncode: Optional[int], stdout: str, stderr: str) -> Dict[str, Any]:
     """One program's result under one runtime: a cell for the table and a note."""
     if returncode is None:
@@ -95,12 +103,13 @@ def judge(returncode: Optional[int], stdout: str, stderr: str) -> Dict[str, Any]
         first = failed[0]
         note = first["description"]
         detail = _diagnostic_summary(first["diagnostic"])
+        if not detail or detail.startswith("exit status") and " " not in detail[12:]:
+            detail = " ".join([detail] + _said(stderr)[:1]).strip()
         return {"cell": "FAIL {}/{}".format(len(failed), len(tests)), "passed": False,
                 "note": note + (": " + detail if detail else ""),
                 "failed": [test["description"] for test in failed]}
     if not tests or returncode != 0 or (tap["plan"] is not None and tap["plan"] != len(tests)):
-        lines = [line for line in stderr.splitlines() if line.strip()]
-        said = [_diagnostic_summary(text) for text in tap["orphans"]] + lines[-1:]
+        said = [_diagnostic_summary(text) for text in tap["orphans"]] + _said(stderr)[:1]
         return {"cell": "ERROR", "passed": False, "note": "exit {}, {} of {} planned "
                 "assertions{}".format(returncode, len(tests), tap["plan"],
                                       ": " + said[0] if said else "")}
