@@ -30,8 +30,9 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
       scheduler, execCPUAffinity  refused when set: the runner has no such step
     hostname, domainname          kept; refused without a uts namespace
     mounts                        absolute destinations without ".."; options -> MS_* flags
-                                  as runc maps them, the rest -> data (refused on a bind
-                                  mount, where mount(2) ignores it); rro, rnosuid... (runc's
+                                  as runc maps them, the rest -> data (where mount(2) ignores
+                                  it, on a bind mount: key=value dropped with a warning, other
+                                  words refused as unknown); rro, rnosuid... (runc's
                                   recursive options) -> mount_setattr(2) with AT_RECURSIVE,
                                   refused where the kernel lacks it (before 5.12); relative
                                   bind sources are in the bundle; absent or empty: runc's
@@ -487,7 +488,7 @@ def _mounts(config: Dict[str, Any], bundle_dir: str,
     result: List[Dict[str, Any]] = []
     for index, item in enumerate(_get(config, "mounts", list, "mounts", []) or DEFAULT_MOUNTS):
         field = "mounts[{}]".format(index)
-        mount = _mount(_object(item, field), field, bundle_dir)
+        mount = _mount(_object(item, field), field, bundle_dir, warnings)
         if mount is None:
             warnings.append("{} ({}): cgroup mounts are skipped by the chroot "
                             "runner".format(field, item.get("destination")))
@@ -496,7 +497,8 @@ def _mounts(config: Dict[str, Any], bundle_dir: str,
     return result
 
 
-def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[str, Any]]:
+def _mount(item: Dict[str, Any], field: str, bundle_dir: str,
+           warnings: List[str]) -> Optional[Dict[str, Any]]:
     """One plan mount, or None for a cgroup mount (the runner makes no cgroups)."""
     destination = _absolute(item.get("destination"), field + ".destination")
     kind = _get(item, "type", str, field + ".type", "")
@@ -531,9 +533,17 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
     if kind in ("cgroup", "cgroup2") and not bind:
         return None
     if bind and data:
-        # mount(2) ignores the data of a bind mount: such an option would silently do nothing.
-        raise _bad(field + ".options", "{}.options has {}, which is not a mount flag and means "
-                   "nothing on a bind mount: remove it".format(field, json.dumps(data[0])))
+        # mount(2) ignores the data of a bind mount. An unknown word (a typo, another
+        # runtime's extension) must not silently do nothing; a filesystem's key=value
+        # (mode=755, which runtime-tools' own tests put on binds) is only said.
+        unknown = [option for option in data if "=" not in option]
+        if unknown:
+            raise _bad(field + ".options", "{}.options has {}, which is not a mount option "
+                       "runc or vz knows: fix or remove it".format(
+                           field, json.dumps(unknown[0])))
+        warnings.append("{}.options {}: filesystem options mean nothing on a bind mount: "
+                        "ignored".format(field, ",".join(data)))
+        data = []
     source = _get(item, "source", str, field + ".source", "")
     if bind:
         if not source:

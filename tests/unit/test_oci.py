@@ -195,13 +195,22 @@ def test_rro_is_refused_naming_the_field_where_the_kernel_lacks_mount_setattr(
     assert caught.value.details == {"field": "mounts[1].options"}
 
 
-def test_an_option_that_means_nothing_on_a_bind_mount_is_refused_naming_it(bundle):
-    """When a bind mount has an option mount(2) would ignore, it is refused, naming it."""
-    with pytest.raises(BadConfigError, match='has "mode=755", which is not a mount flag') as (
+def test_an_unknown_option_on_a_bind_mount_is_refused_naming_it(bundle):
+    """When a bind mount has an option no one knows, which mount(2) would silently ignore
+    there, it is refused naming the option."""
+    with pytest.raises(BadConfigError, match='has "noexce", which is not a mount option') as (
             caught):
         plan_of(bundle, mounts=[{"destination": "/srv", "type": "bind", "source": "/srv",
-                                 "options": ["bind", "ro", "mode=755"]}])
+                                 "options": ["bind", "ro", "noexce"]}])
     assert caught.value.details == {"field": "mounts[0].options"}
+
+
+def test_filesystem_options_on_a_bind_mount_are_dropped_with_a_warning(bundle):
+    plan = plan_of(bundle, mounts=[{"destination": "/srv", "type": "bind", "source": "/srv",
+                                    "options": ["bind", "mode=755", "size=1k"]}])
+    assert plan["mounts"][0]["data"] == ""
+    assert plan["warnings"] == ["mounts[0].options mode=755,size=1k: filesystem options "
+                                "mean nothing on a bind mount: ignored"]
 
 
 def test_a_relative_bind_source_is_taken_from_the_bundle(bundle):
