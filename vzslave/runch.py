@@ -1,6 +1,7 @@
 """runch: a runc-compatible OCI runtime over the built-in chroot runner.
 
-    python3 -m vzslave.runch [--root DIR] create|start|state|kill|delete|run ... ID
+    python3 -m vzslave.runch [--root DIR] [--log FILE [--log-format text|json]]
+        create|start|state|kill|delete|run ... ID
 
 It follows the OCI runtime lifecycle (runtime-spec runtime.md): ``create`` forks the
 container process, which runs every setup step of vzslave/runner.py (namespaces,
