@@ -397,10 +397,10 @@ def _check_namespace_file(path: str, kind: str, field: str) -> None:
         os.close(fd)
     if actual != CLONE_FLAGS[kind]:
         names = {flag: name for name, flag in CLONE_FLAGS.items()}
-        raise _bad(field, "{} {} is {}; the entry's type is {}: name a namespace of that "
-                   "type, such as /proc/PID/ns/{}".format(
-                       field, path, "a {} namespace".format(names[actual]) if actual in names
-                       else "not a namespace", kind, _NSFS_NAMES[kind]))
+        raise _bad(field, "{} {} is {}, but the entry's type is {}: name a namespace of "
+                   "that type, such as /proc/PID/ns/{}".format(
+                       field, path, "a namespace of type {}".format(names[actual])
+                       if actual in names else "not a namespace", kind, _NSFS_NAMES[kind]))
 
 
 def _uts_name(config: Dict[str, Any], key: str, namespaces: List[Dict[str, Any]]) -> Any:

@@ -294,7 +294,7 @@ def test_a_namespace_path_of_another_type_is_refused_naming_the_path(bundle):
         plan_of(bundle, linux={"namespaces": [
             {"type": "mount"}, {"type": "uts"}, {"type": "ipc", "path": "/proc/self/ns/net"}]})
     assert caught.value.details == {"field": "linux.namespaces[2].path"}
-    assert "/proc/self/ns/net is a network namespace; the entry's type is ipc" in (
+    assert "/proc/self/ns/net is a namespace of type network, but the entry's type is ipc" in (
         caught.value.message)
 
 
