@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set
 
-from vzslave import fs, logs, oci, procs, runner
+from vzslave import fs, linux, logs, oci, procs, runner
 from vzslave.bundles import BundleStore
 from vzslave.config import Layout
 from vzslave.errors import (
@@ -374,6 +374,8 @@ class Containers:
                                      "installed on this node; install it or start with "
                                      "runtime builtin".format(name, kind))
         else:
+            if not isinstance(config["process"].get("capabilities"), dict):
+                _fit_default_capabilities(plan)
             self._choose_entry(plan, policy.chroot_fallback)
         plan.update(
             runtime=kind, runtime_path=path,
@@ -686,6 +688,38 @@ def _int(value: Optional[str]) -> Optional[int]:
         return int(value) if value else None
     except ValueError:
         return None
+
+
+def _fit_default_capabilities(plan: Dict[str, Any]) -> None:
+    """vz's default set, less what this node's bounding set lacks (some guests), warned.
+
+    Asked for by name, a capability the node lacks fails the spawn, as runc's create
+    fails; the defaults were asked for by nobody.
+    """
+    bounding = _bounding_set()
+    caps = plan["process"]["capabilities"]
+    missing = sorted({cap for numbers in caps.values() for cap in numbers
+                      if not bounding >> cap & 1})
+    if not missing:
+        return
+    for key, numbers in caps.items():
+        caps[key] = [cap for cap in numbers if cap not in missing]
+    plan["warnings"].append(
+        "this node's bounding set lacks {}: the app runs without {} of vz's default "
+        "capabilities".format(", ".join(linux.cap_name(cap) for cap in missing),
+                              "it" if len(missing) == 1 else "them"))
+
+
+def _bounding_set() -> int:
+    """The capability bounding set vzslave runs with: the node's, as a mask."""
+    try:
+        with open("/proc/self/status", "rb") as source:
+            for line in source:
+                if line.startswith(b"CapBnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return (1 << 64) - 1  # unknown: let the spawn say what it cannot have
 
 
 def _same_process(pid: int, record: Dict[str, str]) -> bool:

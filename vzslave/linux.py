@@ -67,6 +67,30 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_IS_SET = 1
 
 CAPABILITY_VERSION_3 = 0x20080522
+# capabilities(7) by number, without the CAP_ prefix (vzslave.oci maps names to them).
+CAPABILITY_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
+    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
+    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
+    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE")
+
+# mount_setattr(2), Linux 5.12+: one number on every architecture (the unified table).
+SYS_MOUNT_SETATTR = 442
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70  # the atime field: RELATIME (0), NOATIME or STRICTATIME
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 
 # pivot_root(2) has no C library wrapper: it is called through syscall(2).
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "i386": 217, "i486": 217, "i586": 217,
@@ -183,6 +207,13 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _call("capset", (header, data), "capset")
 
 
+def cap_name(number: int) -> str:
+    """CAP_NAME of capability ``number`` (its number for one this table lacks)."""
+    if 0 <= number < len(CAPABILITY_NAMES):
+        return "CAP_" + CAPABILITY_NAMES[number]
+    return "capability {}".format(number)
+
+
 def capget(pid: int = 0) -> "Tuple[int, int, int]":
     """capget(2): the (effective, permitted, inheritable) masks of ``pid`` (0: self)."""
     preload()
@@ -238,6 +269,28 @@ def cap_last_cap() -> int:
     except OSError:
         pass
     return last
+
+
+def mount_setattr(fd: int, attr_set: int, attr_clr: int) -> None:
+    """mount_setattr(2) with AT_RECURSIVE: the mount open at ``fd`` and every one below."""
+    attr = b"".join(value.to_bytes(8, sys.byteorder) for value in (attr_set, attr_clr, 0, 0))
+    _call("syscall", (SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr,
+                      len(attr)), "/proc/self/fd/{}".format(fd))
+
+
+_has_mount_setattr: "Optional[bool]" = None
+
+
+def has_mount_setattr() -> bool:
+    """Whether the running kernel has mount_setattr(2) (Linux 5.12+); probed once."""
+    global _has_mount_setattr
+    if _has_mount_setattr is None:
+        try:  # no such fd: EBADF (or EINVAL) where the call exists, ENOSYS where not
+            _call("syscall", (SYS_MOUNT_SETATTR, -1, b"", 0, None, 0))
+            _has_mount_setattr = True
+        except OSError as exc:
+            _has_mount_setattr = exc.errno != 38  # ENOSYS
+    return _has_mount_setattr
 
 
 def loopback_up() -> None:

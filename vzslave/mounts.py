@@ -319,6 +319,23 @@ def _mount_one(root: int, mount: "Dict[str, Any]", plan: "Plan") -> None:
                   create=False)
     if mount["propagation"]:
         _mount_at(root, dest, directory, None, None, mount["propagation"], create=False)
+    attr_set, attr_clr = mount.get("setattr") or (0, 0)
+    if attr_set or attr_clr:
+        _setattr_at(root, dest, directory, attr_set, attr_clr)
+
+
+def _setattr_at(root: int, dest: str, directory: bool, attr_set: int, attr_clr: int) -> None:
+    """mount_setattr(2) on ``dest`` and every mount below it (rro and the like)."""
+    fd = _open_target(root, dest, directory, create=False)
+    if fd < 0:
+        return
+    try:
+        linux.mount_setattr(fd, attr_set, attr_clr)
+    except OSError as exc:
+        raise RunnerError("mounts", "cannot apply the recursive options (rro...) to {}: "
+                          "{}".format(dest, exc.strerror)) from exc
+    finally:
+        os.close(fd)
 
 
 def check_bind_sources(plan: "Plan") -> None:

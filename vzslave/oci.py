@@ -3,42 +3,51 @@
 The plan (ROOT/containers/NAME/plan.*) is all the chroot runner reads at each spawn:
 names are resolved to numbers and paths made absolute here, and whatever the runner
 cannot do is refused here, at start, as ``BadConfigError`` naming ``details["field"]``.
-Pure but for ``load_config`` and the realpath of the bundle and its rootfs.
+Pure but for ``load_config``, the realpath of the bundle and its rootfs, and two looks
+at the node: namespace files (opened for their type) and whether mount_setattr(2) exists.
 
 Policy, field by field (fields not listed are ignored, for forward compatibility)::
 
     field                         honoured how / refused why
     ociVersion                    required; major version 1, else refused
-    root.path                     required; its realpath must lie inside the bundle dir
+    root.path                     required; its realpath must be the bundle dir (".", as
+                                  runc allows) or lie inside it
     root.readonly                 kept ("readonly")
     process.args, process.cwd     required: a non-empty list of strings; an absolute path
     process.env                   "K=V" strings; absent: PATH only
     process.terminal              true is accepted with a warning: no terminal under init
+                                  (runch refuses it, as runc does without a console socket)
     process.consoleSize           ignored (it only goes with a terminal)
     process.user                  uid, gid, umask, additionalGids kept; username ignored
     process.rlimits               names -> numbers; unknown, duplicate, soft > hard refused;
                                   2**64-1 (RLIM_INFINITY) becomes -1, as in `resource`
     process.noNewPrivileges,
       process.oomScoreAdj         kept
-    process.capabilities          names -> numbers per set; unknown names refused; absent:
-                                  DEFAULT_CAPABILITIES (bounding; also effective and
+    process.capabilities          names -> numbers per set; unknown names refused; a set
+                                  the runner cannot apply fails the spawn (as runc's create);
+                                  absent: DEFAULT_CAPABILITIES (bounding; also effective and
                                   permitted for uid 0), never all of root's
     process.apparmorProfile,
       selinuxLabel, ioPriority,
       scheduler, execCPUAffinity  refused when set: the runner has no such step
     hostname, domainname          kept; refused without a uts namespace
     mounts                        absolute destinations without ".."; options -> MS_* flags
-                                  as runc maps them, the rest -> data; relative bind sources
-                                  are in the bundle, without ".." (walked without following
-                                  the image's symlinks); absolute ones are node paths, not
-                                  in vz's bundle store; absent or empty: runc's defaults
-                                  (/proc with nosuid,noexec,nodev); cgroup and cgroup2
-                                  mounts dropped with a warning; idmapped mounts refused
+                                  as runc maps them, the rest -> data (where mount(2) ignores
+                                  it, on a bind mount: key=value dropped with a warning, other
+                                  words refused as unknown); rro, rnosuid... (runc's
+                                  recursive options) -> mount_setattr(2) with AT_RECURSIVE,
+                                  refused where the kernel lacks it (before 5.12); relative
+                                  bind sources are in the bundle, without ".." (walked without
+                                  following the image's symlinks); absolute ones are node
+                                  paths, not in vz's bundle store; absent or empty: runc's
+                                  defaults (/proc with nosuid,noexec,nodev); cgroup and
+                                  cgroup2 mounts dropped with a warning; idmapped mounts refused
     linux.namespaces              mount uts ipc network cgroup pid kept (pid first, before
-                                  the monitor forks; path -> setns); user, time and
-                                  duplicates refused: the runner does no ID mappings or time
-                                  offsets. The app always gets a private mount namespace
-                                  (pivot_root needs one), a child of a joined one.
+                                  the monitor forks; path -> setns, refused unless it opens as
+                                  a namespace of the entry's type); user, time and duplicates
+                                  refused: the runner does no ID mappings or time offsets.
+                                  The app always gets a private mount namespace (pivot_root
+                                  needs one), a child of a joined one.
     linux.devices                 added to the default nodes (same path replaces); under /dev
     linux.maskedPaths,
       linux.readonlyPaths         kept
@@ -50,9 +59,13 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
                                   (vzslave/seccomp.py: its choices where the spec is
                                   silent); listeners (SCMP_ACT_NOTIFY) and other machines
                                   than x86_64, i386, aarch64, arm refused
+    linux.cgroupsPath             refused when set (after linux.resources): no cgroups
+    linux.sysctl                  kept (written under /proc/sys in the container's
+                                  namespaces) where runc keeps it: ipc ones with an ipc
+                                  namespace, net.* with a network one, kernel.domainname
+                                  with a uts one; others refused: they would change the host
     linux.uidMappings, gidMappings,
-      timeOffsets, cgroupsPath,
-      sysctl, intelRdt,
+      timeOffsets, intelRdt,
       personality, mountLabel,
       memoryPolicy, netDevices    refused when set: the runner has no such step
     hooks                         refused when any list is non-empty: no hooks are run
@@ -64,6 +77,7 @@ runc or crun, which run the bundle unchanged. Standard library only (Python 3.6+
 
 import collections
 import errno
+import fcntl
 import json
 import os
 import posixpath
@@ -71,6 +85,7 @@ import stat
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from vzslave import linux as kernel
 from vzslave.errors import BadConfigError, NoSuchBundleError, error_from_os
 from vzslave.names import validate_name
 
@@ -78,14 +93,8 @@ MAX_CONFIG = 1 << 20
 RLIM_INFINITY = 2 ** 64 - 1
 _UINT32 = 2 ** 32 - 1
 
-CAPABILITIES: Dict[str, int] = {"CAP_" + name: number for number, name in enumerate((
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
-    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
-    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"))}
+CAPABILITIES: Dict[str, int] = {
+    "CAP_" + name: number for number, name in enumerate(kernel.CAPABILITY_NAMES)}
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 # What a config without a capabilities section gets (and what vzmaster build writes):
 # Docker's default set less CAP_MKNOD (a node has no device cgroup: a device node of
@@ -104,6 +113,9 @@ CLONE_FLAGS: Dict[str, int] = {
     "mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
     "cgroup": 0x02000000, "pid": 0x20000000, "user": 0x10000000, "time": 0x00000080,
 }
+_NSFS_NAMES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net", "cgroup": "cgroup",
+               "pid": "pid", "user": "user", "time": "time"}
+_NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: its CLONE_NEW* type (Linux 4.11+)
 _REFUSED_NAMESPACES = {
     "user": "a user namespace, which needs ID mappings the chroot runner does not do",
     "time": "a time namespace, which the chroot runner does not make",
@@ -129,6 +141,23 @@ _FLAG_OPTIONS = [
 MOUNT_FLAGS: Dict[str, Tuple[bool, int]] = dict(
     [(on, (True, bits)) for on, off, bits in _FLAG_OPTIONS if on]
     + [(off, (False, bits)) for on, off, bits in _FLAG_OPTIONS if off])
+# Recursive mount attributes (runc's "rro" family), applied with mount_setattr(2):
+# option -> (MOUNT_ATTR_* bits to set, bits to clear). The atime options are one field of
+# the kernel's, so each clears the whole field; the negated ones go back to relatime,
+# the kernel's default (rnorelatime: strictatime).
+_RECURSIVE_FLAGS = (
+    ("ro", "rw", kernel.MOUNT_ATTR_RDONLY), ("nosuid", "suid", kernel.MOUNT_ATTR_NOSUID),
+    ("nodev", "dev", kernel.MOUNT_ATTR_NODEV), ("noexec", "exec", kernel.MOUNT_ATTR_NOEXEC),
+    ("nodiratime", "diratime", kernel.MOUNT_ATTR_NODIRATIME),
+    ("nosymfollow", "symfollow", kernel.MOUNT_ATTR_NOSYMFOLLOW))
+RECURSIVE_OPTIONS: Dict[str, Tuple[int, int]] = dict(
+    [("r" + on, (bits, 0)) for on, off, bits in _RECURSIVE_FLAGS]
+    + [("r" + off, (0, bits)) for on, off, bits in _RECURSIVE_FLAGS]
+    + [(option, (bits, kernel.MOUNT_ATTR__ATIME)) for option, bits in (
+        ("rrelatime", kernel.MOUNT_ATTR_RELATIME), ("rnoatime", kernel.MOUNT_ATTR_NOATIME),
+        ("rstrictatime", kernel.MOUNT_ATTR_STRICTATIME), ("ratime", kernel.MOUNT_ATTR_RELATIME),
+        ("rnostrictatime", kernel.MOUNT_ATTR_RELATIME),
+        ("rnorelatime", kernel.MOUNT_ATTR_STRICTATIME))])
 PROPAGATION: Dict[str, int] = {
     prefix + name: bits | recursive
     for name, bits in (("private", MS_PRIVATE), ("shared", MS_SHARED), ("slave", MS_SLAVE),
@@ -168,7 +197,6 @@ _UNSUPPORTED = [
     ("linux", "uidMappings", "make user namespaces, which ID mappings need"),
     ("linux", "gidMappings", "make user namespaces, which ID mappings need"),
     ("linux", "timeOffsets", "make time namespaces, which time offsets need"),
-    ("linux", "cgroupsPath", "put containers in cgroups"), ("linux", "sysctl", "set sysctls"),
     ("linux", "intelRdt", "apply Intel RDT settings"),
     ("linux", "personality", "set the personality"),
     ("linux", "mountLabel", "apply SELinux mount labels"),
@@ -296,6 +324,7 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str,
     namespaces = _namespaces(linux)
     devices = _devices(linux)
     _check_resources(linux, devices)
+    _check_cgroups_path(linux)
     return {
         "version": 1, "name": name, "bundle": bundle_dir,
         "rootfs": _rootfs(_get(root, "path", str, "root.path", ""), bundle_dir),
@@ -311,6 +340,7 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str,
         "readonly_paths": _paths(linux, "readonlyPaths"),
         "rootfs_propagation": _propagation(linux),
         "seccomp": _seccomp(linux, machine or os.uname().machine, warnings),
+        "sysctl": _sysctls(linux, namespaces),
         "warnings": warnings,
         # How the app enters its rootfs; containers.py turns it into "chroot" on nodes
         # that cannot pivot_root (with a warning, and without CAP_SYS_CHROOT).
@@ -339,7 +369,7 @@ def _rootfs(path: str, bundle_dir: str) -> str:
                    "(usually \"rootfs\")")
     rootfs = os.path.realpath(os.path.join(bundle_dir, path))
     inside = os.path.relpath(rootfs, bundle_dir)
-    if inside == "." or inside == ".." or inside.startswith("../"):
+    if inside == ".." or inside.startswith("../"):  # "." is the bundle dir: the spec allows it
         raise _bad("root.path", "root.path {} resolves to {}, which is not inside the bundle "
                    "{}: keep the rootfs in the bundle (usually root.path \"rootfs\")".format(
                        json.dumps(path), rootfs, bundle_dir))
@@ -364,11 +394,39 @@ def _namespaces(linux: Dict[str, Any]) -> List[Dict[str, Any]]:
             raise _bad(field, "{} repeats the {} namespace: list each type once".format(
                 field, kind))
         path = item.get("path")
-        result.append({"type": kind, "flag": CLONE_FLAGS[kind],
-                       "path": _absolute(path, field + ".path", dotdot=True) if path else None})
+        if path:
+            path = _absolute(path, field + ".path", dotdot=True)
+            _check_namespace_file(path, kind, field + ".path")
+        result.append({"type": kind, "flag": CLONE_FLAGS[kind], "path": path or None,
+                       "field": field})
     # Joining or making the pid namespace last: it only applies to children, and the
     # other setns calls must still see this process's own namespaces.
     return sorted(result, key=lambda ns: ns["type"] == "pid")
+
+
+def _check_namespace_file(path: str, kind: str, field: str) -> None:
+    """Refuse ``path`` unless it opens, and is a ``kind`` namespace where the kernel says.
+
+    NS_GET_NSTYPE (Linux 4.11+) tells the type; where it cannot, setns(2) will.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _bad(field, "{} {} cannot be opened ({}): name a {} namespace, such as "
+                   "/proc/PID/ns/{}".format(field, path, exc.strerror, kind,
+                                           _NSFS_NAMES[kind])) from exc
+    try:
+        actual = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if actual != CLONE_FLAGS[kind]:
+        names = {flag: name for name, flag in CLONE_FLAGS.items()}
+        raise _bad(field, "{} {} is {}, but the entry's type is {}: name a namespace of "
+                   "that type, such as /proc/PID/ns/{}".format(
+                       field, path, "a namespace of type {}".format(names[actual])
+                       if actual in names else "not a namespace", kind, _NSFS_NAMES[kind]))
 
 
 def _uts_name(config: Dict[str, Any], key: str, namespaces: List[Dict[str, Any]]) -> Any:
@@ -461,7 +519,7 @@ def _mounts(config: Dict[str, Any], bundle_dir: str,
     result: List[Dict[str, Any]] = []
     for index, item in enumerate(_get(config, "mounts", list, "mounts", []) or DEFAULT_MOUNTS):
         field = "mounts[{}]".format(index)
-        mount = _mount(_object(item, field), field, bundle_dir)
+        mount = _mount(_object(item, field), field, bundle_dir, warnings)
         if mount is None:
             warnings.append("{} ({}): cgroup mounts are skipped by the chroot "
                             "runner".format(field, item.get("destination")))
@@ -470,7 +528,8 @@ def _mounts(config: Dict[str, Any], bundle_dir: str,
     return result
 
 
-def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[str, Any]]:
+def _mount(item: Dict[str, Any], field: str, bundle_dir: str,
+           warnings: List[str]) -> Optional[Dict[str, Any]]:
     """One plan mount, or None for a cgroup mount (the runner makes no cgroups)."""
     destination = _absolute(item.get("destination"), field + ".destination")
     kind = _get(item, "type", str, field + ".type", "")
@@ -479,6 +538,7 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
             raise _bad("{}.{}".format(field, key), "{}.{} asks for an idmapped mount, which "
                        "the chroot runner does not make: {}".format(field, key, _WAY_OUT))
     bind, recursive, flags, propagation = kind == "bind", False, 0, 0
+    attr_set, attr_clr = 0, 0
     data: List[str] = []
     for option in _strings(item, "options", field + ".options"):
         if option in ("bind", "rbind"):
@@ -488,6 +548,13 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
         elif option in MOUNT_FLAGS:
             set_bits, bits = MOUNT_FLAGS[option]
             flags = flags | bits if set_bits else flags & ~bits
+        elif option in RECURSIVE_OPTIONS:
+            if not kernel.has_mount_setattr():
+                raise _bad(field + ".options", "{}.options has {}, which needs mount_setattr(2) "
+                           "(Linux 5.12+), and this kernel lacks it: use {} (not recursive), "
+                           "or remove it".format(field, option, option[1:]))
+            on, off = RECURSIVE_OPTIONS[option]
+            attr_set, attr_clr = (attr_set & ~off) | on, (attr_clr & ~on) | off
         elif option.split("=")[0] in ("idmap", "ridmap"):
             raise _bad(field + ".options", "{}.options asks for an idmapped mount ({}), which "
                        "the chroot runner does not make: remove the option, or {}".format(
@@ -496,6 +563,18 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
             data.append(option)
     if kind in ("cgroup", "cgroup2") and not bind:
         return None
+    if bind and data:
+        # mount(2) ignores the data of a bind mount. An unknown word (a typo, another
+        # runtime's extension) must not silently do nothing; a filesystem's key=value
+        # (mode=755, which runtime-tools' own tests put on binds) is only said.
+        unknown = [option for option in data if "=" not in option]
+        if unknown:
+            raise _bad(field + ".options", "{}.options has {}, which is not a mount option "
+                       "runc or vz knows: fix or remove it".format(
+                           field, json.dumps(unknown[0])))
+        warnings.append("{}.options {}: filesystem options mean nothing on a bind mount: "
+                        "ignored".format(field, ",".join(data)))
+        data = []
     source = _get(item, "source", str, field + ".source", "")
     in_bundle = None
     if bind:
@@ -523,7 +602,9 @@ def _mount(item: Dict[str, Any], field: str, bundle_dir: str) -> Optional[Dict[s
             # The kernel ignores MS_RDONLY (and every other flag) on the first bind mount(2);
             # a read-only bind needs a second, remounting call.
             "remount_readonly": bind and bool(flags & MS_RDONLY),
-            "propagation": propagation}
+            "propagation": propagation,
+            # MOUNT_ATTR_* to set and clear on it and every mount below it (rro...).
+            "setattr": [attr_set, attr_clr]}
 
 
 def _devices(linux: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -567,6 +648,52 @@ def _check_resources(linux: Dict[str, Any], devices: List[Dict[str, Any]]) -> No
             raise _bad(field, "{} allows devices beyond the nodes the chroot runner makes, "
                        "and it applies no device cgroup: allow only those nodes (add others "
                        "to linux.devices), or {}".format(field, _RUNC))
+
+
+def _check_cgroups_path(linux: Dict[str, Any]) -> None:
+    """Refused after linux.resources: a cgroup limit is the more telling field to name."""
+    if not _empty(linux.get("cgroupsPath")):
+        raise _bad("linux.cgroupsPath", "linux.cgroupsPath is set, but the chroot runner does "
+                   "not put containers in cgroups: {}".format(_WAY_OUT))
+
+
+# The sysctls the kernel keeps per IPC namespace, besides fs.mqueue.* (runc's list).
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _sysctls(linux: Dict[str, Any], namespaces: List[Dict[str, Any]]) -> List[List[str]]:
+    """linux.sysctl as [path under /proc/sys, value] pairs, refused as runc refuses them:
+    a sysctl outside a namespace of the container's own would change the host."""
+    kinds = {ns["type"] for ns in namespaces}
+    result: List[List[str]] = []
+    sysctl = _get(linux, "sysctl", dict, "linux.sysctl", {})
+    for key in sorted(sysctl):
+        field = "linux.sysctl." + key
+        value = sysctl[key]
+        if not isinstance(value, str) or "\0" in value:
+            raise _bad(field, "{} must be a string, not {}".format(field, json.dumps(value)))
+        path = key.replace(".", "/")
+        if "\0" in key or any(part in ("", ".", "..") for part in path.split("/")):
+            raise _bad(field, "{} is not a sysctl name: write it as in sysctl(8), e.g. "
+                       "net.ipv4.ip_forward".format(field))
+        if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            needed = "ipc"
+        elif key.startswith("net."):
+            needed = "network"
+        elif key == "kernel.domainname":
+            needed = "uts"
+        elif key == "kernel.hostname":
+            raise _bad(field, "{} is set: use the hostname field instead".format(field))
+        else:
+            raise _bad(field, "{} is not in a separate kernel namespace: setting it would "
+                       "change the host; remove it".format(field))
+        if needed not in kinds:
+            raise _bad(field, "{} would change the host's: it needs the container's own {} "
+                       "namespace; add {{\"type\": \"{}\"}} to linux.namespaces, or remove "
+                       "it".format(field, needed, needed))
+        result.append([path, value])
+    return result
 
 
 def _paths(linux: Dict[str, Any], key: str) -> List[str]:

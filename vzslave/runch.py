@@ -1,14 +1,20 @@
 """runch: a runc-compatible OCI runtime over the built-in chroot runner.
 
-    python3 -m vzslave.runch [--root DIR] create|start|state|kill|delete|run ... ID
+    python3 -m vzslave.runch [--root DIR] [--log FILE [--log-format text|json]]
+        create|start|state|kill|delete|run ... ID
 
 It follows the OCI runtime lifecycle (runtime-spec runtime.md): ``create`` forks the
 container process, which runs every setup step of vzslave/runner.py (namespaces,
 mounts, chroot, user, capabilities, no_new_privileges) and then blocks opening
 DIR/ID/exec.fifo for writing, as runc does; ``start`` opens it for reading, and the
 process execs the app. The container inherits create's stdin, stdout and stderr (runc's
-detached mode without a terminal). The runner's backoff, log and run record are not
-used: this is the plain runtime, usable and testable on its own.
+detached mode without a terminal: ``process.terminal`` is refused, as runc refuses it
+without a console socket). The runner's backoff, log and run record are not used: this
+is the plain runtime, usable and testable on its own.
+
+Errors and warnings (the plan's, and the runner's at setup) go to stderr as ``runch:
+...`` lines and, with runc's global ``--log FILE``, to that file in runc's format
+(``--log-format text`` or ``json``).
 
 State lives in DIR/ID/state.json (written atomically); the status is computed from
 the pid: not alive → stopped, alive with the fifo still there → created, else running.
@@ -20,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from vzslave import linux, runner
 from vzslave.errors import (BadConfigError, BadRequestError, BusyError, NoSuchContainerError,
@@ -34,13 +40,57 @@ DESCRIPTION = "a runc-compatible OCI runtime over the built-in chroot runner"
 STATE = "state.json"
 PR_SET_CHILD_SUBREAPER = 36
 _WAIT = 10.0  # seconds delete --force waits for a killed container to go
+NO_TERMINAL = ("cannot allocate tty: process.terminal is true, but runch makes no terminal "
+               "and has no --console-socket (runc refuses it the same way when detached): "
+               "set process.terminal to false")
+
+
+class Reporter(object):
+    """runch's errors and warnings: on stderr, and in runc's --log file in its format."""
+
+    def __init__(self, log_path: Optional[str] = None, log_format: str = "text") -> None:
+        self.log_path = log_path
+        self.log_format = log_format
+
+    def error(self, message: str) -> None:
+        """Report a failed command."""
+        self.report("error", message)
+
+    def warning(self, message: str) -> None:
+        """Report something done otherwise than the config asked."""
+        self.report("warning", message)
+
+    def report(self, level: str, message: str) -> None:
+        """One line on stderr, and one in the log (as runc's logrus writes them)."""
+        sys.stderr.write("runch: {}{}\n".format("" if level == "error" else level + ": ",
+                                                message))
+        if not self.log_path:
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.log_format == "json":
+            line = json.dumps({"level": level, "msg": message, "time": now}, sort_keys=True,
+                              ensure_ascii=False)
+        else:
+            line = "time={} level={} msg={}".format(json.dumps(now), level,
+                                                    json.dumps(message, ensure_ascii=False))
+        try:
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o644)
+            try:
+                runner._write_all(fd, (line + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            sys.stderr.write("runch: cannot write the log {}: {}\n".format(
+                self.log_path, exc.strerror))
 
 
 class Runtime(object):
     """The containers under one state directory (runc's --root)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, warn: Optional[Callable[[str], None]] = None) -> None:
         self.root = root
+        self.warn: Callable[[str], None] = warn or Reporter().warning
 
     def path_of(self, container_id: str) -> str:
         """The state directory of ``container_id`` (its name validated first)."""
@@ -76,8 +126,10 @@ class Runtime(object):
     def state(self, container_id: str) -> Dict[str, Any]:
         """The OCI state of ``container_id``."""
         state = self.load(container_id)
-        return {"ociVersion": OCI_VERSION, "id": container_id,
-                "status": self.status(container_id, state), "pid": state["pid"],
+        status = self.status(container_id, state)
+        return {"ociVersion": OCI_VERSION, "id": container_id, "status": status,
+                # As runc: a stopped container's pid may be anyone's by now.
+                "pid": 0 if status == "stopped" else state["pid"],
                 "bundle": state["bundle"], "annotations": state.get("annotations") or {}}
 
     def create(self, container_id: str, bundle: str, pid_file: Optional[str] = None) -> int:
@@ -85,6 +137,10 @@ class Runtime(object):
         from vzslave.oci import build_plan, load_config
         config = load_config(bundle)
         plan = build_plan(config, bundle, container_id)
+        if config["process"].get("terminal"):
+            raise BadConfigError(NO_TERMINAL, {"field": "process.terminal"})
+        for warning in plan["warnings"]:
+            self.warn(warning)
         directory = self.path_of(container_id)
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         try:
@@ -97,7 +153,7 @@ class Runtime(object):
             fifo = os.path.join(directory, FIFO)
             os.mkfifo(fifo, 0o600)
             os.chown(fifo, plan["process"]["uid"], plan["process"]["gid"])
-            pid = spawn_container(plan, directory)
+            pid = spawn_container(plan, directory, self.warn)
             state = {"ociVersion": OCI_VERSION, "id": container_id, "pid": pid,
                      "started": start_time(pid), "bundle": plan["bundle"],
                      "rootfs": plan["rootfs"],
@@ -140,8 +196,19 @@ class Runtime(object):
         os.kill(state["pid"], signum)
 
     def delete(self, container_id: str, force: bool = False) -> None:
-        """Release the container's mounts and forget it (stopped only, unless ``force``)."""
-        state = self.load(container_id)
+        """Release the container's mounts and forget it (stopped only, unless ``force``).
+
+        With ``force``, a container that does not exist is no error (as in runc).
+        """
+        try:
+            state = self.load(container_id)
+        except NoSuchContainerError:
+            if not force:
+                raise
+            directory = self.path_of(container_id)
+            if os.path.isdir(directory):  # a create killed before it wrote the state
+                remove_tree(directory)
+            return
         status = self.status(container_id, state)
         if status != "stopped":
             if not force:
@@ -182,7 +249,24 @@ def pid_alive(pid: int, started: str) -> bool:
     return bool(now) and now == started
 
 
-def spawn_container(plan: Dict[str, Any], directory: str) -> int:
+class ContainerSpawn(runner.Spawn):
+    """The runner's spawn in runch's container process: it reports to create by a pipe."""
+
+    def __init__(self, name: str, plan: Dict[str, Any], writer: int) -> None:
+        super().__init__(name, plan)
+        self.writer = writer
+
+    def say(self, text: str) -> None:
+        """A diagnostic line for create to report; on stderr once create has returned."""
+        if self.writer >= 0:
+            runner._write_all(self.writer, "say {}\n".format(text.replace("\n", " ")).encode(
+                "utf-8", "replace"))
+        else:
+            runner._write_all(2, "runch: {}\n".format(text).encode("utf-8", "replace"))
+
+
+def spawn_container(plan: Dict[str, Any], directory: str,
+                    warn: Callable[[str], None]) -> int:
     """Fork the container process, wait until it is set up; its pid (host's view)."""
     reader, writer = os.pipe()
     child = os.fork()
@@ -196,6 +280,9 @@ def spawn_container(plan: Dict[str, Any], directory: str) -> int:
     for line in lines:
         if line.startswith("pid "):
             pid = int(line[4:])
+        elif line.startswith("say "):
+            text = line[4:]
+            warn(text[len("warning: "):] if text.startswith("warning: ") else text)
     ok = lines[-1:] == ["ok"]
     if pid != child or not ok:
         os.waitpid(child, 0)  # a PID namespace's intermediate, or a failed child: reap it
@@ -210,8 +297,8 @@ def spawn_container(plan: Dict[str, Any], directory: str) -> int:
 def container_process(plan: Dict[str, Any], directory: str, writer: int) -> None:
     """In the child: every setup step, then wait on the fifo, then exec; never returns."""
     step = "session"
+    spawn = ContainerSpawn(plan["name"], plan, writer)
     try:
-        spawn = runner.Spawn(plan["name"], plan)
         runner.start_session(spawn)
         step = "mounts"
         runner.set_up_host_mounts(spawn)
@@ -235,7 +322,7 @@ def container_process(plan: Dict[str, Any], directory: str, writer: int) -> None
         step = "fifo"
         os.write(writer, b"ok\n")
         os.close(writer)
-        writer = -1  # its number is reused next: never report into the fifo
+        writer = spawn.writer = -1  # its number is reused next: never report into the fifo
         fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)  # until start
         os.close(state_fd)
         os.write(fifo, b"0")
@@ -271,10 +358,22 @@ def parse_signal(text: str) -> int:
     return number
 
 
-def run(runtime: Runtime, container_id: str, bundle: str) -> int:
-    """create, start, wait in the foreground, delete; the exit status (128+signal)."""
+def run(runtime: Runtime, container_id: str, bundle: str, detach: bool = False,
+        pid_file: Optional[str] = None) -> int:
+    """create, start, wait in the foreground, delete; the exit status (128+signal).
+
+    Detached (runc's ``run -d``): create and start, then return 0 and leave it running.
+    """
+    if detach:
+        runtime.create(container_id, bundle, pid_file)
+        try:
+            runtime.start(container_id)
+        except BaseException:
+            runtime.delete(container_id, force=True)
+            raise
+        return 0
     linux.prctl(PR_SET_CHILD_SUBREAPER, 1)  # a PID namespace's pid 1 is a grandchild
-    pid = runtime.create(container_id, bundle)
+    pid = runtime.create(container_id, bundle, pid_file)
 
     def relay(signum: int, frame: Any) -> None:
         try:
@@ -299,13 +398,21 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="runch", description=DESCRIPTION)
     parser.add_argument("--root", default=DEFAULT_ROOT,
                         help="state directory (default {})".format(DEFAULT_ROOT))
+    parser.add_argument("--log", default=None,
+                        help="also write errors and warnings to this file")
+    parser.add_argument("--log-format", default="text", choices=("text", "json"),
+                        help="the --log file's format, as runc's (default text)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for name in ("create", "run"):
         sub = commands.add_parser(name)
         sub.add_argument("--bundle", "-b", default=".", help="the bundle directory")
-        if name == "create":
-            sub.add_argument("--pid-file", default=None, help="write the pid here")
+        sub.add_argument("--pid-file", default=None, help="write the pid here")
+        sub.add_argument("--console-socket", default=None,
+                         help="refused: runch makes no terminal")
+        if name == "run":
+            sub.add_argument("--detach", "-d", action="store_true",
+                             help="return once started; the container keeps running")
         sub.add_argument("id")
     for name in ("start", "state"):
         commands.add_parser(name).add_argument("id")
@@ -321,9 +428,13 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     """The runch command; exits 1 with a message on stderr when a command fails."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    runtime = Runtime(args.root)
+    reporter = Reporter(args.log, args.log_format)
+    runtime = Runtime(args.root, reporter.warning)
     code = 0
     try:
+        if getattr(args, "console_socket", None):
+            raise BadRequestError("--console-socket is not supported: runch makes no terminal; "
+                                  "set process.terminal to false and leave the option out")
         if args.command == "create":
             runtime.create(args.id, args.bundle, args.pid_file)
         elif args.command == "start":
@@ -335,12 +446,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         elif args.command == "delete":
             runtime.delete(args.id, args.force)
         else:
-            code = run(runtime, args.id, args.bundle)
+            code = run(runtime, args.id, args.bundle, args.detach, args.pid_file)
     except VzError as exc:
-        sys.stderr.write("runch: {}\n".format(exc.message))
+        reporter.error(exc.message)
         code = 1
     except OSError as exc:
-        sys.stderr.write("runch: {}: {}\n".format(args.command, exc))
+        reporter.error("{}: {}".format(args.command, exc))
         code = 1
     sys.exit(code)
 

@@ -350,14 +350,19 @@ def start_monitor(spawn: Spawn) -> None:
 
 def join_or_create(ns: "Dict[str, Any]") -> None:
     """setns into the namespace at ``ns["path"]``, or unshare a new one."""
-    if ns.get("path"):
+    if not ns.get("path"):
+        linux.unshare(ns["flag"])
+        return
+    try:
         fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
         try:
             linux.setns(fd, ns["flag"])
         finally:
             os.close(fd)
-    else:
-        linux.unshare(ns["flag"])
+    except OSError as exc:  # EINVAL: a namespace of another type (or none)
+        raise RunnerError("namespaces", "cannot join the {} namespace at {}.path {}: "
+                          "{}".format(ns["type"], ns.get("field", "linux.namespaces"),
+                                      ns["path"], exc.strerror)) from exc
 
 
 def enter_namespaces(spawn: Spawn) -> None:
@@ -547,6 +552,21 @@ def set_oom_score_adj(spawn: Spawn) -> None:
             out.write(str(value))
 
 
+def set_sysctls(spawn: Spawn) -> None:
+    """Step 10b: linux.sysctl, in the container's namespaces, before the rootfs hides /proc.
+
+    /proc/sys/net and the IPC sysctls show the namespaces of the process that opens them,
+    whichever /proc it is, so the host's /proc serves.
+    """
+    for path, value in spawn.plan.get("sysctl") or ():
+        try:
+            with open("/proc/sys/" + path, "w") as out:
+                out.write(value)
+        except OSError as exc:
+            raise RunnerError("sysctl", "cannot set linux.sysctl.{} to {!r}: {}".format(
+                path.replace("/", "."), value, exc.strerror)) from exc
+
+
 def record_running(spawn: Spawn) -> None:
     """Step 12: record the running state (outside the rootfs, so before entering it)."""
     if not spawn.monitored:  # else the monitor recorded its own pid before the fork
@@ -647,7 +667,7 @@ def install_seccomp(spawn: Spawn) -> None:
 
 
 def drop_bounding_set(spawn: Spawn) -> None:
-    """Step 15: drop every capability outside capabilities.bounding, where allowed."""
+    """Step 15: drop every capability outside capabilities.bounding (or fail the spawn)."""
     caps = spawn.plan["process"].get("capabilities")
     if caps is None:
         return
@@ -656,10 +676,10 @@ def drop_bounding_set(spawn: Spawn) -> None:
         if cap not in keep:
             try:
                 linux.prctl(linux.PR_CAPBSET_DROP, cap)
-            except OSError as exc:
-                spawn.say("warning: cannot drop capabilities from the bounding set ({}); "
-                          "going on".format(exc.strerror))
-                return
+            except OSError as exc:  # EPERM: no CAP_SETPCAP; a wider set than asked: fail
+                raise RunnerError("capabilities", "cannot drop {} from the bounding set: {} "
+                                  "(dropping needs CAP_SETPCAP)".format(
+                                      linux.cap_name(cap), exc.strerror)) from exc
 
 
 def change_user(spawn: Spawn) -> None:
@@ -688,14 +708,44 @@ def set_capabilities(spawn: Spawn) -> None:
     try:
         linux.capset(_mask_of(caps["effective"]), _mask_of(caps["permitted"]),
                      _mask_of(caps["inheritable"]))
-    except PermissionError as exc:
-        spawn.say("warning: cannot set the capabilities ({}); going on".format(exc.strerror))
-    for cap in caps.get("ambient") or ():
+    except OSError as exc:
+        raise RunnerError("capabilities", "cannot set the capabilities: {}{}".format(
+            exc.strerror, _unavailable(caps))) from exc
+    ambient = caps.get("ambient") or []
+    # The kernel raises only what is permitted and inheritable too; runc skips the rest
+    # silently (so runc spec's own config, whose inheritable set is empty, runs): say it.
+    skipped = [cap for cap in ambient
+               if cap not in caps["inheritable"] or cap not in caps["permitted"]]
+    if skipped:
+        spawn.say("warning: ambient {} not raised: not in process.capabilities.inheritable "
+                  "and permitted".format(", ".join(linux.cap_name(cap) for cap in skipped)))
+    for cap in ambient:
+        if cap in skipped:
+            continue
         try:
             linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
-        except OSError as exc:  # EINVAL: kernels before 4.3 have no ambient set
-            spawn.say("warning: cannot raise ambient capability {} ({}); going on".format(
-                cap, exc.strerror))
+        except OSError as exc:
+            if exc.errno == 22:  # EINVAL: kernels before 4.3 have no ambient set (runc too)
+                spawn.say("warning: this kernel has no ambient capabilities (Linux 4.3+): "
+                          "process.capabilities.ambient is not applied")
+                return
+            raise RunnerError("capabilities", "cannot raise ambient {}: {}".format(
+                linux.cap_name(cap), exc.strerror)) from exc
+
+
+def _unavailable(caps: "Dict[str, List[int]]") -> str:
+    """Why capset failed, where this process can tell: the asked caps it does not have."""
+    try:
+        _, permitted, _ = linux.capget()
+    except OSError:
+        return ""
+    missing = [cap for cap in sorted(set(caps["permitted"]) | set(caps["effective"]))
+               if not permitted >> cap & 1]
+    if not missing:
+        return ""
+    return ("; {} not available here (not in this host's bounding set?): remove {} from "
+            "process.capabilities").format(", ".join(linux.cap_name(cap) for cap in missing),
+                                           "it" if len(missing) == 1 else "them")
 
 
 def set_no_new_privileges(spawn: Spawn) -> None:
@@ -755,6 +805,7 @@ _STEPS = (("log", open_log), ("session", start_session), ("clean", end_previous)
           ("runtime", exec_runtime), ("mounts", set_up_host_mounts),
           ("monitor", start_monitor), ("namespaces", enter_namespaces),
           ("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
+          ("sysctl", set_sysctls),
           ("record", record_running), ("root", enter_root), ("rlimits", set_rlimits),
           ("seccomp", set_seccomp_privileged),
           ("bounding", drop_bounding_set), ("user", change_user),
@@ -763,6 +814,7 @@ _STEPS = (("log", open_log), ("session", start_session), ("clean", end_previous)
 # The steps after the namespaces, without the runner's bookkeeping (record) and the
 # exec: vzslave/runch.py runs them in the container process it holds before exec.
 SETUP_STEPS = (("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
+               ("sysctl", set_sysctls),
                ("root", enter_root), ("rlimits", set_rlimits),
                ("seccomp", set_seccomp_privileged),
                ("bounding", drop_bounding_set), ("user", change_user),

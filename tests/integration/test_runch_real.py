@@ -179,3 +179,83 @@ def test_the_same_runc_spec_bundle_runs_under_runch_runc_and_crun(bundle, runtim
             pytest.skip("crun cannot run containers on this host's cgroups: " + err)
     assert status == 0, err
     assert "pid=1 under " + runtime in bundle.output()
+
+
+def test_create_shows_the_plans_warnings_on_stderr(bundle):
+    """When the config asks for what runch skips (runc spec's cgroup mount), create says so."""
+    bundle.configure("true")
+    status, err = bundle.runch("create", "--bundle", bundle.dir, "c1")
+    assert "runch: warning: mounts[6] (/sys/fs/cgroup): cgroup mounts are skipped" in err
+
+
+def test_run_detached_leaves_the_container_running(bundle):
+    bundle.configure("exec sleep 60")
+    bundle.runch("run", "-d", "--bundle", bundle.dir, "c1")
+    assert bundle.state("c1")["status"] == "running"
+    bundle.runch("delete", "--force", "c1")
+    assert not os.path.exists(os.path.join(bundle.state_root, "c1"))
+
+
+def test_rro_makes_every_mount_below_a_bind_read_only(bundle, tmp_path):
+    """When a bind mount says rro, mounts below its source are read-only too (not just it)."""
+    source = tmp_path / "data"
+    (source / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(source / "sub")], check=True)
+    try:
+        bundle.configure("touch /data/sub/x 2>/dev/null && echo writable || echo read-only")
+        path = os.path.join(bundle.dir, "config.json")
+        with open(path) as source_file:
+            config = json.load(source_file)
+        config["mounts"].append({"destination": "/data", "type": "bind", "source": str(source),
+                                 "options": ["rbind", "rro"]})
+        with open(path, "w") as out:
+            json.dump(config, out)
+        bundle.runch("run", "--bundle", bundle.dir, "c1")
+        assert "read-only" in bundle.output()
+    finally:
+        subprocess.run(["umount", "-l", str(source / "sub")], check=True)
+
+
+def drop_from_bounding_set(cap):
+    """A preexec_fn: the runch exec'd next cannot hold ``cap`` (as on hosts without it)."""
+    def drop():
+        from vzslave import linux
+        linux.prctl(linux.PR_CAPBSET_DROP, cap)
+    return drop
+
+
+def test_capabilities_the_host_cannot_give_fail_create_as_in_runc(bundle):
+    """When a capability asked for is not in the host's bounding set, create fails."""
+    bundle.configure("true")
+    path = os.path.join(bundle.dir, "config.json")
+    with open(path) as source:
+        config = json.load(source)
+    for key in ("bounding", "effective", "permitted"):
+        config["process"]["capabilities"][key].append("CAP_SYS_TIME")
+    with open(path, "w") as out:
+        json.dump(config, out)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vzslave.runch", "--root", bundle.state_root, "create",
+         "--bundle", bundle.dir, "c1"], cwd=ROOT, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
+        preexec_fn=drop_from_bounding_set(25))  # CAP_SYS_TIME
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "CAP_SYS_TIME not available here" in err
+    assert os.listdir(bundle.state_root) == []
+
+
+def test_a_namespaced_sysctl_is_set_in_the_container_only(bundle):
+    with open("/proc/sys/net/ipv4/ip_default_ttl") as source:
+        host = source.read()
+    bundle.configure("cat /proc/sys/net/ipv4/ip_default_ttl")
+    path = os.path.join(bundle.dir, "config.json")
+    with open(path) as source:
+        config = json.load(source)
+    config["linux"]["sysctl"] = {"net.ipv4.ip_default_ttl": "42"}
+    with open(path, "w") as out:
+        json.dump(config, out)
+    bundle.runch("run", "--bundle", bundle.dir, "c1")
+    assert bundle.output().strip() == "42"
+    with open("/proc/sys/net/ipv4/ip_default_ttl") as source:
+        assert source.read() == host

@@ -219,3 +219,15 @@ def test_removing_the_bundle_forgets_the_stopped_container_and_its_logs(node, la
     with pytest.raises(NoSuchContainerError):
         node.status("app")
     assert os.listdir(layout.logs) == ["apple.log"]
+
+
+def test_default_capabilities_the_node_lacks_are_left_out_with_a_warning(node, layout,
+                                                                        monkeypatch):
+    """When a guest's bounding set lacks one of vz's defaults and the config asked for
+    no capabilities by name, the app runs without it (warned) rather than not at all."""
+    chown = ct.oci.CAPABILITIES["CAP_CHOWN"]
+    monkeypatch.setattr(ct, "_bounding_set", lambda: ((1 << 64) - 1) & ~(1 << chown))
+    status = node.start("app", wait=False)
+    caps = saved_plan(layout)["process"]["capabilities"]
+    assert all(chown not in numbers for numbers in caps.values())
+    assert any("lacks CAP_CHOWN" in w for w in status.warnings)

@@ -76,7 +76,7 @@ def test_the_plan_has_every_key_of_the_contract_but_those_vzslave_adds(bundle):
     assert set(plan_of(bundle)) == {
         "version", "name", "bundle", "rootfs", "readonly", "namespaces", "hostname",
         "domainname", "mounts", "devices", "links", "masked_paths", "readonly_paths",
-        "rootfs_propagation", "process", "seccomp", "warnings", "enter"}
+        "rootfs_propagation", "process", "seccomp", "sysctl", "warnings", "enter"}
 
 
 def test_the_plan_survives_marshal_and_json_unchanged(bundle, tmp_path):
@@ -228,6 +228,53 @@ def test_a_relative_bind_source_that_climbs_out_of_the_bundle_is_refused(bundle)
     assert raised.value.details["field"] == "mounts[0].source"
 
 
+def test_recursive_options_become_mount_attributes_to_set_and_clear(bundle):
+    plan = plan_of(bundle, mounts=[{"destination": "/srv", "type": "bind", "source": "/srv",
+                                    "options": ["rbind", "rro", "rnosuid", "rrw", "rro",
+                                                "rexec", "rnoatime"]}])
+    mount = plan["mounts"][0]
+    assert mount["setattr"] == [
+        oci.kernel.MOUNT_ATTR_RDONLY | oci.kernel.MOUNT_ATTR_NOSUID
+        | oci.kernel.MOUNT_ATTR_NOATIME,
+        oci.kernel.MOUNT_ATTR_NOEXEC | oci.kernel.MOUNT_ATTR__ATIME]
+    assert mount["flags"] == 0 and mount["data"] == ""
+
+
+def test_a_mount_without_recursive_options_sets_no_attributes(bundle):
+    plan = plan_of(bundle, mounts=[{"destination": "/srv", "type": "tmpfs",
+                                    "source": "tmpfs", "options": ["ro"]}])
+    assert plan["mounts"][0]["setattr"] == [0, 0]
+
+
+def test_rro_is_refused_naming_the_field_where_the_kernel_lacks_mount_setattr(
+        bundle, monkeypatch):
+    """When the kernel has no mount_setattr(2), rro is refused, not silently dropped."""
+    monkeypatch.setattr(oci.kernel, "has_mount_setattr", lambda: False)
+    with pytest.raises(BadConfigError, match="has rro, which needs mount_setattr") as caught:
+        plan_of(bundle, mounts=[{"destination": "/proc", "type": "proc", "source": "proc"},
+                                {"destination": "/srv", "type": "bind", "source": "/srv",
+                                 "options": ["rbind", "rro"]}])
+    assert caught.value.details == {"field": "mounts[1].options"}
+
+
+def test_an_unknown_option_on_a_bind_mount_is_refused_naming_it(bundle):
+    """When a bind mount has an option no one knows, which mount(2) would silently ignore
+    there, it is refused naming the option."""
+    with pytest.raises(BadConfigError, match='has "noexce", which is not a mount option') as (
+            caught):
+        plan_of(bundle, mounts=[{"destination": "/srv", "type": "bind", "source": "/srv",
+                                 "options": ["bind", "ro", "noexce"]}])
+    assert caught.value.details == {"field": "mounts[0].options"}
+
+
+def test_filesystem_options_on_a_bind_mount_are_dropped_with_a_warning(bundle):
+    plan = plan_of(bundle, mounts=[{"destination": "/srv", "type": "bind", "source": "/srv",
+                                    "options": ["bind", "mode=755", "size=1k"]}])
+    assert plan["mounts"][0]["data"] == ""
+    assert plan["warnings"] == ["mounts[0].options mode=755,size=1k: filesystem options "
+                                "mean nothing on a bind mount: ignored"]
+
+
 def test_a_relative_bind_source_is_taken_from_the_bundle(bundle):
     plan = plan_of(bundle, mounts=[{"destination": "/data", "source": "data/./x",
                                     "options": ["bind"]}])
@@ -296,11 +343,52 @@ def test_the_name_tables_use_the_linux_numbers():
 
 def test_the_pid_namespace_goes_last_and_paths_are_kept(bundle):
     plan = plan_of(bundle, linux={"namespaces": [
-        {"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}, {"type": "cgroup"}]})
+        {"type": "pid"}, {"type": "network", "path": "/proc/self/ns/net"}, {"type": "cgroup"}]})
     assert plan["namespaces"] == [
-        {"type": "network", "flag": 0x40000000, "path": "/proc/1/ns/net"},
-        {"type": "cgroup", "flag": 0x02000000, "path": None},
-        {"type": "pid", "flag": 0x20000000, "path": None}]
+        {"type": "network", "flag": 0x40000000, "path": "/proc/self/ns/net",
+         "field": "linux.namespaces[1]"},
+        {"type": "cgroup", "flag": 0x02000000, "path": None, "field": "linux.namespaces[2]"},
+        {"type": "pid", "flag": 0x20000000, "path": None, "field": "linux.namespaces[0]"}]
+
+
+def test_a_namespace_path_of_another_type_is_refused_naming_the_path(bundle):
+    """When a path names a namespace of another type, the refusal names its field."""
+    with pytest.raises(BadConfigError) as caught:
+        plan_of(bundle, linux={"namespaces": [
+            {"type": "mount"}, {"type": "uts"}, {"type": "ipc", "path": "/proc/self/ns/net"}]})
+    assert caught.value.details == {"field": "linux.namespaces[2].path"}
+    assert "/proc/self/ns/net is a namespace of type network, but the entry's type is ipc" in (
+        caught.value.message)
+
+
+def test_a_namespace_path_that_cannot_be_opened_is_refused(bundle):
+    with pytest.raises(BadConfigError, match="cannot be opened") as caught:
+        plan_of(bundle, linux={"namespaces": [{"type": "network", "path": "/nonexistent"}]})
+    assert caught.value.details == {"field": "linux.namespaces[0].path"}
+
+
+def test_namespaced_sysctls_are_kept_as_paths_under_proc_sys(bundle):
+    plan = plan_of(bundle, linux={
+        "namespaces": [{"type": "network"}, {"type": "ipc"}, {"type": "uts"}],
+        "sysctl": {"net.ipv4.ip_forward": "1", "kernel.shmmax": "8192",
+                   "fs.mqueue.msg_max": "20", "kernel.domainname": "example.org"}})
+    assert plan["sysctl"] == [["fs/mqueue/msg_max", "20"], ["kernel/domainname", "example.org"],
+                              ["kernel/shmmax", "8192"], ["net/ipv4/ip_forward", "1"]]
+
+
+@pytest.mark.parametrize("key, namespaces, why", [
+    ("net.ipv4.ip_forward", ["ipc"], "needs the container's own network namespace"),
+    ("kernel.msgmax", ["network"], "needs the container's own ipc namespace"),
+    ("vm.swappiness", ["network", "ipc", "uts"], "not in a separate kernel namespace"),
+    ("kernel.hostname", ["uts"], "use the hostname field"),
+    ("net..x", ["network"], "is not a sysctl name"),
+])
+def test_a_sysctl_that_would_change_the_host_is_refused_as_runc_refuses_it(
+        bundle, key, namespaces, why):
+    with pytest.raises(BadConfigError, match=why) as caught:
+        plan_of(bundle, linux={"namespaces": [{"type": kind} for kind in namespaces],
+                               "sysctl": {key: "1"}})
+    assert caught.value.details == {"field": "linux.sysctl." + key}
 
 
 def test_a_hostname_with_a_uts_namespace_is_kept(bundle):
@@ -448,7 +536,8 @@ REFUSALS = [
     ("time-offsets", change("linux.timeOffsets", {"monotonic": {"secs": 1}}),
      "linux.timeOffsets"),
     ("cgroups-path", change("linux.cgroupsPath", "/vz/app"), "linux.cgroupsPath"),
-    ("sysctl", change("linux.sysctl", {"net.ipv4.ip_forward": "1"}), "linux.sysctl"),
+    ("sysctl", change("linux.sysctl", {"net.ipv4.ip_forward": "1"}),
+     "linux.sysctl.net.ipv4.ip_forward"),
     ("seccomp-notify", change("linux.seccomp", {"defaultAction": "SCMP_ACT_NOTIFY"}),
      "linux.seccomp.defaultAction"),
     ("seccomp-bad-action", change("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW",
@@ -537,7 +626,12 @@ def test_refusals_of_unsupported_features_point_at_runc_or_crun(bundle, mutate):
     assert "set runtime to runc or crun to run this bundle unchanged" in caught.value.message
 
 
-@pytest.mark.parametrize("root_path", ["..", "../outside", ".", "/tmp", "rootfs/../.."])
+def test_a_root_path_of_dot_makes_the_bundle_dir_the_rootfs(bundle):
+    """When root.path is ".", as the spec and runc allow, the bundle dir is the rootfs."""
+    assert plan_of(bundle, root={"path": "."})["rootfs"] == bundle
+
+
+@pytest.mark.parametrize("root_path", ["..", "../outside", "/tmp", "rootfs/../.."])
 def test_refuses_a_root_path_outside_the_bundle(bundle, tmp_path, root_path):
     with pytest.raises(BadConfigError) as caught:
         plan_of(bundle, root={"path": root_path})

@@ -7,7 +7,8 @@ import signal
 import pytest
 
 from vzslave import runch
-from vzslave.errors import BadRequestError, BusyError, NoSuchContainerError, WrongStateError
+from vzslave.errors import (BadConfigError, BadRequestError, BusyError, NoSuchContainerError,
+                            WrongStateError)
 
 
 @pytest.fixture
@@ -122,3 +123,83 @@ def test_main_reports_a_refusal_on_stderr_and_exits_1(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "runch: container nope does not exist; `runch list` is not implemented, "
         "look in {}\n".format(tmp_path))
+
+
+def test_a_stopped_containers_state_shows_pid_0_as_runc_does(runtime):
+    """When the container has stopped, state shows pid 0: its old pid may be anyone's."""
+    record(runtime, "c1", os.getpid(), "1")
+    state = runtime.state("c1")
+    assert state["status"] == "stopped" and state["pid"] == 0
+
+
+def test_delete_force_of_a_missing_container_succeeds_as_in_runc(runtime, tmp_path):
+    """When delete --force names no container, it exits 0 (runc does), plain delete 1."""
+    runtime.delete("nope", force=True)
+    with pytest.raises(SystemExit) as exited:
+        runch.main(["--root", runtime.root, "delete", "--force", "nope"])
+    assert exited.value.code == 0
+    with pytest.raises(SystemExit) as exited:
+        runch.main(["--root", runtime.root, "delete", "nope"])
+    assert exited.value.code == 1
+
+
+def test_delete_force_removes_a_state_directory_without_state(runtime):
+    os.makedirs(runtime.path_of("c1"))
+    runtime.delete("c1", force=True)
+    assert not os.path.exists(runtime.path_of("c1"))
+
+
+def bundle_with(tmp_path, **process):
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps(
+        {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+         "process": dict({"args": ["true"], "cwd": "/"}, **process)}))
+    return str(bundle)
+
+
+def test_a_terminal_is_refused_at_create_as_runc_refuses_it_without_a_console_socket(
+        runtime, tmp_path):
+    """When process.terminal is true, create fails naming it, before anything is made."""
+    with pytest.raises(BadConfigError, match="cannot allocate tty") as caught:
+        runtime.create("c1", bundle_with(tmp_path, terminal=True))
+    assert caught.value.details == {"field": "process.terminal"}
+    assert not os.path.exists(runtime.path_of("c1"))
+
+
+def test_a_console_socket_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        runch.main(["--root", str(tmp_path), "create", "--console-socket", "/s", "c1"])
+    assert exited.value.code == 1
+    assert "--console-socket is not supported" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("log_format, line", [
+    ("text", 'time="{time}" level=error msg="container nope does not exist; '),
+    ("json", '{{"level": "error", "msg": "container nope does not exist; '),
+])
+def test_errors_also_go_to_the_log_file_in_runcs_format(tmp_path, capsys, log_format, line,
+                                                        monkeypatch):
+    """When --log FILE is given, the error is also written there as runc's logrus would."""
+    monkeypatch.setattr(runch.time, "strftime", lambda fmt, t: "2030-01-02T03:04:05Z")
+    log = tmp_path / "log"
+    with pytest.raises(SystemExit):
+        runch.main(["--root", str(tmp_path), "--log", str(log), "--log-format", log_format,
+                    "start", "nope"])
+    text = log.read_text()
+    assert text.startswith(line.format(time="2030-01-02T03:04:05Z")) and text.endswith("\n")
+    assert capsys.readouterr().err.startswith("runch: container nope does not exist")
+
+
+def test_warnings_are_reported_on_stderr_and_in_the_log(tmp_path, capsys):
+    log = tmp_path / "log"
+    runch.Reporter(str(log), "json").warning("cgroup mounts are skipped")
+    assert capsys.readouterr().err == "runch: warning: cgroup mounts are skipped\n"
+    assert json.loads(log.read_text())["level"] == "warning"
+
+
+def test_run_takes_runcs_detach_and_pid_file_options():
+    args = runch.parse_args(["--log", "/l", "--log-format", "json", "run", "-d",
+                             "--pid-file", "/p", "c1"])
+    assert (args.log, args.log_format, args.detach, args.pid_file) == ("/l", "json", True, "/p")
+    assert not runch.parse_args(["run", "c1"]).detach

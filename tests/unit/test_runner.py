@@ -139,6 +139,12 @@ class FakeLinux(object):
         self.mount_error = mount_error
         self.last_cap = last_cap
         self.seccomp_error = None
+        self.prctl_errors = {}  # (option, arg2) -> the OSError that prctl raises
+        self.capset_error = None
+        self.permitted = (1 << 64) - 1  # what capget reports
+
+    def mount_setattr(self, fd, attr_set, attr_clr):
+        self.calls.append(("mount_setattr", attr_set, attr_clr))
 
     def __getattr__(self, name):
         return getattr(linux, name)  # the constants
@@ -171,10 +177,17 @@ class FakeLinux(object):
 
     def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
         self.calls.append(("prctl", option, arg2) + ((arg3,) if arg3 else ()))
+        if (option, arg2) in self.prctl_errors:
+            raise self.prctl_errors[option, arg2]
         return 0
 
     def capset(self, effective, permitted, inheritable):
         self.calls.append(("capset", effective, permitted, inheritable))
+        if self.capset_error is not None:
+            raise self.capset_error
+
+    def capget(self, pid=0):
+        return 0, self.permitted, 0
 
     def cap_last_cap(self):
         return self.last_cap
@@ -251,6 +264,111 @@ def test_the_bounding_set_keeps_exactly_the_planned_capabilities(tmp_path, calls
     dropped = [c[2] for c in calls if c[:2] == ("prctl", linux.PR_CAPBSET_DROP)]
     assert dropped == [2, 3]  # cap_last_cap is 3 in the fake; 0 and 1 are kept
     assert ("capset", 1, 3, 1) in calls
+
+
+def test_a_bounding_set_that_cannot_be_dropped_fails_the_spawn(tmp_path, calls, capfd):
+    """When the bounding set cannot be dropped, the spawn fails: no wider set than asked."""
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
+    runner.linux.prctl_errors[linux.PR_CAPBSET_DROP, 2] = PermissionError(
+        errno.EPERM, "Operation not permitted")
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["last_error"] == (
+        "capabilities: cannot drop CAP_DAC_READ_SEARCH from the bounding set: Operation not "
+        "permitted (dropping needs CAP_SETPCAP)")
+    assert "execve" not in names(calls)
+
+
+def test_capabilities_that_cannot_be_set_fail_the_spawn_naming_the_missing_ones(
+        tmp_path, calls):
+    """When capset fails, the spawn fails (as runc's create), naming the caps not held."""
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
+    runner.linux.capset_error = PermissionError(errno.EPERM, "Operation not permitted")
+    runner.linux.permitted = 1  # CAP_CHOWN only: CAP_DAC_OVERRIDE (1) is asked for, not held
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["last_error"] == (
+        "capabilities: cannot set the capabilities: Operation not permitted; "
+        "CAP_DAC_OVERRIDE not available here (not in this host's bounding set?): remove it "
+        "from process.capabilities")
+    assert "execve" not in names(calls)
+
+
+def test_an_ambient_capability_that_cannot_be_raised_fails_the_spawn(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    save(tmp_path, plan)
+    runner.linux.prctl_errors[linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE] = (
+        PermissionError(errno.EPERM, "Operation not permitted"))
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["last_error"] == (
+        "capabilities: cannot raise ambient CAP_CHOWN: Operation not permitted")
+
+
+def test_ambient_capabilities_not_inheritable_are_skipped_with_a_warning_as_runc_does(
+        tmp_path, calls, capfd):
+    """When an ambient cap is not inheritable (runc spec's config), it is skipped, said."""
+    save(tmp_path, make_plan(tmp_path, capabilities={
+        "bounding": [1, 2], "effective": [1, 2], "permitted": [1, 2], "inheritable": [1],
+        "ambient": [1, 2]}))
+    run_main(tmp_path)
+    assert [c[3] for c in calls if c[:3] == ("prctl", linux.PR_CAP_AMBIENT,
+                                             linux.PR_CAP_AMBIENT_RAISE)] == [1]
+    assert ("warning: ambient CAP_DAC_READ_SEARCH not raised: not in "
+            "process.capabilities.inheritable and permitted") in capfd.readouterr().err
+    assert names(calls)[-1] == "execve"
+
+
+def test_a_kernel_without_ambient_capabilities_gets_a_warning_as_under_runc(
+        tmp_path, calls, capfd):
+    """When the kernel has no ambient set (before 4.3), the app runs with a warning."""
+    save(tmp_path, make_plan(tmp_path))
+    runner.linux.prctl_errors[linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE] = OSError(
+        errno.EINVAL, "Invalid argument")
+    run_main(tmp_path)
+    assert "warning: this kernel has no ambient capabilities" in capfd.readouterr().err
+    assert names(calls)[-1] == "execve"
+
+
+def test_sysctls_are_written_under_proc_sys_before_entering_the_rootfs(tmp_path, calls,
+                                                                      monkeypatch):
+    plan = make_plan(tmp_path)
+    plan["sysctl"] = [["net/ipv4/ip_forward", "1"]]
+    save(tmp_path, plan)
+    written = []
+
+    class Out(object):
+        def __init__(self, path):
+            self.path = path
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            written.append((self.path, text))
+            calls.append(("sysctl",))
+
+    real_open = open
+    monkeypatch.setattr(runner, "open", lambda path, mode="r", *a: Out(path) if (
+        path.startswith("/proc/sys/")) else real_open(path, mode, *a), raising=False)
+    run_main(tmp_path)
+    assert written == [("/proc/sys/net/ipv4/ip_forward", "1")]
+    assert names(calls).index("sysctl") < names(calls).index("pivot_root")
+
+
+def test_a_sysctl_that_cannot_be_written_fails_the_spawn_naming_it(tmp_path, calls):
+    plan = make_plan(tmp_path)
+    plan["sysctl"] = [["net/no/such/key", "1"]]
+    save(tmp_path, plan)
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["last_error"].startswith(
+        "sysctl: cannot set linux.sysctl.net.no.such.key to '1': ")
 
 
 def test_keepcaps_is_skipped_without_capabilities_or_for_root(tmp_path, calls):
@@ -504,6 +622,24 @@ def test_namespaces_are_joined_then_created_then_set_up(tmp_path, calls):
     assert ("loopback_up",) not in calls  # a joined network namespace is left as it is
 
 
+def test_a_namespace_that_cannot_be_joined_is_reported_naming_its_field(tmp_path, calls):
+    """When setns refuses a path (a namespace of another type), the error names the field."""
+    plan = make_plan(tmp_path, capabilities=None)
+    plan["namespaces"] = [{"type": "ipc", "flag": linux.CLONE_NEWIPC,
+                           "path": "/proc/self/ns/net", "field": "linux.namespaces[2]"}]
+    save(tmp_path, plan)
+
+    def setns(fd, flag):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    runner.linux.setns = setns
+    assert run_main(tmp_path, Exited).args == (127,)
+    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    assert record["last_error"] == (
+        "namespaces: cannot join the ipc namespace at linux.namespaces[2].path "
+        "/proc/self/ns/net: Invalid argument")
+
+
 # -- backoff and the run record ----------------------------------------------
 
 def test_backoff_doubles_from_initial_up_to_max():
@@ -665,6 +801,17 @@ def test_missing_destinations_are_made_as_directories_and_empty_files(tmp_path, 
         rootfs_bind(plan)[1:], ("tmpfs", "tmpfs", 0), (source, None, linux.MS_BIND),
         (None, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
          | (os.statvfs(plan["rootfs"]).f_flag & linux.MS_LOCKED))]
+
+
+def test_recursive_options_are_applied_to_the_mount_made(tmp_path, mounts):
+    plan = make_plan(tmp_path)
+    plan["mounts"] = [dict(mount("/srv", "bind", "/usr", bind=True, recursive=True),
+                           setattr=[linux.MOUNT_ATTR_RDONLY, 0])]
+    mount_code.mount_plan(plan, only_missing=False)
+    source = mounts[1][1]  # the node's directory, opened first: mounted through its fd
+    assert source.startswith("/proc/self/fd/")
+    assert mounts == [rootfs_bind(plan), ("mount", source, None, linux.MS_BIND | linux.MS_REC),
+                      ("mount_setattr", linux.MOUNT_ATTR_RDONLY, 0)]
 
 
 def test_devices_are_made_only_on_a_dev_tmpfs_mounted_here(tmp_path, mounts, monkeypatch):
