@@ -380,7 +380,7 @@ class Containers:
         plan.update(
             runtime=kind, runtime_path=path,
             runtime_args=list(settings.get("runtime_args", [])) if path else [],
-            state_dir=self.layout.container_dir(name),
+            state_dir=self.layout.container_dir(name), store=self.layout.trees,
             log={"path": os.path.join(self.layout.logs, name + ".log"),
                  "max_bytes": int(settings.get("log_max", DEFAULT_LOG_MAX)),
                  "keep": int(settings.get("log_keep", DEFAULT_LOG_KEEP)),

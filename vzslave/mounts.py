@@ -358,8 +358,8 @@ def open_bind_source(plan: "Plan", mount: "Dict[str, Any]") -> int:
     A source inside the bundle (``in_bundle``, relative to it) is walked component by
     component with O_NOFOLLOW: the image's files are untrusted, and a symlink among
     them is refused. A node path is the operator's: the node's own symlinks are
-    followed, but where it ends must not be inside vz's bundle store, whose files are
-    the images'. Raises RunnerError.
+    followed, but where it ends must not be inside vz's bundle store (``plan["store"]``;
+    the bundle itself without one), whose files are the images'. Raises RunnerError.
     """
     what = "bind source"
     relative = mount.get("in_bundle")
@@ -391,7 +391,8 @@ def open_bind_source(plan: "Plan", mount: "Dict[str, Any]") -> int:
         raise RunnerError("mounts", "cannot open {} {}: {}".format(
             what, source, exc.strerror)) from exc
     real = os.readlink("/proc/self/fd/{}".format(fd))
-    store = os.path.dirname(plan["bundle"])
+    # vzslave's containers: every bundle tree; runch's: the bundle it was given.
+    store = plan.get("store") or plan["bundle"]
     if real == store or real.startswith(store.rstrip("/") + "/"):
         os.close(fd)
         raise RunnerError("mounts", "{} {} leads into vz's bundle store ({}), whose files "

@@ -140,6 +140,21 @@ def test_a_node_path_into_the_bundle_store_is_refused_as_bind_source(box):
     assert status == 127 and "leads into vz's bundle store" in box.read_log()
 
 
+def test_a_node_path_into_another_bundle_is_refused_as_bind_source(box, tmp_path):
+    """When the config names another image's tree by a node path (vzslave's plans carry
+    the whole store of trees), the bind is refused: those files are that image's."""
+    other = os.path.join(os.path.dirname(os.path.dirname(box.rootfs)), "other", "rootfs")
+    os.makedirs(other)
+    box.make_plan("true")
+    box.plan["store"] = os.path.dirname(box.plan["bundle"])
+    box.plan["mounts"].append({
+        "destination": "/mnt/other", "type": "bind", "source": other, "in_bundle": None,
+        "flags": 0, "data": "", "bind": True, "recursive": False, "remount_readonly": False,
+        "propagation": 0})
+    status, out = box.run()
+    assert status == 127 and "leads into vz's bundle store" in box.read_log()
+
+
 def test_what_an_instance_left_behind_is_ended_before_the_next_starts(box):
     """When an app without a monitor exits and leaves a setsid'd grandchild behind (a
     forking server's workers), the next spawn ends it before the new app runs."""
