@@ -14,6 +14,10 @@ exec to exit, timed by the parent (posix_spawn + waitpid), round robin:
     vzrun, plain + seccomp       the plain bundle with `vzmaster build`'s default seccomp
                                  profile (compiled at start; installed, then the exec
                                  and /bin/true run under it)
+    vzrun, plain, monitor        the default mode: a monitor forks, waits for the app,
+                                 looks for leftovers, records the exit, then exits
+    vzrun, plain, respawn        exec mode after an instance no monitor saw end (no
+                                 backoff): the runner looks for its leftovers first
     runc run / crun run          the runc-spec bundle (terminal false, args /bin/true)
 
 crun refuses this host's hybrid cgroup layout ("cgroups in hybrid mode not supported"),
@@ -23,10 +27,15 @@ mount, with --cgroup-manager=disabled: so crun does no cgroup work at all, while
 (cgroupfs v1) does. The parent switches into that namespace (setns) around each crun
 spawn, outside the timed span.
 
-Part 2 (resident memory): the same cases with `/bin/sleep`, and the VmRSS (and RssAnon)
-of every process that is not the app: the builtin runner in exec mode (none), with
-a monitor (pid namespace, syslog, monitor=True), runc and crun run in the foreground,
-and conmon (podman's monitor) over runc when conmon is installed.
+Part 2 (resident memory): the same cases with `/bin/sleep`, and the VmRSS, RssAnon, Pss
+and private memory (smaps_rollup) of every process that is not the app: the builtin
+runner in exec mode (none), with a monitor (pid namespace, syslog, monitor=True), runc
+and crun run in the foreground, and conmon (podman's monitor) over runc when conmon is
+installed.
+
+Part 3 (output): an app writing --flood-mb MB of lines as fast as it can, into the log
+file itself (exec mode) or through the monitor's pump (the default): wall time, the
+CPU seconds of the whole tree, and the log files left (the pump's cap is 10 MiB x 4).
 
 Run as root: python3 bench/runner.py [--runs 31] [--python /usr/bin/python3]
 """
@@ -37,6 +46,7 @@ import argparse
 import json
 import marshal
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -107,12 +117,16 @@ class State:
                     log=dict({"path": os.path.join(self.root, "logs", name + ".log"),
                               "max_bytes": 10 << 20, "keep": 3, "syslog": False}, **log),
                     backoff=dict(BACKOFF), monitor=monitor)
-        with open(os.path.join(state_dir, "plan.marshal"), "wb") as out:
-            marshal.dump(plan, out)
+        self.plans[name] = plan
+        self.save(name)
         if not any(ns["type"] == "mount" for ns in plan["namespaces"]):
             runner.prepare(plan)
-        self.plans[name] = plan
         return plan
+
+    def save(self, name: str) -> None:
+        """Write the plan of container ``name`` where the runner reads it."""
+        with open(os.path.join(self.root, "containers", name, "plan.marshal"), "wb") as out:
+            marshal.dump(self.plans[name], out)
 
     def fresh(self, name: str) -> None:
         """Forget the last spawn, as container.start does: no streak, so no backoff."""
@@ -252,6 +266,10 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
     state.container("plain", plain)
     state.container("specrun", spec)
     state.container("seccomp", filtered)
+    state.container("plainmon", plain, monitor=True)
+    state.container("respawn", plain)
+    state.plans["respawn"]["backoff"] = {"initial": 0.0, "max": 0.0, "stable": 30.0}
+    state.save("respawn")
     rootfs = os.path.join(plain, "rootfs")
     cases = [
         Case("python3 -IS -c pass", [state.python, "-IS", "-c", "pass"]),
@@ -263,6 +281,9 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
              before=lambda: state.fresh("specrun")),
         Case("vzrun, plain + build's seccomp profile", [state.launcher, "seccomp"],
              before=lambda: state.fresh("seccomp")),
+        Case("vzrun, plain, monitor (the default)", [state.launcher, "plainmon"],
+             before=lambda: state.fresh("plainmon")),
+        Case("vzrun, plain, respawn (exec mode)", [state.launcher, "respawn"]),
         Case("runc run, runc-spec bundle", [shutil.which("runc") or "runc", "run",
                                             "--bundle", spec, "vzbench-runc"]),
     ]
@@ -348,18 +369,36 @@ def wait_for_app(pids: Callable[[], list[int]], timeout: float = 20) -> list[int
     raise RuntimeError("the app never ran")
 
 
+def _rollup(pid: int) -> dict[str, int]:
+    """Pss and the private kB of ``pid`` (smaps_rollup, Linux 4.14+; {} without it)."""
+    found = {}
+    try:
+        with open("/proc/{}/smaps_rollup".format(pid)) as source:
+            for line in source:
+                key, _, value = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty"):
+                    found[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return found
+
+
 def rss_line(label: str, ours: list[int]) -> str:
     if not ours:
-        return "  {:44} {:>3} {:>10} {:>10}   {}".format(label, 0, "-", "-", "nothing of ours")
-    rss = anon = 0
+        return "  {:44} {:>3} {:>10} {:>10} {:>10} {:>10}   {}".format(
+            label, 0, "-", "-", "-", "-", "nothing of ours")
+    rss = anon = pss = private = 0
     names = []
     for pid in ours:
         status = _status(pid)
         rss += int(status.get("VmRSS", "0 kB").split()[0])
         anon += int(status.get("RssAnon", "0 kB").split()[0])
+        rollup = _rollup(pid)
+        pss += rollup.get("Pss", 0)
+        private += rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
         names.append("{}[{}]".format(status.get("Name", "?"), pid))
-    return "  {:44} {:>3} {:>7} kB {:>7} kB   {}".format(label, len(ours), rss, anon,
-                                                        " ".join(names))
+    return "  {:44} {:>3} {:>7} kB {:>7} kB {:>7} kB {:>7} kB   {}".format(
+        label, len(ours), rss, anon, pss, private, " ".join(names))
 
 
 def kill_tree(pids: list[int]) -> None:
@@ -384,12 +423,12 @@ def resident_cases(state: State, crun: Crun, work: str) -> None:
     state.container("sleepmon", plain, monitor=True)
     state.container("sleepsys", plain, syslog=True)
     state.container("sleepns", spec)
-    print("\nResident beside one running `sleep` (VmRSS, RssAnon from /proc/PID/status)")
-    print("  {:44} {:>3} {:>10} {:>10}   {}".format("case", "n", "VmRSS", "RssAnon",
-                                                    "processes"))
+    print("\nResident beside one running `sleep` (/proc/PID/status and smaps_rollup)")
+    print("  {:44} {:>3} {:>10} {:>10} {:>10} {:>10}   {}".format(
+        "case", "n", "VmRSS", "RssAnon", "Pss", "private", "processes"))
     for label, name in (
-            ("vzrun, exec mode (default)", "sleep"),
-            ("vzrun, monitor=True", "sleepmon"),
+            ("vzrun, exec mode (monitor=False)", "sleep"),
+            ("vzrun, monitor (the default)", "sleepmon"),
             ("vzrun, syslog=True (monitor pumps output)", "sleepsys"),
             ("vzrun, runc-spec bundle (pid ns: monitor)", "sleepns")):
         state.fresh(name)
@@ -449,12 +488,56 @@ def resident_cases(state: State, crun: Crun, work: str) -> None:
         subprocess.run(["runc", "delete", "--force", cid], capture_output=True)
 
 
+# -- part 3: the app's output, into the file or through the monitor ---------------
+
+
+def flood_cases(state: State, megabytes: int, runs: int) -> None:
+    line = "a line of flood output, as an app that logs too much writes it"
+    script = "yes '{}' | head -c {}".format(line, megabytes * 1000 * 1000)
+    bundle = state.bundle("flood", ["/bin/sh", "-c", script], spec=False)
+    for sub in ("yes", "head"):
+        os.symlink("busybox", os.path.join(bundle, "rootfs", "bin", sub))
+    cases = [("exec mode: the app writes the file", "floodexec", False),
+             ("monitor (default): the pump writes it", "floodmon", True)]
+    for _, name, monitor in cases:
+        state.container(name, bundle, monitor=monitor)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for _, name, _ in cases}
+    for _ in range(runs):
+        for _, name, _ in cases:
+            state.fresh(name)
+            for entry in os.listdir(os.path.join(state.root, "logs")):
+                if entry.startswith(name + ".log"):
+                    os.unlink(os.path.join(state.root, "logs", entry))
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            os.waitpid(spawn([state.launcher, name]), 0)
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            samples[name].append((wall, cpu))
+    print("\nAn app writing {} MB of lines to its log, median of {} runs".format(megabytes,
+                                                                            runs))
+    print("  {:40} {:>8} {:>8} {:>9}   {}".format("case", "wall s", "CPU s", "MB/s",
+                                                  "log files left (MB)"))
+    for label, name, _ in cases:
+        wall = statistics.median(w for w, _ in samples[name])
+        cpu = statistics.median(c for _, c in samples[name])
+        files = sorted(e for e in os.listdir(os.path.join(state.root, "logs"))
+                       if e.startswith(name + ".log"))
+        sizes = " ".join("{}={:.1f}".format(e[len(name):], os.path.getsize(
+            os.path.join(state.root, "logs", e)) / 1e6) for e in files)
+        print("  {:40} {:8.2f} {:8.2f} {:9.0f}   {}".format(label, wall, cpu,
+                                                         megabytes / wall, sizes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=31)
     parser.add_argument("--python", default="/usr/bin/python3",
                         help="the interpreter of the launcher's #! line (a node's python3)")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--flood-mb", type=int, default=200,
+                        help="MB the flooding app writes in part 3 (0: skip it)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: it mounts, chroots and runs runc and crun")
@@ -465,6 +548,8 @@ def main() -> None:
             spawn_cases(state, args.runs, crun)
             if not args.skip_rss:
                 resident_cases(state, crun, work)
+            if args.flood_mb:
+                flood_cases(state, args.flood_mb, max(args.runs // 10, 3))
         finally:
             crun.close()
             state.release()

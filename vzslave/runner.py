@@ -66,6 +66,9 @@ class Spawn(object):
         self.record_fd = -1  # the record, kept open for writing once in the rootfs
         self.monitored = False  # a monitor parent owns the record's pid
         self.last_cap = -1
+        # The previous instance ran with no monitor to end its leftovers (or its monitor
+        # was killed): what it left must be looked for before this one starts.
+        self.leftovers_possible = False
 
     def say(self, text: str) -> None:
         """Write one diagnostic line to the log (fd 2)."""
@@ -224,6 +227,7 @@ def pace_restarts(spawn: Spawn, now: float) -> None:
             # (a stop removes the entry, so nothing respawns after it).
             record.update(last_exit="ended on its own (exit status unknown: no monitor)",
                           last_run="{:.3f}".format(lasted))
+            spawn.leftovers_possible = True
         elif old.get("state") != "exited":  # the monitor wrote both for an exited app
             record["last_run"] = "{:.3f}".format(lasted)
         streak = _int(old.get("streak")) + 1 if lasted < backoff["stable"] else 0
@@ -279,6 +283,29 @@ def start_session(spawn: Spawn) -> None:
         pass  # EPERM: already a session leader (init did it)
 
 
+def end_previous(spawn: Spawn) -> None:
+    """Step 5: end what is left of the previous instance before a new one starts.
+
+    A forking server killed by a signal leaves its workers behind, holding its ports:
+    every new instance would then fail to bind. Like systemd's KillMode=control-group,
+    whatever still runs inside the container's root gets TERM, then KILL. Looked for
+    only after an instance that no monitor saw end: a first spawn follows a stop that
+    ended everything, a monitor ends the leftovers itself.
+    """
+    if not spawn.leftovers_possible:
+        return
+    rootfs = spawn.plan["rootfs"]
+    left = procs.container_processes(rootfs)
+    if not left:
+        return
+    spawn.say("ending {} process(es) left by the previous instance: {}".format(
+        len(left), " ".join(str(pid) for pid in sorted(left))))
+    stuck = procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
+    if stuck:
+        raise RunnerError("clean", "processes {} of the previous instance survive SIGKILL "
+                          "(stuck in the kernel?)".format(stuck))
+
+
 def runtime_command(plan: "Dict[str, Any]", *command: str) -> "List[str]":
     """runc's or crun's argv: the container's own global options go before the command."""
     return [plan["runtime_path"]] + list(plan.get("runtime_args", ())) + list(command)
@@ -309,23 +336,18 @@ def exec_runtime(spawn: Spawn) -> None:
         raise RunnerError("runtime", "cannot exec {}: {}".format(runtime, exc.strerror)) from exc
 
 
-def end_previous(spawn: Spawn) -> None:
-    """Step 5: end what is left of the previous instance before a new one starts.
-
-    A forking server killed by a signal leaves its workers behind, holding its ports:
-    every new instance would then fail to bind. Like systemd's KillMode=control-group,
-    whatever still runs inside the container's root gets TERM, then KILL.
-    """
-    rootfs = spawn.plan["rootfs"]
-    left = procs.container_processes(rootfs)
-    if not left:
+def set_up_host_mounts(spawn: Spawn) -> None:
+    """Step 7: the mounts of a plan without a mount namespace of its own live in the
+    node's (vzslave made them at start, and marked the boot); after a reboot they are
+    made again here, before the app's private mount namespace is entered."""
+    plan = spawn.plan
+    if _has_namespace(plan, "mount"):
         return
-    spawn.say("ending {} process(es) left by the previous instance: {}".format(
-        len(left), " ".join(str(pid) for pid in sorted(left))))
-    stuck = procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
-    if stuck:
-        raise RunnerError("clean", "processes {} of the previous instance survive SIGKILL "
-                          "(stuck in the kernel?)".format(stuck))
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    if boot and _read(os.path.join(plan["state_dir"], "mounts")) == boot:
+        return  # the fast path: the mount code is not even imported
+    from vzslave import mounts
+    mounts.set_up(plan)
 
 
 def _has_namespace(plan: "Plan", kind: str) -> bool:
@@ -363,41 +385,6 @@ def join_or_create(ns: "Dict[str, Any]") -> None:
         raise RunnerError("namespaces", "cannot join the {} namespace at {}.path {}: "
                           "{}".format(ns["type"], ns.get("field", "linux.namespaces"),
                                       ns["path"], exc.strerror)) from exc
-
-
-def enter_namespaces(spawn: Spawn) -> None:
-    """Step 9: join (setns) or create (unshare) the namespaces, PID aside (step 8).
-
-    The app always gets a mount namespace of its own (entering the rootfs with
-    pivot_root needs one); a joined mount namespace is the parent of that private one.
-    """
-    plan = spawn.plan
-    flags = 0
-    kinds: "Dict[str, bool]" = {}  # type -> created here (not joined)
-    for ns in plan["namespaces"]:
-        if ns["type"] == "pid":
-            continue
-        kinds[ns["type"]] = not ns.get("path")
-        if ns.get("path"):
-            join_or_create(ns)
-        else:
-            flags |= ns["flag"]
-    private_mounts = kinds.get("mount") or plan.get("enter", "pivot_root") == "pivot_root"
-    if private_mounts:
-        flags |= linux.CLONE_NEWNS
-    if flags:
-        linux.unshare(flags)
-    if private_mounts:
-        # Nothing mounted for the container may propagate back to the host.
-        linux.mount(None, "/", None, plan.get("rootfs_propagation") or
-                    linux.MS_REC | linux.MS_SLAVE)
-    if "uts" in kinds:
-        if plan.get("hostname") is not None:
-            linux.sethostname(plan["hostname"])
-        if plan.get("domainname") is not None:
-            linux.setdomainname(plan["domainname"])
-    if kinds.get("network"):
-        linux.loopback_up()
 
 
 def fork_monitor(spawn: Spawn) -> None:
@@ -503,18 +490,39 @@ def _pump_until_exit(spawn: Spawn, child: int, reader: int) -> int:
     return status
 
 
-def set_up_host_mounts(spawn: Spawn) -> None:
-    """Step 7: the mounts of a plan without a mount namespace of its own live in the
-    node's (vzslave made them at start, and marked the boot); after a reboot they are
-    made again here, before the app's private mount namespace is entered."""
+def enter_namespaces(spawn: Spawn) -> None:
+    """Step 9: join (setns) or create (unshare) the namespaces, PID aside (step 8).
+
+    The app always gets a mount namespace of its own (entering the rootfs with
+    pivot_root needs one); a joined mount namespace is the parent of that private one.
+    """
     plan = spawn.plan
-    if _has_namespace(plan, "mount"):
-        return
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    if boot and _read(os.path.join(plan["state_dir"], "mounts")) == boot:
-        return  # the fast path: the mount code is not even imported
-    from vzslave import mounts
-    mounts.set_up(plan)
+    flags = 0
+    kinds: "Dict[str, bool]" = {}  # type -> created here (not joined)
+    for ns in plan["namespaces"]:
+        if ns["type"] == "pid":
+            continue
+        kinds[ns["type"]] = not ns.get("path")
+        if ns.get("path"):
+            join_or_create(ns)
+        else:
+            flags |= ns["flag"]
+    private_mounts = kinds.get("mount") or plan.get("enter", "pivot_root") == "pivot_root"
+    if private_mounts:
+        flags |= linux.CLONE_NEWNS
+    if flags:
+        linux.unshare(flags)
+    if private_mounts:
+        # Nothing mounted for the container may propagate back to the host.
+        linux.mount(None, "/", None, plan.get("rootfs_propagation") or
+                    linux.MS_REC | linux.MS_SLAVE)
+    if "uts" in kinds:
+        if plan.get("hostname") is not None:
+            linux.sethostname(plan["hostname"])
+        if plan.get("domainname") is not None:
+            linux.setdomainname(plan["domainname"])
+    if kinds.get("network"):
+        linux.loopback_up()
 
 
 def set_up_mounts(spawn: Spawn) -> None:
@@ -544,14 +552,6 @@ def release(plan: "Plan") -> "List[str]":
     return mounts.release(plan)
 
 
-def set_oom_score_adj(spawn: Spawn) -> None:
-    """Step 11: the OOM killer's preference, written before the rootfs hides /proc."""
-    value = spawn.plan["process"].get("oom_score_adj")
-    if value is not None:
-        with open("/proc/self/oom_score_adj", "w") as out:
-            out.write(str(value))
-
-
 def set_sysctls(spawn: Spawn) -> None:
     """Step 10b: linux.sysctl, in the container's namespaces, before the rootfs hides /proc.
 
@@ -565,6 +565,14 @@ def set_sysctls(spawn: Spawn) -> None:
         except OSError as exc:
             raise RunnerError("sysctl", "cannot set linux.sysctl.{} to {!r}: {}".format(
                 path.replace("/", "."), value, exc.strerror)) from exc
+
+
+def set_oom_score_adj(spawn: Spawn) -> None:
+    """Step 11: the OOM killer's preference, written before the rootfs hides /proc."""
+    value = spawn.plan["process"].get("oom_score_adj")
+    if value is not None:
+        with open("/proc/self/oom_score_adj", "w") as out:
+            out.write(str(value))
 
 
 def record_running(spawn: Spawn) -> None:
