@@ -137,6 +137,20 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def flock_until(fd: int, deadline: float) -> bool:
+    """Take an exclusive flock on ``fd``, trying until ``deadline`` (time.monotonic());
+    False if another process still holds it then. flock itself has no timeout."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _pause(min(_LOCK_POLL, left))
+
+
 class LockHolder(NamedTuple):
     """Who holds a lock, as far as can be told: ``op`` and ``since`` only if ours."""
 
@@ -173,20 +187,10 @@ def exclusive_lock(path: str, what: str, blocking: bool = True) -> Iterator[int]
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + (LOCK_WAIT if blocking else 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    holder = lock_holder(path)
-                    raise BusyError(
-                        "{} is in use by {}; try again when it has finished".format(
-                            what, holder.describe()),
-                        {"holder": holder.to_wire()}) from None
-                _pause(min(_LOCK_POLL, left))
+        if not flock_until(fd, time.monotonic() + (LOCK_WAIT if blocking else 0.0)):
+            holder = lock_holder(path)
+            raise BusyError("{} is in use by {}; try again when it has finished".format(
+                what, holder.describe()), {"holder": holder.to_wire()})
         _write_record(fd, "{} {} {:.3f}\n".format(os.getpid(), _activity or "-", time.time()))
         try:
             yield fd

@@ -230,14 +230,6 @@ def restore_entry(text: str, dialect: Dialect, launcher: str, name: str,
 
 # -- the file ------------------------------------------------------------------
 
-_POLL = 0.02  # seconds between attempts at a held lock (flock has no timeout)
-
-
-def _pause(seconds: float) -> None:
-    """Wait before the next attempt at a held lock (a seam for tests)."""
-    time.sleep(seconds)
-
-
 class InittabFile:
     """An inittab on disk: read, and rewrite atomically while holding its lock."""
 
@@ -287,21 +279,13 @@ class InittabFile:
             os.close(fd)
 
     def _flock(self, fd: int, deadline: float) -> None:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    # No record of ours can go in the sysadmin's file: /proc/locks
-                    # names the process (another vzslave request, or an admin tool).
-                    holder = fs.flock_holder(os.fstat(fd))
-                    raise BusyError(
-                        "{} stayed locked by {} for {:g} s; try again when it has "
-                        "finished".format(self.path, holder.describe(), self.timeout),
-                        {"holder": holder.to_wire()}) from None
-                _pause(min(_POLL, left))
+        if not fs.flock_until(fd, deadline):
+            # No record of ours can go in the sysadmin's file: /proc/locks names the
+            # process (another vzslave request, or an admin tool).
+            holder = fs.flock_holder(os.fstat(fd))
+            raise BusyError("{} stayed locked by {} for {:g} s; try again when it has "
+                            "finished".format(self.path, holder.describe(), self.timeout),
+                            {"holder": holder.to_wire()})
 
     def _still_named(self, fd: int, exists: bool) -> bool:
         try:

@@ -121,3 +121,22 @@ def test_keeping_setid_bits_needs_root(images, bundles, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(PermissionDeniedError):
         bundles.unpack("a.tgz", "app", keep_setid=True)
+
+
+def test_a_config_outside_the_nodes_policy_is_refused_at_unpack_and_leaves_nothing(
+        images, bundles, layout):
+    """When the node's policy forbids what an image's config.json asks (here a bind of
+    the node's /etc), unpack refuses it naming the field, and the old bundle stays."""
+    import json
+    from vzslave.errors import PolicyDeniedError
+    put(images, "a.tgz", sample_image(b"v1"))
+    bundles.unpack("a.tgz", "app")
+    with open(layout.policy, "w") as out:
+        json.dump({"bind_sources": ["/srv"]}, out)
+    config = tb.config_json(mounts=[{"destination": "/x", "type": "bind", "source": "/etc"}])
+    put(images, "binds.tar", tb.make_tar(tb.bundle(tb.directory("rootfs/bin"),
+                                                   config=config)))
+    with pytest.raises(PolicyDeniedError) as raised:
+        bundles.unpack("binds.tar", "app")
+    assert raised.value.details == {"field": "mounts[0].source", "policy": "bind_sources"}
+    assert app_file(bundles) == b"v1" and len(os.listdir(layout.trees)) == 1

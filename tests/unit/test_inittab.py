@@ -460,13 +460,13 @@ def test_a_waiter_whose_file_was_replaced_meanwhile_retries_on_the_new_file(tmp_
     path = tmp_path / "inittab"
     path.write_bytes(b"old\n")
     waiting = threading.Event()
-    real_pause = inittab._pause
+    real_pause = fs._pause
 
     def pause(seconds):
         waiting.set()  # the waiter holds an fd of the old file and found it locked
         real_pause(seconds)
 
-    monkeypatch.setattr(inittab, "_pause", pause)
+    monkeypatch.setattr(fs, "_pause", pause)
     seen = []
 
     def waiter():
@@ -491,13 +491,13 @@ def test_a_waiter_whose_file_was_replaced_meanwhile_retries_on_the_new_file(tmp_
 def test_a_waiter_for_a_missing_file_retries_once_it_was_created(tmp_path, monkeypatch):
     path = tmp_path / "inittab"
     waiting = threading.Event()
-    real_pause = inittab._pause
+    real_pause = fs._pause
 
     def pause(seconds):
         waiting.set()
         real_pause(seconds)
 
-    monkeypatch.setattr(inittab, "_pause", pause)
+    monkeypatch.setattr(fs, "_pause", pause)
     seen = []
 
     def waiter():
