@@ -286,9 +286,8 @@ def is_locked(path: str) -> bool:
     return False
 
 
-def mounts_under(path: str) -> List[str]:
-    """Mount points at or below ``path``, as /proc/self/mountinfo lists them."""
-    top = os.path.realpath(path)
+def mount_points() -> List[str]:
+    """Every mount point of this mount namespace, as /proc/self/mountinfo lists them."""
     found: List[str] = []
     try:
         with open("/proc/self/mountinfo", "rb") as info:
@@ -297,12 +296,16 @@ def mounts_under(path: str) -> List[str]:
         return found
     for line in lines:
         fields = line.split(b" ")
-        if len(fields) < 5:
-            continue
-        point = os.fsdecode(_unescape_mountinfo(fields[4]))
-        if point == top or point.startswith(top.rstrip("/") + "/"):
-            found.append(point)
+        if len(fields) >= 5:
+            found.append(os.fsdecode(_unescape_mountinfo(fields[4])))
     return found
+
+
+def mounts_under(path: str) -> List[str]:
+    """Mount points at or below ``path``, as /proc/self/mountinfo lists them."""
+    top = os.path.realpath(path)
+    return [point for point in mount_points()
+            if point == top or point.startswith(top.rstrip("/") + "/")]
 
 
 def _unescape_mountinfo(field: bytes) -> bytes:

@@ -71,6 +71,16 @@ def prepare(plan: "Plan") -> None:
             plan["name"], message), {"step": "mounts"}) from exc
 
 
+def make_parent_private(rootfs: str) -> None:
+    """Make the mount below the rootfs's private, as runc does for a shared root
+    propagation: pivot_root refuses a new root whose parent mount is shared."""
+    from vzslave.fs import mount_points
+    parents = [point for point in mount_points() if point != rootfs and (
+        point == "/" or rootfs.startswith(point.rstrip("/") + "/"))]
+    if parents:
+        linux.mount(None, max(parents, key=len), None, linux.MS_PRIVATE)
+
+
 def probe_pivot_root(rootfs: str) -> "Optional[str]":
     """None if a container can enter ``rootfs`` with pivot_root on this node; else why not.
 

@@ -46,8 +46,10 @@ Policy, field by field (fields not listed are ignored, for forward compatibility
                                   the monitor forks; path -> setns, refused unless it opens as
                                   a namespace of the entry's type); user, time and duplicates
                                   refused: the runner does no ID mappings or time offsets.
-                                  The app always gets a private mount namespace (pivot_root
-                                  needs one), a child of a joined one.
+                                  vz's containers always get a private mount namespace
+                                  (pivot_root needs one), a child of a joined one; runch,
+                                  as runc, enters a joined one as it is and, without one,
+                                  runs the app in a chroot
     linux.devices                 added to the default nodes (same path replaces); under /dev
     linux.maskedPaths,
       linux.readonlyPaths         kept

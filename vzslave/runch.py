@@ -148,7 +148,10 @@ class Runtime(object):
         except FileExistsError:
             raise BusyError("container with id {} exists; delete it first or choose another "
                             "id".format(container_id), {"id": container_id}) from None
-        plan.update(state_dir=directory, runtime="builtin")
+        # As runc: the mount namespace the config says; without one, a chroot in ours.
+        own_mounts = any(ns["type"] == "mount" for ns in plan["namespaces"])
+        plan.update(state_dir=directory, runtime="builtin", mount_ns="config",
+                    enter="pivot_root" if own_mounts else "chroot")
         try:
             fifo = os.path.join(directory, FIFO)
             os.mkfifo(fifo, 0o600)

@@ -493,8 +493,10 @@ def _pump_until_exit(spawn: Spawn, child: int, reader: int) -> int:
 def enter_namespaces(spawn: Spawn) -> None:
     """Step 9: join (setns) or create (unshare) the namespaces, PID aside (step 8).
 
-    The app always gets a mount namespace of its own (entering the rootfs with
+    A vz container always gets a mount namespace of its own (entering the rootfs with
     pivot_root needs one); a joined mount namespace is the parent of that private one.
+    runch's (plan mount_ns "config") have the mount namespace the config says, as in
+    runc: a joined one is entered as it is, and none means a chroot in the caller's.
     """
     plan = spawn.plan
     flags = 0
@@ -507,15 +509,18 @@ def enter_namespaces(spawn: Spawn) -> None:
             join_or_create(ns)
         else:
             flags |= ns["flag"]
-    private_mounts = kinds.get("mount") or plan.get("enter", "pivot_root") == "pivot_root"
-    if private_mounts:
+    if (plan.get("mount_ns", "private") == "private" and not kinds.get("mount")
+            and plan.get("enter", "pivot_root") == "pivot_root"):
         flags |= linux.CLONE_NEWNS
     if flags:
         linux.unshare(flags)
-    if private_mounts:
+    if flags & linux.CLONE_NEWNS or "mount" in kinds:
         # Nothing mounted for the container may propagate back to the host.
-        linux.mount(None, "/", None, plan.get("rootfs_propagation") or
-                    linux.MS_REC | linux.MS_SLAVE)
+        propagation = plan.get("rootfs_propagation") or linux.MS_REC | linux.MS_SLAVE
+        linux.mount(None, "/", None, propagation)
+        if propagation & linux.MS_SHARED:
+            from vzslave.mounts import make_parent_private
+            make_parent_private(plan["rootfs"])
     if "uts" in kinds:
         if plan.get("hostname") is not None:
             linux.sethostname(plan["hostname"])

@@ -839,3 +839,51 @@ def test_without_mknod_a_device_is_bound_from_the_host(tmp_path, mounts, monkeyp
     assert os.path.isfile(node) and os.stat(node).st_mode & 0o777 == 0o666
     assert mounts[-1][1:] == ("/dev/null", None, linux.MS_BIND)
     assert os.readlink(os.path.join(plan["rootfs"], "dev", "fd")) == "/proc/self/fd"
+
+
+# -- which mount namespace: vz's containers vs runch's (runc's rules) ----------------
+
+def test_a_joined_mount_namespace_gets_a_private_child_for_a_vz_container(tmp_path, calls):
+    plan = make_plan(tmp_path, capabilities=None)
+    plan["namespaces"] = [{"type": "mount", "flag": linux.CLONE_NEWNS,
+                           "path": "/proc/self/ns/mnt"}]
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    seen = [c for c in calls if c[0] in ("setns", "unshare", "pivot_root")]
+    assert seen == [("setns", linux.CLONE_NEWNS), ("unshare", linux.CLONE_NEWNS),
+                    ("pivot_root", ".", ".")]
+
+
+def test_under_runch_a_joined_mount_namespace_is_entered_as_it_is(tmp_path, calls):
+    """As runc: the app runs in the very mount namespace the config names."""
+    plan = make_plan(tmp_path, capabilities=None)
+    plan.update(mount_ns="config", namespaces=[
+        {"type": "mount", "flag": linux.CLONE_NEWNS, "path": "/proc/self/ns/mnt"}])
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    seen = [c for c in calls if c[0] in ("setns", "unshare", "pivot_root")]
+    assert seen == [("setns", linux.CLONE_NEWNS), ("pivot_root", ".", ".")]
+
+
+def test_under_runch_no_mount_namespace_means_a_chroot_in_the_callers(tmp_path, calls):
+    plan = make_plan(tmp_path, capabilities=None)
+    plan.update(mount_ns="config", enter="chroot")
+    save(tmp_path, plan)
+    run_main(tmp_path)
+    assert ("chroot", plan["rootfs"]) in calls
+    assert not [c for c in calls if c[0] in ("unshare", "pivot_root")]
+
+
+def test_a_shared_root_propagation_makes_the_rootfs_parent_mount_private(tmp_path, calls,
+                                                                        monkeypatch):
+    """pivot_root refuses a new root whose parent mount is shared: as runc, that parent
+    is made private after "/" gets the asked propagation."""
+    plan = make_plan(tmp_path, capabilities=None)
+    plan["rootfs_propagation"] = linux.MS_SHARED
+    save(tmp_path, plan)
+    parent = os.path.dirname(os.path.dirname(plan["rootfs"]))
+    monkeypatch.setattr(vzslave.fs, "mount_points", lambda: ["/", parent, plan["rootfs"]])
+    run_main(tmp_path)
+    mounts = [c for c in calls if c[0] == "mount" and c[1] is None]
+    assert mounts[:2] == [("mount", None, None, linux.MS_SHARED),
+                          ("mount", None, None, linux.MS_PRIVATE)]
