@@ -127,11 +127,12 @@ class BundleStore:
             mounted = fs.mounts_under(tree)
             if mounted:
                 fs.remove_tree(tree)  # raises BusyError naming the mounts
-            self.forget(name)
             os.unlink(link)
             fs.fsync_dir(self.layout.bundles)
             fs.remove_tree(tree)
             self._collect_trees(name)
+        # After the bundle's lock: a stop holds the container's, then takes the bundle's.
+        self.forget(name)
 
     def collect_garbage(self, name: str) -> None:
         """Remove the trees of ``name`` that neither the name nor a container uses."""

@@ -388,7 +388,7 @@ class Containers:
             backoff=dict(BACKOFF),
             # A monitor of ours stays as the app's parent: a hard cap on the log (it
             # pumps the output), exit codes in status, orphans ended when the app ends.
-            # On by default (DEVELOPERS.md, "Logs stay bounded"); off, nothing of ours
+            # On by default (DEVELOPERS.md, "A monitor beside each app"); off, nothing of ours
             # stays beside the app, and only sessions cut its log back.
             monitor=bool(settings.get("monitor", True)))
         return plan
