@@ -10,7 +10,7 @@ import pytest
 from tests import tarballs as tb
 from tests.system.conftest import (INITTAB, ROOT, admin_lines, box_pids, connect, deploy,
                                    wait_for)
-from vzmaster import BadConfigError, NoSuchContainerError
+from vzmaster import BadConfigError, BadRequestError, NoSuchContainerError
 
 
 def attacker(attack):
@@ -206,3 +206,46 @@ def test_status_forgets_a_container_whose_bundle_was_removed(box, digests, tmp_p
     assert box.exec(["test", "-e", ROOT + "/containers/gone"], check=False).returncode != 0
     assert not re.search(rb"gone\.log", box.exec(["ls", ROOT + "/logs"]).stdout)
     assert admin_lines(box)  # nothing of the sysadmin's went with it
+
+
+def test_absurd_numbers_are_refused_and_wedge_nothing(box, digests, tmp_path):
+    """When a client asks for log_keep=10**12 or a grace of inf or NaN, the node says
+    BAD_REQUEST naming the argument, and later sessions answer as usual."""
+    deploy(box, digests, tmp_path, "sane", ["sleep", "1000"])
+    with connect(box, digests) as node:
+        with pytest.raises(BadRequestError, match="log_keep"):
+            node.start("sane", log_keep=10 ** 12)
+        node.start("sane")
+        for grace in (float("inf"), float("nan")):
+            with pytest.raises(BadRequestError, match="grace"):
+                node.stop("sane", grace=grace)
+    with connect(box, digests) as node:  # a new session's hello is not held up
+        assert node.stop("sane", grace=1).state == "stopped"
+
+
+def test_an_impossible_frame_is_refused_at_its_header_through_sshd(box):
+    """When a frame announces 2 MiB of data (past MAX_FRAME) and the client sends no
+    more, the node answers FRAME_TOO_LARGE at once instead of waiting for the bytes."""
+    import select
+    import subprocess
+
+    from vzslave.protocol import Decoder
+    header = (b"\x83\xa4type\xa4data\xa2id\x01\xa4data"
+              + b"\xc6" + (2 << 20).to_bytes(4, "big"))
+    ssh = subprocess.Popen(box.ssh_argv(subsystem="vzslave"), stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        ssh.stdin.write(header)
+        ssh.stdin.flush()  # and the stream stays open: the 2 MiB never come
+        decoder = Decoder()
+        frame = None
+        while frame is None:
+            assert select.select([ssh.stdout], [], [], 15)[0], "no answer from the node"
+            data = ssh.stdout.read1(65536)
+            decoder.feed(data)
+            frame = decoder.next_frame()
+            assert data or frame, "the node closed without an answer"
+        assert frame.name == "FRAME_TOO_LARGE" and frame.id is None
+    finally:
+        ssh.kill()
+        ssh.wait()

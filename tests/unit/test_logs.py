@@ -88,6 +88,30 @@ def test_rotation_with_keep_zero_deletes_the_log(log):
     assert os.listdir(os.path.dirname(log)) == []
 
 
+def test_a_rotated_generation_keeps_only_the_last_max_bytes_of_an_oversized_log(log):
+    """When an app without a monitor wrote 600 times log_max between two spawns, the
+    rotation by rename keeps only the tail in the new .1: no generation exceeds max."""
+    write(log, numbered(0, 100000, width=6))  # 700 KB, 7 bytes a line
+    assert rotate(log, keep=2, max_bytes=1000)
+    assert read(log + ".1") == numbered(99858, 100000, width=6)  # 994 bytes: whole lines
+
+
+def test_rotation_with_a_huge_keep_touches_only_the_generations_there_are(log,
+                                                                         monkeypatch):
+    """When keep is absurd (10**12), rotation costs what the files there are cost: no
+    loop over keep (which made every later session spin)."""
+    write(log + ".1", b"one\n")
+    write(log, b"now\n")
+    renames = []
+    real_rename = os.rename
+    monkeypatch.setattr(logs.os, "rename", lambda *a: renames.append(a) or real_rename(*a))
+    rotate(log, keep=10 ** 12)
+    enforce(log, max_bytes=1 << 20, keep=10 ** 12)
+    assert tail(log, lines=10, keep=10 ** 12)[0] == b"one\nnow\n"
+    assert len(renames) == 2  # .1 -> .2, then the log -> .1: one per file there is
+    assert read(log + ".1") == b"now\n" and read(log + ".2") == b"one\n"
+
+
 # trim
 
 
@@ -205,6 +229,16 @@ def test_a_symlinked_log_is_refused_with_an_os_error(log, tmp_path):
 
 
 # enforce
+
+
+def test_enforce_cuts_every_oversized_generation_not_only_the_current_file(log):
+    write(log + ".2", numbered(0, 1000, width=4))
+    write(log + ".1", numbered(1000, 2000, width=4))
+    write(log, b"small\n")
+    enforce(log, max_bytes=20, keep=3)
+    assert read(log + ".2") == numbered(996, 1000, width=4)
+    assert read(log + ".1") == numbered(1996, 2000, width=4)
+    assert read(log) == b"small\n"
 
 
 def test_enforce_deletes_generations_beyond_keep(log):
