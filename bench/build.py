@@ -23,10 +23,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vzmaster.build import Recipe, build_image  # noqa: E402
-from vzmaster.build.elf import needed_files  # noqa: E402
-from vzmaster.build.errors import BuildError  # noqa: E402
-from vzmaster.build.pack import ZSTD_THREADS, human_size, pack_bundle  # noqa: E402
+from vzmaster.imaging import Recipe, build_image  # noqa: E402
+from vzmaster.imaging.elf import needed_files  # noqa: E402
+from vzmaster.imaging.errors import BuildError  # noqa: E402
+from vzmaster.imaging.pack import ZSTD_THREADS, human_size, pack_bundle  # noqa: E402
 
 CONFIG = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
           "process": {"args": ["/bin/true"], "cwd": "/"}}

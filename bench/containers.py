@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Containers through a node's real init: start latency per init, and status of many.
 
-In "VPS in a box" nodes (vzmaster.box: real sshd, busybox init or sysvinit as PID 1),
+In "VPS in a box" nodes (vzmaster.testing.box: real sshd, busybox init or sysvinit as PID 1),
 through vzmaster.Client over paramiko:
 
     start   Client.start(NAME) from the request to the answer "running" (start waits for
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests import tarballs as tb  # noqa: E402
 from vzmaster import Client  # noqa: E402
-from vzmaster.box import SRC_DIR, Box, Hub  # noqa: E402
+from vzmaster.testing.box import SRC_DIR, Box, Hub  # noqa: E402
 from vzmaster.digests import DigestCache  # noqa: E402
 
 ROOT = "/var/lib/vz"

@@ -58,7 +58,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vzmaster.build.ociconfig import default_seccomp  # noqa: E402
+from vzmaster.imaging.ociconfig import default_seccomp  # noqa: E402
 from vzslave import linux, oci, runner  # noqa: E402
 from vzslave.containers import _LAUNCHER, BACKOFF  # noqa: E402
 

@@ -2,7 +2,7 @@
 """vz end to end on this machine: build an image, a local test node, push, start, kill.
 
 Run by ../quickstart.sh (as root, after installing what vz needs). The test node is
-a "VPS in a box" (vzmaster.box): its own network, a real init as PID 1 and the
+a "VPS in a box" (vzmaster.testing.box): its own network, a real init as PID 1 and the
 stock OpenSSH sshd with the vzslave subsystem, as on a rented VPS. Every vzmaster
 command it runs is printed first, so you can run them yourself against a real node.
 """
@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from vzmaster.box import Hub, missing_requirements
+from vzmaster.testing.box import Hub, missing_requirements
 
 
 def say(text: str) -> None:

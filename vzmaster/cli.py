@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence, TextIO
 
-from vzmaster.build.command import add_commands as add_build_commands
+from vzmaster.imaging.command import add_commands as add_build_commands
 from vzmaster.client import Client
 from vzslave import __version__
 from vzslave.errors import ErrorCode, TransportError, VzError

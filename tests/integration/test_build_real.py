@@ -16,7 +16,7 @@ import pytest
 
 from tests import tarballs as tb
 from vzmaster import cli
-from vzmaster.build import BuildError, Recipe, build_image, inspect_image
+from vzmaster.imaging import BuildError, Recipe, build_image, inspect_image
 
 PERL_DATE = ["perl", "-MHTTP::Date", "-e", 'print time2str(time())."\\n"']
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from tests.conftest import requires_root
-from vzmaster.build.ociconfig import Options, User, make_config
+from vzmaster.imaging.ociconfig import Options, User, make_config
 from vzslave import oci
 from vzslave.fs import mounts_under
 

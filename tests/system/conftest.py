@@ -1,4 +1,4 @@
-"""Fixtures for system tests on "VPS in a box" test hosts (root only; see vzmaster.box)."""
+"""Fixtures for system tests on "VPS in a box" test hosts (root only; see vzmaster.testing.box)."""
 
 import os
 import time
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vzmaster.box import Hub, missing_requirements
+from vzmaster.testing.box import Hub, missing_requirements
 
 HERE = Path(__file__).resolve().parent
 ROOT = "/var/lib/vz"

@@ -1,4 +1,4 @@
-"""System tests of vzmaster.box: real namespaces, a real init as PID 1, stock OpenSSH."""
+"""System tests of vzmaster.testing.box: real namespaces, a real init as PID 1, stock OpenSSH."""
 
 import concurrent.futures
 import glob
@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.system.conftest import wait_for
-from vzmaster.box import SRC_DIR, BoxError, Hub, find_sysvinit, sweep_stale
+from vzmaster.testing.box import SRC_DIR, BoxError, Hub, find_sysvinit, sweep_stale
 
 
 def dead(pid):
@@ -275,7 +275,7 @@ def test_hub_close_removes_its_netns_workdir_and_boxes(hub):
 
 
 def test_a_killed_runner_takes_its_boxes_and_the_next_hub_sweeps_its_netns(hub, tmp_path):
-    script = ("import time; from vzmaster.box import Hub; h = Hub(); b = h.box(); "
+    script = ("import time; from vzmaster.testing.box import Hub; h = Hub(); b = h.box(); "
               "print(b.pid1, h.prefix, flush=True); time.sleep(60)")
     runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                               cwd=SRC_DIR, start_new_session=True)

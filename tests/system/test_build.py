@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.system.conftest import connect, wait_for
-from vzmaster.build import Recipe, build_image
+from vzmaster.imaging import Recipe, build_image
 
 SERVER = "/usr/sbin/mini_httpd"
 

@@ -15,7 +15,7 @@ from tests.system.conftest import connect
 from vzmaster import (
     Client, ConnectError, DiskFullError, HostKeyError, TransportError, VzError,
 )
-from vzmaster.box import SRC_DIR
+from vzmaster.testing.box import SRC_DIR
 from vzslave.protocol import Decoder, Reply, Request, encode
 
 ROOT = "/var/lib/vz"

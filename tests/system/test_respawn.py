@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from tests.system.conftest import box_pids, connect, wait_for
-from vzmaster.build import Recipe, build_image
+from vzmaster.imaging import Recipe, build_image
 
 NGINX = "/usr/sbin/nginx"
 CONF = """

@@ -34,7 +34,8 @@ def test_the_init_flavour_is_read_from_pid_1(tmp_path, name, content, expected):
 def test_the_real_sysvinit_binary_is_recognised():
     path = "/opt/vz-test/sysvinit/sbin/init"
     if not os.path.exists(path):
-        pytest.skip("sysvinit's init is not extracted (python3 -m vzmaster.box ensure-sysvinit)")
+        pytest.skip("sysvinit's init is not extracted "
+                    "(python3 -m vzmaster.testing.box ensure-sysvinit)")
     with open(path, "rb") as binary:
         content = binary.read()
     flavours = [name for name, marker in facts._INIT_MARKERS if marker in content]

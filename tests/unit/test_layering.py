@@ -72,3 +72,17 @@ def test_vzmaster_all_lists_exactly_its_public_names():
 def test_importing_vzmaster_does_not_import_paramiko():
     code = "import sys, vzmaster; assert 'paramiko' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_old_name_of_the_imaging_package_still_imports_with_a_warning():
+    """vzmaster.build was renamed vzmaster.imaging; for one release the old name works."""
+    import importlib
+    import sys
+    import warnings
+    sys.modules.pop("vzmaster.build", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shim = importlib.import_module("vzmaster.build")
+    from vzmaster import imaging
+    assert shim.build_image is imaging.build_image and shim.Recipe is imaging.Recipe
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)

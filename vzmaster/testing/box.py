@@ -44,7 +44,7 @@ INITS = ("busybox", "sysv")
 SYSVINIT_DIR = "/opt/vz-test/sysvinit"
 SUBNET = "10.200.0"
 MAX_BOXES = 244                      # box N is 10.200.0.(10+N); .255 is broadcast
-SRC_DIR = str(Path(__file__).resolve().parent.parent)   # holds vzmaster/ and vzslave/
+SRC_DIR = str(Path(__file__).resolve().parents[2])   # holds vzmaster/ and vzslave/
 _SSHD = "/usr/sbin/sshd"
 _TOOLS = ("unshare", "nsenter", "ip", "ssh", "ssh-keygen", "mount", "umount",
           "pivot_root", "cp", "hostname", "install")
@@ -207,7 +207,7 @@ def missing_requirements(init: str = "busybox") -> list[str]:
         reasons.append("busybox not found (apt-get install busybox-static)")
     elif init == "sysv" and find_sysvinit() is None:
         reasons.append(f"no sysvinit init in {SYSVINIT_DIR} "
-                       "(run: python3 -m vzmaster.box ensure-sysvinit)")
+                       "(run: python3 -m vzmaster.testing.box ensure-sysvinit)")
     elif init not in INITS:
         reasons.append(f"unknown init {init!r}; expected one of {INITS}")
     return reasons
@@ -480,7 +480,7 @@ class Box:
 
     def _sshd_config(self) -> str:
         return "\n".join([
-            f"# {self.name}: written by vzmaster.box. Key auth only; one host key per hub.",
+            f"# {self.name}: written by vzmaster.testing.box. Key auth only; one host key per hub.",
             "Port 22",
             "HostKey /etc/ssh/ssh_host_ed25519_key",
             "PidFile /run/sshd.pid",
@@ -748,7 +748,7 @@ class Box:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ensure-sysvinit, up (one box until Ctrl-C), down (sweep dead runs)."""
-    parser = argparse.ArgumentParser(prog="python3 -m vzmaster.box",
+    parser = argparse.ArgumentParser(prog="python3 -m vzmaster.testing.box",
                                      description="VPS in a box: local test nodes (root only).")
     sub = parser.add_subparsers(dest="command", required=True)
     ensure = sub.add_parser("ensure-sysvinit", help="extract sysvinit's init (never installs it)")

@@ -36,8 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from vzmaster.build.elf import interpreter_of
-from vzmaster.build.errors import BuildError
+from vzmaster.imaging.elf import interpreter_of
+from vzmaster.imaging.errors import BuildError
 from vzslave.fs import atomic_write
 
 _TRACED_CALLS = ("open", "openat", "openat2", "creat", "execve", "execveat",

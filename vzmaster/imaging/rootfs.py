@@ -19,7 +19,7 @@ import stat
 import tarfile
 from typing import Callable, List, Optional, Sequence
 
-from vzmaster.build.errors import BuildError
+from vzmaster.imaging.errors import BuildError
 
 MAX_LINKS = 40
 """As Linux's MAXSYMLINKS: more links than this on one path is a loop."""

@@ -32,7 +32,7 @@ import os
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from vzmaster.build.errors import BuildError
+from vzmaster.imaging.errors import BuildError
 from vzslave import oci, seccomp
 from vzslave.errors import VzError
 

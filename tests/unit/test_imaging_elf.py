@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from vzmaster.build.elf import needed_files
-from vzmaster.build.errors import BuildError
+from vzmaster.imaging.elf import needed_files
+from vzmaster.imaging.errors import BuildError
 
 GCC = shutil.which("gcc")
 needs_gcc = pytest.mark.skipif(GCC is None, reason="gcc is not installed")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from vzmaster.build.errors import BuildError
-from vzmaster.build.trace import read_spec, render_spec, trace_command, write_spec
+from vzmaster.imaging.errors import BuildError
+from vzmaster.imaging.trace import read_spec, render_spec, trace_command, write_spec
 
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
                                   reason="strace is not installed (apt install strace)")

@@ -1,7 +1,7 @@
 """The one error of building images: what went wrong, in words the user can act on.
 
 Building happens on the user's machine, not on a node, so it has no wire error code;
-the CLI prints ``message`` and exits 1. Every module of ``vzmaster.build`` raises only
+the CLI prints ``message`` and exits 1. Every module of ``vzmaster.imaging`` raises only
 this, turning OSError, tarfile and ELF errors into it where they happen, so a caller
 catches one thing.
 """

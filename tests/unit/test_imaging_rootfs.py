@@ -6,8 +6,8 @@ import tarfile
 
 import pytest
 
-from vzmaster.build.errors import BuildError
-from vzmaster.build.rootfs import Rootfs
+from vzmaster.imaging.errors import BuildError
+from vzmaster.imaging.rootfs import Rootfs
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import shlex
 import sys
 from typing import Any, Callable
 
-from vzmaster.build.errors import BuildError
+from vzmaster.imaging.errors import BuildError
 
 EXIT_FAILED = 1
 
@@ -30,8 +30,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 def cmd_build(args: argparse.Namespace) -> int:
     """Build an image: an OCI bundle from programs, a traced run, a spec or a root."""
     # Imported here: pyelftools and zstandard would slow every other vzmaster command.
-    from vzmaster.build.builder import Recipe, build_image
-    from vzmaster.build.pack import human_size
+    from vzmaster.imaging.builder import Recipe, build_image
+    from vzmaster.imaging.pack import human_size
 
     recipe = Recipe(
         args=args.args, ldd=args.ldd, strace=shlex.split(args.strace) if args.strace else (),
@@ -60,7 +60,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Show an image's config summary, file count, size and sha256."""
-    from vzmaster.build.pack import inspect_image, render_summary
+    from vzmaster.imaging.pack import inspect_image, render_summary
 
     summary = inspect_image(args.image)
     print(json.dumps(summary._asdict(), indent=2) if args.json else render_summary(summary))

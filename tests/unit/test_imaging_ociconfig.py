@@ -6,8 +6,8 @@ import os
 import pytest
 
 from tests import bpfvm
-from vzmaster.build.errors import BuildError
-from vzmaster.build.ociconfig import (
+from vzmaster.imaging.errors import BuildError
+from vzmaster.imaging.ociconfig import (
     DEFAULT_PATH,
     Options,
     User,

@@ -1,4 +1,4 @@
-"""vzmaster.build.pack: reproducible image tarballs, and reading them back."""
+"""vzmaster.imaging.pack: reproducible image tarballs, and reading them back."""
 
 import io
 import json
@@ -12,8 +12,8 @@ import pytest
 import zstandard
 
 from tests import tarballs as tb
-from vzmaster.build import pack
-from vzmaster.build.errors import BuildError
+from vzmaster.imaging import pack
+from vzmaster.imaging.errors import BuildError
 
 CONFIG = {
     "ociVersion": "1.0.2",

@@ -44,7 +44,7 @@ from typing import (TYPE_CHECKING, Any, BinaryIO, Callable, Generator, Iterator,
 
 import zstandard
 
-from vzmaster.build.errors import BuildError
+from vzmaster.imaging.errors import BuildError
 from vzslave.formats import decompressed, sniff_format
 from vzslave.oci import DEFAULT_MOUNTS
 from vzslave.oci import MAX_CONFIG as _MAX_CONFIG  # what a node accepts

@@ -47,8 +47,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_E_MACHINE
 from elftools.elf.segments import InterpSegment
 
-from vzmaster.build.errors import BuildError
-from vzmaster.build.rootfs import Missing, resolve_inside
+from vzmaster.imaging.errors import BuildError
+from vzmaster.imaging.rootfs import Missing, resolve_inside
 from vzslave.oci import DEFAULT_ENV
 
 PATH = DEFAULT_ENV[0][len("PATH="):]

@@ -19,12 +19,12 @@ import stat
 import tempfile
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
-from vzmaster.build import ociconfig, pack
-from vzmaster.build.elf import needed_files
-from vzmaster.build.errors import BuildError
-from vzmaster.build.packages import source_packages
-from vzmaster.build.rootfs import Rootfs
-from vzmaster.build.trace import read_spec, trace_command, write_spec
+from vzmaster.imaging import ociconfig, pack
+from vzmaster.imaging.elf import needed_files
+from vzmaster.imaging.errors import BuildError
+from vzmaster.imaging.packages import source_packages
+from vzmaster.imaging.rootfs import Rootfs
+from vzmaster.imaging.trace import read_spec, trace_command, write_spec
 
 
 class Recipe(NamedTuple):

@@ -1,6 +1,6 @@
 """Making images on this machine: ``vzmaster build`` and ``vzmaster inspect``.
 
-    from vzmaster.build import Recipe, build_image, inspect_image
+    from vzmaster.imaging import Recipe, build_image, inspect_image
     result = build_image(Recipe(args=["/usr/sbin/mini_httpd", "-D"],
                                 ldd=["/usr/sbin/mini_httpd"]), "web.tar.zst")
 
@@ -11,9 +11,9 @@ chains; ``ociconfig`` makes config.json and checks it with the node's reader;
 the CLI. Every failure is a ``BuildError``.
 """
 
-from vzmaster.build.builder import BuildResult, Recipe, build_image
-from vzmaster.build.errors import BuildError
-from vzmaster.build.pack import ImageSummary, PackResult, inspect_image, render_summary
+from vzmaster.imaging.builder import BuildResult, Recipe, build_image
+from vzmaster.imaging.errors import BuildError
+from vzmaster.imaging.pack import ImageSummary, PackResult, inspect_image, render_summary
 
 __all__ = ["BuildError", "BuildResult", "ImageSummary", "PackResult", "Recipe",
            "build_image", "inspect_image", "render_summary"]
