@@ -5,8 +5,9 @@
 
 Prints, for the packages vzslave and vzmaster: the number of modules, the largest
 module and the longest function (lines), the private names (``_x``) one module imports
-from another or reaches in it (``other._x``), and the import cycles between modules (imports inside functions count:
-they are edges all the same). Reads the source with ``ast``; imports nothing of vz.
+from another or reaches in it (``other._x``), and the import cycles between modules
+(imports inside functions count: they are edges all the same). Reads the source with
+``ast``; imports nothing of vz.
 """
 
 import ast
