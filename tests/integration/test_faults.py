@@ -74,13 +74,18 @@ def test_an_upload_cut_anywhere_resumes_and_completes(tmp_path, image_file, dige
             assert cut >= total - 60, "only a cut after the end frame may go unnoticed"
         with Client("local:" + root, digests=digests) as node:
             assert [i.name for i in node.images()] in ([], ["big.img"])
+            image, kept = node.probe_image("big.img")
             starts = []
             info = node.upload_image(path, progress=lambda done, _, s=starts: s.append(done))
-            resumed += starts[0] > 0
+            if image is None:  # the cut came before the image was published
+                # It resumes exactly at what the node kept (how much that is depends on
+                # what was in flight when the link went: not on the cut point alone).
+                assert starts[0] == (kept.size if kept else 0), (cut, kept, starts[0])
+                resumed += starts[0] > 0
             assert info.sha256 == hashlib.sha256(data).hexdigest()
             assert node.probe_image("big.img")[1] is None
             node.remove_image("big.img")
-    assert resumed >= 10
+    assert resumed > 0
 
 
 def unpack_in_background(root, image, bundle):
