@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence, TextIO
 from vzmaster.imaging.command import add_commands as add_build_commands
 from vzmaster.client import Client
 from vzslave import __version__
-from vzslave.errors import ErrorCode, TransportError, VzError
+from vzmaster.errors import TransportError
+from vzslave.errors import ErrorCode, VzError
 from vzslave.records import to_wire
 
 EXIT_REMOTE, EXIT_USAGE, EXIT_TRANSPORT, EXIT_INTERRUPTED = 1, 2, 3, 130
