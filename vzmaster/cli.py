@@ -95,9 +95,9 @@ def cmd_images(node: Client, call: Call) -> Shown:
     return Shown([views.image(info) for info in node.images()], views.IMAGE_COLUMNS)
 
 
-def cmd_rm_image(node: Client, call: Call) -> None:
-    """Remove an image."""
-    node.remove_image(call.args.name)
+def cmd_bundles(node: Client, call: Call) -> Shown:
+    """List the node's bundles."""
+    return Shown([views.bundle(info) for info in node.bundles()], views.BUNDLE_COLUMNS)
 
 
 def cmd_unpack(node: Client, call: Call) -> Shown:
@@ -107,9 +107,9 @@ def cmd_unpack(node: Client, call: Call) -> Shown:
                                            keep_setid=args.keep_setid))])
 
 
-def cmd_bundles(node: Client, call: Call) -> Shown:
-    """List the node's bundles."""
-    return Shown([views.bundle(info) for info in node.bundles()], views.BUNDLE_COLUMNS)
+def cmd_rm_image(node: Client, call: Call) -> None:
+    """Remove an image."""
+    node.remove_image(call.args.name)
 
 
 def cmd_rm_bundle(node: Client, call: Call) -> None:
