@@ -32,6 +32,7 @@ from vzslave.protocol import READ_SIZE
 _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr",
             "aes256-ctr", "aes192-ctr")
 _TOFU_VALUES = ("accept-new", "no", "off")
+_LINK_ERRORS = (OSError, EOFError, paramiko.SSHException)  # a link or a login failed
 
 
 def fast_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
@@ -141,7 +142,7 @@ class ParamikoTransport(Transport):
         while True:
             try:
                 block = self._channel.recv_stderr(65536)
-            except (OSError, EOFError, paramiko.SSHException):
+            except _LINK_ERRORS:
                 return
             if not block:
                 break
@@ -179,15 +180,12 @@ class ParamikoTransport(Transport):
     def close(self) -> None:
         try:
             self._channel.close()
-        except (OSError, EOFError, paramiko.SSHException):
+        except _LINK_ERRORS:
             pass  # the link is already gone: nothing left to tell the node
         finally:
             if self._client is not None:
                 self._client.close()
         self._wait_for_stderr(5)
-
-
-_LINK_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
 @contextlib.contextmanager
