@@ -1,30 +1,35 @@
 """vzmaster: deploy and run apps on vz nodes over SSH.
 
-The public API is ``Client`` and the exceptions below; ``vzslave/errors.py`` draws
+The public API is ``Client`` and the exceptions below; ``vzmaster/errors.py`` draws
 the exception tree. The CLI is ``vzmaster`` (vzmaster/cli.py).
 """
 
 from vzmaster.client import Client, LogLines, NodeInfo
-from vzmaster.transport import LocalTransport, OpenSSHTransport, Transport
+from vzmaster.errors import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionLostError,
+    HostKeyChangedError,
+    HostKeyError,
+    ProtocolError,
+    TransportError,
+)
+from vzmaster.transports import LocalTransport, OpenSSHTransport, SSHOptions, Transport
 from vzslave import __version__
 from vzslave.errors import (
-    AuthenticationError,
+    BadConfigError,
     BadFrameError,
     BadImageError,
     BadNameError,
-    BadConfigError,
     BadRequestError,
     BusyError,
     ChecksumMismatchError,
-    ConnectError,
-    ConnectionLostError,
     DisabledByAdminError,
     DiskFullError,
+    Error,
     ErrorCode,
     FrameTooLargeError,
     HelloRequiredError,
-    HostKeyChangedError,
-    HostKeyError,
     InittabError,
     InternalError,
     IOFailureError,
@@ -35,8 +40,6 @@ from vzslave.errors import (
     OffsetMismatchError,
     PermissionDeniedError,
     PolicyDeniedError,
-    ProtocolError,
-    TransportError,
     UnsafeImageError,
     UnsupportedFormatError,
     UnsupportedOpError,
@@ -50,12 +53,21 @@ __all__ = [
     "AuthenticationError", "BadConfigError", "BadFrameError", "BadImageError",
     "BadNameError", "BadRequestError", "BundleInfo", "BusyError", "ChecksumMismatchError",
     "Client", "ConnectError", "ConnectionLostError", "ContainerStatus",
-    "DisabledByAdminError", "DiskFullError", "ErrorCode", "FrameTooLargeError",
+    "DisabledByAdminError", "DiskFullError", "Error", "ErrorCode", "FrameTooLargeError",
     "HelloRequiredError", "HostKeyChangedError", "HostKeyError", "IOFailureError",
     "ImageInfo", "InittabError", "InternalError", "LocalTransport", "LogLines",
     "NoRuntimeError", "NoSuchBundleError", "NoSuchContainerError", "NoSuchImageError",
     "NodeFacts", "NodeInfo", "OffsetMismatchError", "OpenSSHTransport", "PartialInfo",
-    "PermissionDeniedError", "PolicyDeniedError", "ProtocolError", "Transport", "TransportError",
-    "UnsafeImageError", "UnsupportedFormatError", "UnsupportedOpError",
+    "PermissionDeniedError", "PolicyDeniedError", "ProtocolError", "SSHOptions", "Transport",
+    "TransportError", "UnsafeImageError", "UnsupportedFormatError", "UnsupportedOpError",
     "VersionMismatchError", "VzError", "WrongStateError", "__version__",
 ]
+
+# The exceptions show the name users import them by (vzmaster.NoSuchImageError), as
+# httpx does; pickle finds them here by that name. Only this process sees the change:
+# a node never imports vzmaster, so its classes keep vzslave.errors.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and issubclass(_value, Error):
+        _value.__module__ = __name__
+del _name, _value

@@ -1,28 +1,39 @@
 """The ``vzmaster`` command: the Client API, one subcommand per operation.
 
 Exit status: 0 success, 1 the node refused or failed a request (or a build failed, or
-a started app does not stay up),
-2 bad usage, 3 the node could not be reached or the connection failed, 130 interrupted.
-HOST may list several nodes separated by commas; each is driven in turn and the
-exit status is the worst of them.
+a started app does not stay up), 2 bad usage, 3 the node could not be reached or the
+connection failed, 130 interrupted, 141 the reader of the output went away (``| head``).
+HOST may list several nodes separated by commas; each is driven in turn (``logs -f``
+follows them all at once) and the exit status is the worst of them.
+
+Every subcommand takes one path: ``dispatch`` runs it on each host through ``run``, a
+node command with a Client, a local one (build, inspect) once, without. A subcommand
+gets a ``Call`` (its arguments, host and output), returns what it shows
+(vzmaster/output.py, records made by vzmaster/views.py) and raises what failed:
+``run`` catches vz's one root, ``Error``, and picks the exit status by its family.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
+import queue
 import sys
+import threading
 import time
-from typing import Any, Callable, Sequence, TextIO
+from typing import Callable, NamedTuple, Sequence, TextIO
 
-from vzmaster.imaging.command import add_commands as add_build_commands
+from vzmaster import views
 from vzmaster.client import Client
+from vzmaster.errors import TransportError
+from vzmaster.imaging.command import add_commands as add_build_commands
+from vzmaster.output import Output, OutputClosed, Shown
+from vzmaster.transports import SSHOptions
 from vzslave import __version__
-from vzslave.errors import ErrorCode, TransportError, VzError
-from vzslave.records import to_wire
+from vzslave.errors import Error, VzError, code_name
 
-EXIT_REMOTE, EXIT_USAGE, EXIT_TRANSPORT, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_REMOTE, EXIT_USAGE, EXIT_TRANSPORT, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 3, 130, 141
 
 
 class ProgressBar:
@@ -55,163 +66,99 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[str(row[c]) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-    return "\n".join(lines)
+class Call(NamedTuple):
+    """One subcommand on one host: what it gets beside the node."""
+
+    args: argparse.Namespace
+    host: str  # as given on the command line; "" for build and inspect
+    output: Output
+
+    def line(self, text: str) -> None:
+        """Print a line of a log; at once when following it."""
+        self.output.line(self.host, text, live=bool(getattr(self.args, "follow", False)))
 
 
-def _when(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
-
-
-def cmd_hello(node: Client, args: argparse.Namespace) -> Any:
+def cmd_hello(node: Client, call: Call) -> Shown:
     """Print the node's facts."""
-    facts = node.hello()
-    if args.json:
-        return to_wire(facts)
-    return "\n".join("{:12} {}".format(k, v) for k, v in to_wire(facts).items())
+    return Shown([views.facts(node.hello())])
 
 
-def cmd_push(node: Client, args: argparse.Namespace) -> Any:
+def cmd_push(node: Client, call: Call) -> Shown:
     """Upload an image file (resuming an interrupted upload)."""
-    bar = ProgressBar("{} {}".format(args.host_label, args.image))
-    info = node.upload_image(args.image, name=args.name, progress=bar)
-    return to_wire(info) if args.json else "{} {} sha256:{}".format(
-        info.name, info.size, info.sha256)
+    bar = ProgressBar("{} {}".format(call.host, call.args.image))
+    info = node.upload_image(call.args.image, name=call.args.name, progress=bar)
+    return Shown([views.image(info)])
 
 
-def cmd_images(node: Client, args: argparse.Namespace) -> Any:
+def cmd_images(node: Client, call: Call) -> Shown:
     """List the node's images."""
-    rows = [to_wire(i) for i in node.images()]
-    if args.json:
-        return rows
-    for row in rows:
-        row["sha256"] = row["sha256"][:12]
-        row["created"] = _when(row["created"])
-    return _table(rows, ("name", "size", "format", "sha256", "created"))
+    return Shown([views.image(info) for info in node.images()], views.IMAGE_COLUMNS)
 
 
-def cmd_rm_image(node: Client, args: argparse.Namespace) -> Any:
-    """Remove an image."""
-    node.remove_image(args.name)
-    return None
-
-
-def cmd_unpack(node: Client, args: argparse.Namespace) -> Any:
-    """Unpack an image into a bundle."""
-    info = node.unpack(args.image, args.bundle, keep_setid=args.keep_setid)
-    if args.json:
-        return to_wire(info)
-    note = ""
-    if info.setid_stripped:
-        note = " (setuid/setgid removed from {}{})".format(
-            ", ".join(info.setid_stripped[:3]), ", ..." if len(info.setid_stripped) > 3 else "")
-    return "{}: {} files, {} bytes{}".format(info.name, info.files, info.bytes, note)
-
-
-def cmd_bundles(node: Client, args: argparse.Namespace) -> Any:
+def cmd_bundles(node: Client, call: Call) -> Shown:
     """List the node's bundles."""
-    rows = [to_wire(b) for b in node.bundles()]
-    if args.json:
-        return rows
-    for row in rows:
-        row["created"] = _when(row["created"])
-    return _table(rows, ("name", "image", "files", "bytes", "created"))
+    return Shown([views.bundle(info) for info in node.bundles()], views.BUNDLE_COLUMNS)
 
 
-def cmd_rm_bundle(node: Client, args: argparse.Namespace) -> Any:
+def cmd_unpack(node: Client, call: Call) -> Shown:
+    """Unpack an image into a bundle."""
+    args = call.args
+    return Shown([views.bundle(node.unpack(args.image, args.bundle,
+                                           keep_setid=args.keep_setid))])
+
+
+def cmd_rm_image(node: Client, call: Call) -> None:
+    """Remove an image."""
+    node.remove_image(call.args.name)
+
+
+def cmd_rm_bundle(node: Client, call: Call) -> None:
     """Remove a bundle."""
-    node.remove_bundle(args.name)
-    return None
+    node.remove_bundle(call.args.name)
 
 
-def _status_rows(statuses: list[Any]) -> str:
-    rows = []
-    for st in statuses:
-        row = to_wire(st)
-        detail = []
-        if st.next_retry:
-            detail.append("retry in {:.0f}s".format(max(st.next_retry - time.time(), 0)))
-        if st.last_exit:
-            detail.append("last " + st.last_exit)
-        if st.last_error:
-            detail.append(st.last_error)
-        if st.state == "disabled":
-            detail.append("entry disabled by the administrator; start --override restores it")
-        row.update(pid=st.pid or "-", uptime=_duration(st.uptime),
-                   detail="; ".join(detail) or "-")
-        rows.append(row)
-    return _table(rows, ("name", "state", "pid", "uptime", "restarts", "runtime", "detail"))
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-class AppNotRunning(Exception):
-    """A command did what it was asked, but the app does not run: print, exit 1."""
-
-    def __init__(self, result: Any, message: str) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-def cmd_start(node: Client, args: argparse.Namespace) -> Any:
+def cmd_start(node: Client, call: Call) -> Shown:
     """Start a container from its bundle under the node's init."""
+    args = call.args
     status = node.start(args.app, override=args.override, runtime=args.runtime,
                         runtime_args=args.runtime_arg,
                         log_max=args.log_max, log_keep=args.log_keep,
                         syslog=True if args.syslog else None, monitor=args.monitor,
                         min_uptime=args.min_uptime)
     if status.state == "running":
-        return to_wire(status) if args.json else _status_rows([status])
+        return Shown([views.status(status)])
     # Exit status 0 would say "deployed" of an app that cannot stay up.
-    tail = [line for line in node.logs(args.app, tail=args.log_lines)]
-    result: Any = dict(to_wire(status), log=tail) if args.json else (
-        _status_rows([status]) + "\n\nlast lines of its log:\n"
-        + "\n".join("  " + line for line in tail))
-    raise AppNotRunning(result, "{} is {} after start{}".format(
-        args.app, status.state, ": " + status.last_error if status.last_error else ""))
+    tail = list(node.logs(args.app, tail=args.log_lines))
+    return Shown([views.start_failure(status, tail)], status=EXIT_REMOTE,
+                 complaint="{} is {} after start{}".format(
+                     args.app, status.state,
+                     ": " + status.last_error if status.last_error else ""))
 
 
-def cmd_stop(node: Client, args: argparse.Namespace) -> Any:
+def cmd_stop(node: Client, call: Call) -> Shown:
     """Stop a container: its entry, its processes, its mounts."""
-    status = node.stop(args.app, grace=args.grace)
-    return to_wire(status) if args.json else _status_rows([status])
+    return Shown([views.status(node.stop(call.args.app, grace=call.args.grace))])
 
 
-def cmd_restart(node: Client, args: argparse.Namespace) -> Any:
+def cmd_restart(node: Client, call: Call) -> Shown:
     """Restart a container (it then runs its bundle as unpacked now)."""
-    status = node.restart(args.app, grace=args.grace)
-    return to_wire(status) if args.json else _status_rows([status])
+    return Shown([views.status(node.restart(call.args.app, grace=call.args.grace))])
 
 
-def cmd_status(node: Client, args: argparse.Namespace) -> Any:
+def cmd_status(node: Client, call: Call) -> Shown:
     """Show one container's status, or all containers'."""
-    statuses = [node.status(args.app)] if args.app else node.status()
-    return [to_wire(s) for s in statuses] if args.json else _status_rows(statuses)
+    statuses = [node.status(call.args.app)] if call.args.app else node.status()
+    return Shown([views.status(st) for st in statuses], views.STATUS_COLUMNS)
 
 
-def cmd_logs(node: Client, args: argparse.Namespace) -> Any:
+def cmd_logs(node: Client, call: Call) -> None:
     """Print a container's log; -f follows it."""
-    with node.logs(args.app, tail=args.lines, follow=args.follow) as lines:
-        for line in lines:
-            args.out.write(line + "\n")
-            if args.follow:
-                args.out.flush()
-    return None
+    # No ``with``: after Ctrl-C has closed the client, closing the stream would raise
+    # "this client is closed" in place of the KeyboardInterrupt. The client's own
+    # close ends the stream in any case.
+    args = call.args
+    for line in node.logs(args.app, tail=args.lines, follow=args.follow):
+        call.line(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,14 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    def add(name: str, func: Callable[[Client, argparse.Namespace], Any],
+    def add(name: str, func: Callable[[Client, Call], Shown | None],
             *arguments: tuple[str, str]) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=func.__doc__,
                                   description=func.__doc__)
         sub.add_argument("host", metavar="HOST")
         for arg, text in arguments:
             sub.add_argument(arg, help=text)
-        sub.set_defaults(func=func)
+        sub.set_defaults(run=func, on_node=True)
         return sub
 
     add("hello", cmd_hello)
@@ -298,64 +245,111 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _describe(exc: BaseException) -> str:
+def ssh_options(args: argparse.Namespace, host: str) -> SSHOptions:
+    """How to reach ``host``, from the connection options of the command line."""
+    return SSHOptions(host, user=args.user, port=args.port, key_filename=args.identity,
+                      known_hosts=args.known_hosts, trust_new_host=args.trust_new_host,
+                      via=args.via, connect_timeout=args.timeout)
+
+
+def describe(exc: Error) -> str:
+    """One line for the user: a node's refusals carry their code's name."""
     if isinstance(exc, VzError):
-        code = exc.code_number
-        name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
-        return "{}: {}".format(name, exc.message)
-    return str(exc) or type(exc).__name__
+        return "{}: {}".format(code_name(exc.code_number), exc.message)
+    return exc.message or type(exc).__name__
 
 
-def run_on(host: str, args: argparse.Namespace, out: TextIO) -> int:
-    """Run the command on one host; print its result or its error; return the status."""
-    args.host_label = host
-    args.out = out
+def run(args: argparse.Namespace, host: str, output: Output) -> int:
+    """Run the subcommand on one host ("" for build, inspect); show what it shows or why
+    it failed; return its exit status."""
+    call = Call(args, host, output)
+    shown: Shown | None
     try:
-        with Client(host, user=args.user, port=args.port, key_filename=args.identity,
-                    known_hosts=args.known_hosts, trust_new_host=args.trust_new_host,
-                    via=args.via, connect_timeout=args.timeout) as node:
-            result = args.func(node, args)
-    except AppNotRunning as exc:
-        print(json.dumps(exc.result, indent=2) if args.json else exc.result, file=out)
-        print("vzmaster: {}: {}".format(host, exc), file=sys.stderr)
-        return EXIT_REMOTE
-    except VzError as exc:
-        print("vzmaster: {}: {}".format(host, _describe(exc)), file=sys.stderr)
-        return EXIT_REMOTE
-    except TransportError as exc:
-        print("vzmaster: {}: {}".format(host, _describe(exc)), file=sys.stderr)
-        return EXIT_TRANSPORT
+        if args.on_node:
+            with Client(options=ssh_options(args, host)) as node:
+                shown = args.run(node, call)
+        else:
+            shown = args.run(call)
+    except Error as exc:
+        output.error(host, describe(exc))
+        return EXIT_TRANSPORT if isinstance(exc, TransportError) else EXIT_REMOTE
     except OSError as exc:  # a local file: the image to push, the key, ...
-        print("vzmaster: {}".format(exc), file=sys.stderr)
+        output.error(host, str(exc))
         return EXIT_REMOTE
-    if result is not None:
-        text = json.dumps(result, indent=2) if args.json else str(result)
-        print(text, file=out)
-    return 0
+    if shown is None:
+        return 0
+    output.show(host, shown)
+    if shown.complaint:
+        output.error(host, shown.complaint)
+    return shown.status
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command on each of its hosts; the worst exit status."""
+    hosts = [h for h in args.host.split(",") if h] if args.on_node else [""]
+    together = len(hosts) > 1 and bool(getattr(args, "follow", False))
+    output = Output(json_mode=args.json, hosts=hosts, together=together)
+    status = 0
+    try:
+        if together:
+            status = _run_together(args, hosts, output)
+        else:
+            for host in hosts:
+                output.header(host)
+                status = max(status, run(args, host, output))
+        output.finish()
+    except KeyboardInterrupt:
+        output.stop()  # hosts still running in threads print nothing more
+        raise
+    return status
+
+
+def _run_together(args: argparse.Namespace, hosts: Sequence[str], output: Output) -> int:
+    """Run the command on every host at once, a thread each (``logs -f`` of several)."""
+    results: queue.Queue[int | BaseException] = queue.Queue()
+
+    def drive(host: str) -> None:
+        try:
+            results.put(run(args, host, output))
+        except BaseException as exc:  # the main thread raises it: a closed output, a bug
+            results.put(exc)
+
+    for host in hosts:
+        threading.Thread(target=drive, args=(host,), name="vz " + host, daemon=True).start()
+    status = 0
+    for _ in hosts:
+        result = results.get()
+        if isinstance(result, BaseException):
+            raise result
+        status = max(status, result)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``vzmaster`` command."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
-                        format="%(name)s: %(message)s")
-    if getattr(args, "local", None) is not None:  # build, inspect: no node involved
-        try:
-            sys.exit(args.local(args))
-        except KeyboardInterrupt:
-            print("vzmaster: interrupted", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
-    hosts = [h for h in args.host.split(",") if h]
-    status = 0
     try:
-        for host in hosts:
-            if len(hosts) > 1 and not args.json:
-                print("== {}".format(host))
-            status = max(status, run_on(host, args, sys.stdout))
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                            format="%(name)s: %(message)s")
+        status = dispatch(args)
     except KeyboardInterrupt:
         print("vzmaster: interrupted", file=sys.stderr)
         status = EXIT_INTERRUPTED
+    except (OutputClosed, BrokenPipeError):
+        _forget_stdout()
+        status = EXIT_PIPE
     sys.exit(status)
+
+
+def _forget_stdout() -> None:
+    """Point fd 1 at /dev/null: its reader is gone, and Python flushes it at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return  # not a file (a test's capture): nothing is flushed to a pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
         node.unpack(info.name, bundle="myapp")
 
 Remote failures raise the VzError subclass of their wire code; connection and
-protocol failures raise TransportError subclasses (vzslave/errors.py draws the tree).
+protocol failures raise TransportError subclasses (vzmaster/errors.py draws the tree).
 After a TransportError the client is closed: open a new one (an interrupted upload
 then resumes where it stopped).
 """
@@ -22,17 +22,9 @@ from types import TracebackType
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence, overload
 
 from vzmaster.digests import DigestCache
-from vzmaster.transport import LocalTransport, OpenSSHTransport, Transport
-from vzslave.errors import (
-    BadFrameError,
-    ConnectError,
-    ConnectionLostError,
-    FrameTooLargeError,
-    ProtocolError,
-    TransportError,
-    VzError,
-    error_from_code,
-)
+from vzmaster.errors import ConnectError, ConnectionLostError, ProtocolError, TransportError
+from vzmaster.transports import SSHOptions, Transport, connect
+from vzslave.errors import BadFrameError, FrameTooLargeError, VzError, error_from_code
 from vzslave.names import validate_name
 from vzslave.protocol import (
     MAX_DATA,
@@ -71,36 +63,6 @@ class NodeInfo(NamedTuple):
     limits: dict[str, int]
 
 
-def connect_transport(host: str, *, via: str = "paramiko", user: str | None = None,
-                      port: int | None = None,
-                      key_filename: str | Sequence[str] | None = None,
-                      password: str | None = None, known_hosts: str | None = None,
-                      trust_new_host: bool = False, connect_timeout: float = 15.0,
-                      ssh_config: str | None = "~/.ssh/config",
-                      ssh_program: Sequence[str] | None = None,
-                      sock: Any = None) -> Transport:
-    """Open the transport ``Client`` would: see its docstring for the arguments."""
-    if host == "local" or host.startswith("local:"):
-        return LocalTransport(root=host.partition(":")[2] or None)
-    if via == "openssh":
-        if password is not None or sock is not None:
-            raise ValueError("password and sock need via='paramiko'; OpenSSH runs in "
-                             "BatchMode with its own connection")
-        if key_filename is not None and not isinstance(key_filename, str):
-            key_filename = next(iter(key_filename), None)
-        return OpenSSHTransport(
-            host, user=user, port=port, key_filename=key_filename, known_hosts=known_hosts,
-            trust_new_host=trust_new_host, connect_timeout=connect_timeout,
-            ssh_program=tuple(ssh_program or ("ssh",)))
-    if via == "paramiko":
-        from vzmaster.ssh import ParamikoTransport  # paramiko is imported only if used
-        return ParamikoTransport.connect(
-            host, user=user, port=port, key_filename=key_filename, password=password,
-            known_hosts=known_hosts, trust_new_host=trust_new_host,
-            connect_timeout=connect_timeout, ssh_config=ssh_config, sock=sock)
-    raise ValueError("via must be 'paramiko' or 'openssh', not {!r}".format(via))
-
-
 class Client:
     """A session with one node's vzslave."""
 
@@ -110,24 +72,32 @@ class Client:
                  trust_new_host: bool = False, via: str = "paramiko",
                  connect_timeout: float = 15.0, ssh_config: str | None = "~/.ssh/config",
                  ssh_program: Sequence[str] | None = None, sock: Any = None,
-                 transport: Transport | None = None,
+                 options: SSHOptions | None = None, transport: Transport | None = None,
                  digests: DigestCache | None = None) -> None:
-        """Connect to ``host`` and say hello; or use a ready ``transport``.
+        """Connect to ``host`` and say hello; or to ``options``; or use a ready ``transport``.
 
         ``host`` is a hostname or ~/.ssh/config alias, or "local[:ROOT]" for a vzslave
         child on this machine. ``via`` picks paramiko (default) or the system's
         OpenSSH client (``ssh_program`` replaces "ssh", e.g. to run it in a netns).
-        ``digests`` caches the sha256 of pushed files (default: ~/.cache/vz).
+        The keywords after ``host`` are the fields of ``SSHOptions``; ``options`` gives
+        them as one record instead. ``digests`` caches the sha256 of pushed files
+        (default: ~/.cache/vz).
         """
         self._digests = digests or DigestCache()
         if transport is None:
-            if host is None:
-                raise ValueError("give a host or a transport")
-            transport = connect_transport(
-                host, via=via, user=user, port=port, key_filename=key_filename,
+            given = SSHOptions(
+                host or "", user=user, port=port, key_filename=key_filename,
                 password=password, known_hosts=known_hosts, trust_new_host=trust_new_host,
-                connect_timeout=connect_timeout, ssh_config=ssh_config,
+                via=via, connect_timeout=connect_timeout, ssh_config=ssh_config,
                 ssh_program=ssh_program, sock=sock)
+            if options is None:
+                if host is None:
+                    raise ValueError("give a host, options or a transport")
+                options = given
+            elif given != SSHOptions(""):
+                raise ValueError("give the connection options as keywords or as options=, "
+                                 "not both")
+            transport = connect(options)
         self._transport = transport
         self._decoder = Decoder()
         self._ids = itertools.count(1)

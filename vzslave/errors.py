@@ -1,25 +1,15 @@
-"""The one error vocabulary of vz, shared by the node and the master.
+"""The node's errors: ``Error``, the root of every error vz raises, and ``VzError``.
 
-Exception tree (drawn here once)::
-
-    Exception
-    ├── VzError                 the node refused or failed a request; crosses the wire
-    │   ├── BadFrameError            10  (one subclass per ErrorCode, see CODE_TO_ERROR)
-    │   ├── ...
-    │   └── InternalError            99
-    └── TransportError          talking to the node failed, on this side of the wire
-        ├── ConnectError             could not reach, verify or log in to the node
-        │   ├── HostKeyError             unknown host key (not trusted yet)
-        │   │   └── HostKeyChangedError  the node shows a different key than before
-        │   └── AuthenticationError      no offered credential was accepted
-        ├── ConnectionLostError      the link dropped while a request was under way
-        └── ProtocolError            the peer sent something that is not the vz protocol
-
-Domain code on the node raises a ``VzError`` subclass; ``server.py`` is the one place
-that turns exceptions into wire errors and the client turns them back
+``VzError`` is a request the node refused or failed: one subclass per ``ErrorCode``, each
+naming its code, so ``CODE_TO_ERROR`` is found from the subclasses, never listed by
+hand. Domain code on the node raises a ``VzError`` subclass; ``server.py`` is the one
+place that turns exceptions into wire errors and the client turns them back
 (``error_from_code``) into the same class. Codes are append-only and grouped by
 decade: 1x protocol, 2x images, 3x bundles and containers, 4x logs, 8x node
 resources, 9x internal. A code this side does not know decodes to plain ``VzError``.
+
+The master hangs its own families under ``Error`` too (the transport errors, the
+build and test-node errors): vzmaster/errors.py draws the whole tree, once.
 
 Standard library only: this module runs on the node (Python 3.6+).
 """
@@ -64,14 +54,21 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 99
 
 
-class VzError(Exception):
+class Error(Exception):
+    """The root of every error vz raises on purpose; ``message`` says what happened."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class VzError(Error):
     """A request failed on the node. ``code`` says how; ``details`` carries data."""
 
     code: Optional[ErrorCode] = None
 
     def __init__(self, message: str, details: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(message)
-        self.message = message
         self.details = dict(details or {})
 
     @property
@@ -248,19 +245,9 @@ class InternalError(VzError):
     code = ErrorCode.INTERNAL
 
 
-CODE_TO_ERROR: Dict[Optional[ErrorCode], Type[VzError]] = {
-    cls.code: cls
-    for cls in (
-        BadFrameError, FrameTooLargeError, VersionMismatchError, HelloRequiredError,
-        UnsupportedOpError, BadRequestError, BadNameError, NoSuchImageError,
-        ChecksumMismatchError, OffsetMismatchError, BadImageError, UnsafeImageError,
-        UnsupportedFormatError, NoSuchBundleError, NoSuchContainerError, BadConfigError,
-        DisabledByAdminError, InittabError, NoRuntimeError, WrongStateError,
-        PolicyDeniedError, DiskFullError,
-        PermissionDeniedError,
-        BusyError, IOFailureError, InternalError,
-    )
-}
+# Each code's class: the direct subclasses of VzError that name a code (every one above).
+CODE_TO_ERROR: Dict[ErrorCode, Type[VzError]] = {
+    cls.code: cls for cls in VzError.__subclasses__() if cls.code is not None}
 
 # OSError errno -> the VzError class the wire point uses when domain code lets one escape.
 ERRNO_TO_ERROR: Dict[int, Type[VzError]] = {
@@ -282,36 +269,17 @@ def error_from_code(code: int, message: str, details: Optional[Dict[str, Any]] =
     return cls(message, details)
 
 
+def code_name(code: int) -> str:
+    """The name of wire code ``code`` (``NO_SUCH_IMAGE``); UNKNOWN if this side lacks it."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return "UNKNOWN"
+
+
 def error_from_os(exc: OSError, doing: str) -> VzError:
     """Wrap an OSError as the VzError of its errno, saying what was being done."""
     cls = ERRNO_TO_ERROR.get(exc.errno or 0, IOFailureError)
     where = " ({})".format(exc.filename) if exc.filename else ""
     return cls("{}: {}{}".format(doing, exc.strerror or exc, where), {"errno": exc.errno})
 
-
-class TransportError(Exception):
-    """Talking to the node failed on this side: connecting, or the link itself."""
-
-
-class ConnectError(TransportError):
-    """The node could not be reached, verified or logged in to."""
-
-
-class HostKeyError(ConnectError):
-    """The node's host key is not in known_hosts, so it cannot be trusted yet."""
-
-
-class HostKeyChangedError(HostKeyError):
-    """The node's host key differs from the one in known_hosts."""
-
-
-class AuthenticationError(ConnectError):
-    """The node refused every credential offered."""
-
-
-class ConnectionLostError(TransportError):
-    """The link to the node dropped while a request was under way."""
-
-
-class ProtocolError(TransportError):
-    """The peer sent bytes that are not the vz protocol."""

@@ -20,13 +20,13 @@ from vzslave import __version__, fs
 from vzslave.config import DEFAULT_ROOT, Layout, Limits
 from vzslave.errors import (
     BadFrameError,
-    ErrorCode,
     FrameTooLargeError,
     HelloRequiredError,
     InternalError,
     UnsupportedOpError,
     VersionMismatchError,
     VzError,
+    code_name,
     error_from_os,
 )
 from vzslave.handlers import HELLO, OPS, Call, Node, check_args
@@ -71,11 +71,8 @@ def error_frame(call_id: Optional[int], exc: BaseException) -> Error:
         err = InternalError("internal error in vzslave ({}: {}); the node's vzslave log "
                             "has the traceback".format(type(exc).__name__, exc))
     code = err.code_number
-    try:
-        name = ErrorCode(code).name
-    except ValueError:
-        name = "UNKNOWN"
-    return Error(call_id, code, name, _printable(err.message), _printable(err.details))
+    return Error(call_id, code, code_name(code), _printable(err.message),
+                 _printable(err.details))
 
 
 def _printable(value: Any) -> Any:

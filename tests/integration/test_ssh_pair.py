@@ -23,7 +23,8 @@ from vzmaster import (
     HostKeyError,
 )
 from vzmaster.digests import DigestCache
-from vzmaster.ssh import _fast_transport, _open_socket
+from vzmaster.transports.paramiko import fast_transport as _fast_transport
+from vzmaster.transports.paramiko import open_socket as _open_socket
 from vzslave.config import Layout, Limits
 from vzslave.handlers import Node
 from vzslave.protocol import READ_SIZE

@@ -4,14 +4,17 @@ import errno
 
 import pytest
 
-from vzslave import errors
+from vzmaster import errors
+from vzslave import errors as errors_module
 from vzslave.errors import (
     CODE_TO_ERROR,
     DiskFullError,
+    Error,
     ErrorCode,
     IOFailureError,
     PermissionDeniedError,
     VzError,
+    code_name,
     error_from_code,
     error_from_os,
 )
@@ -55,3 +58,21 @@ def test_remote_and_transport_errors_are_separate_families():
     assert not issubclass(errors.TransportError, VzError)
     assert issubclass(errors.ProtocolError, errors.TransportError)
     assert issubclass(errors.HostKeyChangedError, errors.HostKeyError)
+
+
+def test_every_vz_error_class_of_the_module_is_found_for_its_code():
+    """CODE_TO_ERROR is derived from the subclasses: none can be left out of it."""
+    classes = {value for value in vars(errors_module).values()
+               if isinstance(value, type) and issubclass(value, VzError) and value is not VzError}
+    assert set(CODE_TO_ERROR.values()) == classes
+    assert all(code is cls.code for code, cls in CODE_TO_ERROR.items())
+
+
+@pytest.mark.parametrize("code,name", [(20, "NO_SUCH_IMAGE"), (99, "INTERNAL"), (777, "UNKNOWN")])
+def test_code_name_names_a_code_and_says_unknown_for_one_this_side_lacks(code, name):
+    assert code_name(code) == name
+
+
+def test_vz_errors_hang_under_the_one_root_and_carry_a_message():
+    exc = DiskFullError("no room", {"free": 0})
+    assert isinstance(exc, Error) and exc.message == "no room" and str(exc) == "no room"

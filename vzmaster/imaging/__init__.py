@@ -11,9 +11,29 @@ chains; ``ociconfig`` makes config.json and checks it with the node's reader;
 the CLI. Every failure is a ``BuildError``.
 """
 
-from vzmaster.imaging.builder import BuildResult, Recipe, build_image
-from vzmaster.imaging.errors import BuildError
-from vzmaster.imaging.pack import ImageSummary, PackResult, inspect_image, render_summary
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vzmaster.imaging.builder import BuildResult, Recipe, build_image
+    from vzmaster.imaging.errors import BuildError
+    from vzmaster.imaging.pack import ImageSummary, PackResult, inspect_image, render_summary
 
 __all__ = ["BuildError", "BuildResult", "ImageSummary", "PackResult", "Recipe",
            "build_image", "inspect_image", "render_summary"]
+
+# Each public name's module, imported when the name is first used: pyelftools and
+# zstandard cost ~70 ms, which every other vzmaster command (they import the build
+# and inspect subcommands' parser from here) would pay.
+_HOMES = {"BuildError": "errors", "BuildResult": "builder", "Recipe": "builder",
+          "build_image": "builder", "ImageSummary": "pack", "PackResult": "pack",
+          "inspect_image": "pack", "render_summary": "pack"}
+
+
+def __getattr__(name: str) -> Any:
+    """The public name ``name``, from its module."""
+    if name not in _HOMES:
+        raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
+    return getattr(importlib.import_module("vzmaster.imaging." + _HOMES[name]), name)

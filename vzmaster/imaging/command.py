@@ -1,38 +1,29 @@
 """The ``vzmaster build`` and ``vzmaster inspect`` subcommands: this machine, no HOST.
 
-Each sets ``local`` on the parsed arguments: ``vzmaster.cli.main`` runs it instead of
-connecting to a node. A BuildError is printed as ``vzmaster: MESSAGE`` with exit 1.
+They take the CLI's one path (vzmaster/cli.py) as local commands: no node is
+connected; a BuildError is printed as ``vzmaster: MESSAGE`` with exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from vzmaster.imaging.errors import BuildError
+from vzmaster.output import Shown, View
 
-EXIT_FAILED = 1
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except BuildError as error:
-            print("vzmaster: {}".format(error.message), file=sys.stderr)
-            return EXIT_FAILED
-    return run
+if TYPE_CHECKING:
+    from vzmaster.cli import Call
+    from vzmaster.imaging.builder import BuildResult
+    from vzmaster.imaging.pack import ImageSummary
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+def cmd_build(call: Call) -> Shown:
     """Build an image: an OCI bundle from programs, a traced run, a spec or a root."""
     # Imported here: pyelftools and zstandard would slow every other vzmaster command.
     from vzmaster.imaging.builder import Recipe, build_image
-    from vzmaster.imaging.pack import human_size
 
+    args = call.args
     recipe = Recipe(
         args=args.args, ldd=args.ldd, strace=shlex.split(args.strace) if args.strace else (),
         strace_for=args.strace_for,
@@ -41,30 +32,39 @@ def cmd_build(args: argparse.Namespace) -> int:
         user=args.user, readonly=args.readonly, binds=args.bind, tmpfs=args.tmpfs,
         rlimits=args.rlimit, cap_add=args.cap_add, cap_drop=args.cap_drop,
         node_dns=args.node_dns, seccomp=args.seccomp)
-    result = build_image(recipe, args.output)
+    return Shown([build_view(build_image(recipe, args.output))])
+
+
+def cmd_inspect(call: Call) -> Shown:
+    """Show an image's config summary, file count, size and sha256."""
+    from vzmaster.imaging.pack import inspect_image
+
+    return Shown([summary_view(inspect_image(call.args.image))])
+
+
+def build_view(result: BuildResult) -> View:
+    """A build's result: the image made, and how much of its packages it holds."""
+    from vzmaster.imaging.pack import human_size
+
     image = result.image
-    if args.json:
-        print(json.dumps({"image": image._asdict(), "copied": result.copied,
-                          "traced": result.traced, "packages": result.packages}, indent=2))
-        return 0
-    print("built {}: {} files, {} unpacked, {} packed, sha256 {}".format(
+    lines = ["built {}: {} files, {} unpacked, {} packed, sha256 {}".format(
         image.path, image.files, human_size(image.content_bytes), human_size(image.size),
-        image.sha256))
+        image.sha256)]
     if result.packages:
         total = sum(result.packages.values())
-        print("from packages {} ({} installed): the image holds {:.1%} of that".format(
+        lines.append("from packages {} ({} installed): the image holds {:.1%} of that".format(
             ", ".join(sorted(result.packages)), human_size(total),
             image.content_bytes / total))
-    return 0
+    fields = {"image": image._asdict(), "copied": result.copied, "traced": result.traced,
+              "packages": result.packages}
+    return View(fields, {}, "\n".join(lines))
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    """Show an image's config summary, file count, size and sha256."""
-    from vzmaster.imaging.pack import inspect_image, render_summary
+def summary_view(summary: ImageSummary) -> View:
+    """What inspect found in an image: labelled lines."""
+    from vzmaster.imaging.pack import render_summary
 
-    summary = inspect_image(args.image)
-    print(json.dumps(summary._asdict(), indent=2) if args.json else render_summary(summary))
-    return 0
+    return View(summary._asdict(), {}, render_summary(summary))
 
 
 def add_commands(commands: Any) -> None:
@@ -77,7 +77,7 @@ def add_commands(commands: Any) -> None:
         "build", parents=[common], help=cmd_build.__doc__, description=cmd_build.__doc__,
         usage="vzmaster build (--ldd PROG | --strace CMD | --spec FILE | --from DIR|TARBALL"
               " | --add SRC[:DEST])... [options] -o IMAGE -- ARGS...")
-    build.set_defaults(local=_guarded(cmd_build))
+    build.set_defaults(run=cmd_build, on_node=False)
     sources = build.add_argument_group("what goes in the rootfs (any mix)")
     sources.add_argument("--ldd", action="append", default=[], metavar="PROG",
                          help="an ELF program, its loader and libraries (repeatable)")
@@ -125,4 +125,4 @@ def add_commands(commands: Any) -> None:
     inspect = commands.add_parser("inspect", parents=[common], help=cmd_inspect.__doc__,
                                   description=cmd_inspect.__doc__)
     inspect.add_argument("image", metavar="IMAGE")
-    inspect.set_defaults(local=_guarded(cmd_inspect))
+    inspect.set_defaults(run=cmd_inspect, on_node=False)

@@ -3,13 +3,12 @@
 Building happens on the user's machine, not on a node, so it has no wire error code;
 the CLI prints ``message`` and exits 1. Every module of ``vzmaster.imaging`` raises only
 this, turning OSError, tarfile and ELF errors into it where they happen, so a caller
-catches one thing.
+catches one thing. It hangs under vz's one root, ``Error`` (vzmaster/errors.py draws
+the tree).
 """
 
+from vzslave.errors import Error
 
-class BuildError(Exception):
+
+class BuildError(Error):
     """A build or inspect failed; ``message`` says what and, where it can, what to do."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message

@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vzslave.errors import Error
+
 __all__ = ["Box", "BoxError", "Hub", "ensure_sysvinit", "find_sysvinit",
            "missing_requirements", "sweep_stale"]
 
@@ -62,8 +64,8 @@ _prefix_count = 0
 _spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vz-box-spawner")
 
 
-class BoxError(Exception):
-    """A box or hub could not be created, reached or used."""
+class BoxError(Error):
+    """A box or hub could not be created, reached or used (under vz's one root)."""
 
 
 @functools.cache

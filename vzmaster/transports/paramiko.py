@@ -10,30 +10,33 @@ fastest cipher paramiko has), and the protocol's large data frames.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import select
 import socket
-from typing import Any, Sequence
+from typing import Any, Iterator
 
 import paramiko
 
-from vzmaster.transport import SUBSYSTEM, Transport
-from vzslave.errors import (
+from vzmaster.errors import (
     AuthenticationError,
     ConnectError,
     ConnectionLostError,
     HostKeyChangedError,
     HostKeyError,
 )
+from vzmaster.transports.base import SUBSYSTEM, SSHOptions, Transport
 from vzslave.protocol import READ_SIZE
 
 _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr",
             "aes256-ctr", "aes192-ctr")
 _TOFU_VALUES = ("accept-new", "no", "off")
+_LINK_ERRORS = (OSError, EOFError, paramiko.SSHException)  # a link or a login failed
 
 
-def _fast_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+def fast_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """A paramiko Transport that offers the fastest ciphers first."""
     transport = paramiko.Transport(sock, **kwargs)
     options = transport.get_security_options()
     available = set(options.ciphers)
@@ -93,72 +96,42 @@ class ParamikoTransport(Transport):
         self._drain_in_background(self._drain)
 
     @classmethod
-    def connect(cls, host: str, *, user: str | None = None, port: int | None = None,
-                key_filename: str | Sequence[str] | None = None,
-                password: str | None = None, known_hosts: str | None = None,
-                trust_new_host: bool = False, connect_timeout: float = 15.0,
-                ssh_config: str | None = "~/.ssh/config",
-                sock: socket.socket | None = None) -> ParamikoTransport:
-        """Log in to ``host`` (a name or an alias of ~/.ssh/config) and start vzslave."""
-        entry = _config_entry(host, ssh_config)
-        hostname = entry.get("hostname", host)
-        port = port or int(entry.get("port", 22))
-        user = user or entry.get("user") or getpass.getuser()
-        keys = [key_filename] if isinstance(key_filename, str) else list(key_filename or [])
+    def connect(cls, options: SSHOptions) -> ParamikoTransport:
+        """Log in to ``options.host`` (a name or an alias of ~/.ssh/config), start vzslave."""
+        entry = _config_entry(options.host, options.ssh_config)
+        hostname = entry.get("hostname", options.host)
+        port = options.port or int(entry.get("port", 22))
+        user = options.user or entry.get("user") or getpass.getuser()
+        keys = list(options.key_files)
         keys += [os.path.expanduser(k) for k in entry.get("identityfile", [])
                  if os.path.exists(os.path.expanduser(k))]
+        known_hosts = options.known_hosts
         if known_hosts is None:
             listed = entry.get("userknownhostsfile", "~/.ssh/known_hosts").split()
             known_hosts = os.path.expanduser(listed[0])
-        trust = trust_new_host or entry.get("stricthostkeychecking", "") in _TOFU_VALUES
-        label = "{}@{}".format(user, host)
+        trust = options.trust_new_host or entry.get("stricthostkeychecking", "") in _TOFU_VALUES
+        label = "{}@{}".format(user, options.host)
+        timeout = options.connect_timeout
 
         client = paramiko.SSHClient()
         try:
-            if os.path.exists("/etc/ssh/ssh_known_hosts"):
-                client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
-            if os.path.exists(known_hosts):
-                client.load_host_keys(known_hosts)
-            client.set_missing_host_key_policy(_HostKeyPolicy(trust, known_hosts, port))
-            if sock is None:
-                sock = _open_socket(hostname, port, entry.get("proxycommand"),
-                                    connect_timeout)
-            elif isinstance(sock, socket.socket) and sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client.connect(
-                hostname, port, username=user, password=password,
-                key_filename=keys or None,  # type: ignore[arg-type]  # paramiko takes lists
-                timeout=connect_timeout, banner_timeout=connect_timeout,
-                auth_timeout=connect_timeout, sock=sock, transport_factory=_fast_transport)
-            ssh = client.get_transport()
-            assert ssh is not None
-            channel = ssh.open_session(timeout=connect_timeout)
-            try:
-                channel.invoke_subsystem(SUBSYSTEM)
-            except paramiko.SSHException as exc:
-                raise ConnectError(
-                    "{}: the node has no '{}' SSH subsystem; install vz there and add "
-                    "sshd_config.d/vzslave.conf to its sshd ({})".format(
-                        label, SUBSYSTEM, exc)) from exc
-        except HostKeyError:
-            client.close()
-            raise
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise HostKeyChangedError(
-                "the host key of {} CHANGED: known_hosts has {}, the node shows {}. "
-                "Someone may be intercepting the connection. If the node was reinstalled, "
-                "remove the old key with `ssh-keygen -R {}` and connect again".format(
-                    hostname, exc.expected_key.fingerprint, exc.key.fingerprint,
-                    hostname)) from exc
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            raise AuthenticationError("{}: login refused ({}); check the user, the key "
-                                      "(-i) and the node's authorized_keys".format(
-                                          label, exc)) from exc
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            client.close()
-            raise ConnectError("{}: cannot connect: {}".format(label, exc)) from exc
+            with paramiko_errors(label, hostname):
+                if os.path.exists("/etc/ssh/ssh_known_hosts"):
+                    client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+                if os.path.exists(known_hosts):
+                    client.load_host_keys(known_hosts)
+                client.set_missing_host_key_policy(_HostKeyPolicy(trust, known_hosts, port))
+                sock = options.sock
+                if sock is None:
+                    sock = open_socket(hostname, port, entry.get("proxycommand"), timeout)
+                elif isinstance(sock, socket.socket) and sock.family != socket.AF_UNIX:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client.connect(
+                    hostname, port, username=user, password=options.password,
+                    key_filename=keys or None,  # type: ignore[arg-type]  # paramiko takes lists
+                    timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
+                    transport_factory=fast_transport)
+                channel = _start_vzslave(client, label, timeout)
         except BaseException:
             client.close()
             raise
@@ -169,7 +142,7 @@ class ParamikoTransport(Transport):
         while True:
             try:
                 block = self._channel.recv_stderr(65536)
-            except (OSError, EOFError, paramiko.SSHException):
+            except _LINK_ERRORS:
                 return
             if not block:
                 break
@@ -181,13 +154,10 @@ class ParamikoTransport(Transport):
             self._stderr_line(buffered.decode("utf-8", "replace"))
 
     def send(self, data: bytes) -> None:
-        try:
+        with paramiko_errors(self.name, lost="the link broke while sending"):
             # A memoryview: paramiko's sendall re-slices what is left after each
             # packet, which copies a bytes object every time.
             self._channel.sendall(memoryview(data))  # type: ignore[arg-type]
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectionLostError("{}: the link broke while sending ({})".format(
-                self.name, _why(exc))) from exc
 
     def readable(self) -> bool:
         # No syscall: a select() per chunk cost ~0.4 ms in GIL hand-offs with
@@ -204,21 +174,59 @@ class ParamikoTransport(Transport):
             ready, _, _ = select.select([self._poll_fd], [], [], timeout)
             if not ready:
                 raise TimeoutError()
-        try:
+        with paramiko_errors(self.name, lost="read failed"):
             return channel.recv(READ_SIZE)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectionLostError("{}: read failed ({})".format(
-                self.name, _why(exc))) from exc
 
     def close(self) -> None:
         try:
             self._channel.close()
-        except (OSError, EOFError, paramiko.SSHException):
+        except _LINK_ERRORS:
             pass  # the link is already gone: nothing left to tell the node
         finally:
             if self._client is not None:
                 self._client.close()
         self._wait_for_stderr(5)
+
+
+@contextlib.contextmanager
+def paramiko_errors(label: str, hostname: str = "", lost: str = "") -> Iterator[None]:
+    """Paramiko's failures (and the socket's) as vz's transport errors, in one place.
+
+    While connecting: a changed host key, refused credentials, anything else a
+    ConnectError. With ``lost`` (what was under way on an open link): ConnectionLostError.
+    vz's own errors (an unknown host key, an unreachable port) pass through.
+    """
+    try:
+        yield
+    except paramiko.BadHostKeyException as exc:
+        raise HostKeyChangedError(
+            "the host key of {} CHANGED: known_hosts has {}, the node shows {}. Someone may "
+            "be intercepting the connection. If the node was reinstalled, remove the old "
+            "key with `ssh-keygen -R {}` and connect again".format(
+                hostname, exc.expected_key.fingerprint, exc.key.fingerprint,
+                hostname)) from exc
+    except paramiko.AuthenticationException as exc:
+        raise AuthenticationError("{}: login refused ({}); check the user, the key (-i) and "
+                                  "the node's authorized_keys".format(label, exc)) from exc
+    except _LINK_ERRORS as exc:
+        if lost:
+            raise ConnectionLostError("{}: {} ({})".format(label, lost, _why(exc))) from exc
+        raise ConnectError("{}: cannot connect: {}".format(label, exc)) from exc
+
+
+def _start_vzslave(client: paramiko.SSHClient, label: str,
+                   timeout: float) -> paramiko.Channel:
+    """Open a session channel on the logged-in ``client`` and start the subsystem."""
+    ssh = client.get_transport()
+    assert ssh is not None
+    channel = ssh.open_session(timeout=timeout)
+    try:
+        channel.invoke_subsystem(SUBSYSTEM)
+    except paramiko.SSHException as exc:
+        raise ConnectError(
+            "{}: the node has no '{}' SSH subsystem; install vz there and add "
+            "sshd_config.d/vzslave.conf to its sshd ({})".format(label, SUBSYSTEM, exc)) from exc
+    return channel
 
 
 def _why(exc: BaseException) -> str:
@@ -237,8 +245,8 @@ def _config_entry(host: str, path: str | None) -> dict[str, Any]:
     return dict(config.lookup(host))
 
 
-def _open_socket(hostname: str, port: int, proxy_command: str | None,
-                 timeout: float) -> Any:
+def open_socket(hostname: str, port: int, proxy_command: str | None, timeout: float) -> Any:
+    """A socket to ``hostname``, TCP_NODELAY; ProxyCommand's pipe if ssh_config gives one."""
     if proxy_command:
         return paramiko.ProxyCommand(proxy_command)
     try:

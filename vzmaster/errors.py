@@ -1,0 +1,59 @@
+"""The errors of vz, drawn once; the master's transport errors live here.
+
+Exception tree::
+
+    Exception
+    └── Error                       every error vz raises on purpose (vzslave.errors)
+        ├── VzError                 the node refused or failed a request; crosses the wire
+        │   ├── BadFrameError           10  one subclass per ErrorCode (vzslave/errors.py)
+        │   ├── ...
+        │   └── InternalError           99
+        ├── TransportError          talking to the node failed, on this side of the wire
+        │   ├── ConnectError            could not reach, verify or log in to the node
+        │   │   ├── HostKeyError            unknown host key (not trusted yet)
+        │   │   │   └── HostKeyChangedError the node shows a different key than before
+        │   │   └── AuthenticationError     no offered credential was accepted
+        │   ├── ConnectionLostError     the link dropped while a request was under way
+        │   └── ProtocolError           the peer sent something that is not the vz protocol
+        ├── BuildError              making an image on this machine failed (vzmaster.imaging)
+        └── BoxError                a local test node failed (vzmaster.testing.box)
+
+Every one has ``message``; a ``VzError`` also has ``code`` and ``details``. The master's
+families hang straight from ``Error``, with no master-only base between: nothing catches
+"any failure of this side but not the node's", while ``vzmaster`` (the CLI) catches
+``Error`` once and picks the exit status by family. The node raises only ``VzError``s
+(it never imports this module); ``BuildError`` and ``BoxError`` live with the code that
+raises them.
+"""
+
+from __future__ import annotations
+
+from vzslave.errors import Error
+
+
+class TransportError(Error):
+    """Talking to the node failed on this side: connecting, or the link itself."""
+
+
+class ConnectError(TransportError):
+    """The node could not be reached, verified or logged in to."""
+
+
+class HostKeyError(ConnectError):
+    """The node's host key is not in known_hosts, so it cannot be trusted yet."""
+
+
+class HostKeyChangedError(HostKeyError):
+    """The node's host key differs from the one in known_hosts."""
+
+
+class AuthenticationError(ConnectError):
+    """The node refused every credential offered."""
+
+
+class ConnectionLostError(TransportError):
+    """The link to the node dropped while a request was under way."""
+
+
+class ProtocolError(TransportError):
+    """The peer sent bytes that are not the vz protocol."""
