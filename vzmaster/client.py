@@ -24,6 +24,15 @@ from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Sequence, over
 from vzmaster.digests import DigestCache
 from vzmaster.errors import ConnectError, ConnectionLostError, ProtocolError, TransportError
 from vzmaster.transports import SSHOptions, Transport, connect
+from vzslave.conversation import (
+    ANSWERED,
+    CALL,
+    CLIENT,
+    CLIENT_STREAM,
+    CLOSED,
+    Conversation,
+    ViolationError,
+)
 from vzslave.errors import BadFrameError, FrameTooLargeError, VzError, error_from_code
 from vzslave.names import validate_name
 from vzslave.protocol import (
@@ -100,11 +109,11 @@ class Client:
             transport = connect(options)
         self._transport = transport
         self._decoder = Decoder()
+        self._conversation = Conversation(CLIENT)  # the call rules, checked both ways
         self._ids = itertools.count(1)
         self._closed = False
         self._stream: LogLines | None = None  # a logs call the caller has not finished
         self._in_io = False  # inside a send or a receive: an interruption breaks the stream
-        self._in_step_after: BaseException | None = None  # an abandoned upload, cancelled
         try:
             self.info = self._hello()
         except ConnectionLostError as exc:
@@ -305,23 +314,20 @@ class Client:
         call_id = next(self._ids)
         with self._call_scope():
             self._send(Request(call_id, op, args))
-            return self._result(call_id, self._receive())
+            return self._result(self._receive())
 
     @contextlib.contextmanager
     def _call_scope(self) -> Iterator[None]:
         """Close the session if a call is abandoned midway (Ctrl-C, a local error):
-        the node may be mid-stream and the next call would read its leftovers; but
-        not after an upload the node was told to cancel, which leaves it in step."""
+        the node may be mid-stream and the next call would read its leftovers. A call
+        that ended in step (answered, or an upload the node was told to cancel and
+        answered) leaves the session open: the table says when the ends are in step."""
         try:
             yield
-        except VzError:
-            raise  # the node answered: the session is in step
-        except BaseException as exc:
-            if exc is not self._in_step_after:
+        except BaseException:
+            if not self._conversation.between_calls:
                 self.close()
             raise
-        finally:
-            self._in_step_after = None
 
     def _stream_call(self, op: str, source: BinaryIO, length: int, hasher: Any,
                      digest: str | None, progress: Progress | None, done: int,
@@ -367,55 +373,63 @@ class Client:
                         progress(done, total)
                     early = self._poll()
                     if early is not None:
-                        break  # the node refused mid-stream; it discards data until End
-            except BaseException as exc:
-                self._cancel_stream(call_id, answered=early is not None, exc=exc)
+                        break  # the node answered mid-stream; it drops data until End
+            except BaseException:
+                self._cancel_stream(call_id)
                 raise
             finally:
                 if hashing is not None:
                     chunks.put(None)
                     hashing.join()
             final = digest or hasher.hexdigest()
-            self._send(End(call_id, {"sha256": final}))
-            return self._result(call_id, early if early is not None else self._receive()), final
+            if self._conversation.state != CLOSED:  # else the node said its last
+                self._send(End(call_id, {"sha256": final}))
+            return self._result(early if early is not None else self._receive()), final
 
-    def _cancel_stream(self, call_id: int, answered: bool, exc: BaseException) -> None:
+    def _cancel_stream(self, call_id: int) -> None:
         """End our stream of call ``call_id`` with a Cancel and take the node's final
-        frame, so that the session stays in step after ``exc``; else close it."""
+        frame, so that the session stays in step; else close it."""
         if self._closed or self._in_io:
             return  # a frame may be half sent or half read: only closing is safe
         try:
-            self._send(Cancel(call_id))
-            frame = None if answered else self._receive()
+            if self._conversation.state in (CLIENT_STREAM, ANSWERED):
+                self._send(Cancel(call_id))
+            if self._conversation.state == CALL:
+                self._receive()  # the final frame: the table refuses any other
         except BaseException:
             self.close()
-            return
-        if frame is not None and (frame.id != call_id or not isinstance(frame, (Reply, Error))):
-            self.close()  # not the final frame of this call: out of step
-            return
-        self._in_step_after = exc
 
     def _finish_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
-    def _result(self, call_id: int, frame: Frame) -> dict[str, Any]:
-        if frame.id != call_id and frame.id is not None:
-            self._broken(ProtocolError("a reply for call {} came while waiting for {}".format(
-                frame.id, call_id)))
+    def _stream_next(self) -> bytes | dict[str, Any]:
+        """The next chunk of the node stream in flight, or the call's result."""
+        with self._call_scope():
+            frame = self._receive()
+            return frame.data if isinstance(frame, Data) else self._result(frame)
+
+    def _stream_cancel(self, call_id: int) -> None:
+        """Ask the node to stop the stream of call ``call_id``; its final frame follows."""
+        with self._call_scope():
+            self._send(Cancel(call_id))
+
+    def _result(self, frame: Frame) -> dict[str, Any]:
+        """The result of a call's final frame (the table let no other through), or the
+        node's error raised."""
         if isinstance(frame, Reply):
             return frame.result
-        if isinstance(frame, Error):
-            if frame.id is None:  # the node closes after this: nothing can follow
-                self.close()
-            raise error_from_code(frame.code, frame.message, frame.details)
-        self._broken(ProtocolError("unexpected {} frame from the node".format(
-            type(frame).__name__.lower())))
-        raise AssertionError("unreachable")
+        assert isinstance(frame, Error)
+        raise error_from_code(frame.code, frame.message, frame.details)
 
     def _send(self, frame: Frame) -> None:
         if self._closed:
             raise ConnectionLostError("this client is closed; open a new one")
+        try:
+            self._conversation.send(frame)
+        except ViolationError as exc:  # a bug of ours; the node would end the session
+            self._broken(ProtocolError("vzmaster broke the protocol: {}".format(exc)))
         data = encode(frame)
         self._in_io = True
         try:
@@ -425,6 +439,7 @@ class Client:
         self._in_io = False
 
     def _receive(self, timeout: float | None = None) -> Frame:
+        """The next frame from the node, checked against the table."""
         while True:
             try:
                 frame = self._decoder.next_frame()
@@ -432,6 +447,12 @@ class Client:
                 self._broken(ProtocolError("the node sent garbage: {} (is something on the "
                                            "node printing to vzslave's stdout?)".format(exc)))
             if frame is not None:
+                try:
+                    self._conversation.receive(frame)
+                except ViolationError as exc:
+                    self._broken(ProtocolError("the node broke the protocol: {}".format(exc)))
+                if self._conversation.state == CLOSED:
+                    self.close()  # the node ends the session after this frame
                 return frame
             if self._decoder.eof:
                 self._broken(self._transport.failure())
@@ -504,18 +525,16 @@ class LogLines:
                     line, self._partial = self._partial, b""
                     return line.decode("utf-8", "replace")
                 raise StopIteration
-            self._take(self._next_frame())
+            self._take_next()
         return self._lines.pop(0).decode("utf-8", "replace")
 
     def close(self) -> None:
         """Stop the stream (a follow never ends by itself); safe to call twice."""
         if self._done:
             return
-        self._client._send(Cancel(self._id))
+        self._client._stream_cancel(self._id)
         while not self._done:
-            frame = self._next_frame()
-            if not isinstance(frame, Data):
-                self._take(frame)
+            self._take_next(keep=False)
         self._lines.clear()
 
     def __enter__(self) -> LogLines:
@@ -524,19 +543,19 @@ class LogLines:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _next_frame(self) -> Frame:
-        with self._client._call_scope():
-            return self._client._receive()
-
-    def _take(self, frame: Frame) -> None:
-        if isinstance(frame, Data) and frame.id == self._id:
-            lines = (self._partial + frame.data).split(b"\n")
+    def _take_next(self, keep: bool = True) -> None:
+        try:
+            item = self._client._stream_next()
+        except VzError:
+            self._done = True  # the node's error was the call's final frame
+            raise
+        if isinstance(item, bytes):
+            if not keep:
+                return
+            lines = (self._partial + item).split(b"\n")
             self._partial = lines.pop()
             self._lines.extend(lines)
             return
         self._done = True
-        if self._client._stream is self:
-            self._client._stream = None
-        result = self._client._result(self._id, frame)  # raises the node's error
-        inode, offset = result["cursor"]
+        inode, offset = item["cursor"]
         self.cursor = (int(inode), int(offset))

@@ -107,7 +107,6 @@ class Op(NamedTuple):
     handler: Handler
     required: Dict[str, Spec]
     optional: Dict[str, Tuple[Spec, Any]]  # name -> (spec, default)
-    client_stream: bool = False  # data frames and an end frame follow the request
 
 
 def check_args(op_name: str, op: Op, raw: Dict[str, Any]) -> Args:
@@ -330,7 +329,7 @@ OPS: Dict[str, Op] = {
     "image.list": Op(op_image_list, {}, {}),
     "image.probe": Op(op_image_probe, {"name": str}, {}),
     "image.put": Op(op_image_put, {"name": str, "size": IMAGE_SIZE},
-                    {"offset": (IMAGE_SIZE, 0)}, client_stream=True),
+                    {"offset": (IMAGE_SIZE, 0)}),  # a client stream: conversation.STREAMS
     "image.remove": Op(op_image_remove, {"name": str}, {}),
     "bundle.unpack": Op(op_bundle_unpack, {"image": str, "name": str},
                         {"keep_setid": (bool, False)}),
@@ -352,5 +351,3 @@ OPS: Dict[str, Op] = {
         "cursor": (Fixed((Num(int, 0, UINT64_MAX), Num(int, 0, INT64_MAX, "bytes"))), None),
         "follow": (bool, False)}),
 }
-
-HELLO = "hello"

@@ -2,7 +2,8 @@
 
 ``serve(read, write, node)`` runs one session over any byte pipe (stdin/stdout under
 sshd, a paramiko channel in tests); ``main()`` binds it to fds 0 and 1. Requests are
-served one at a time, in order (docs/protocol.md, "Calls").
+served one at a time, in order; the call rules are vzslave/conversation.py's table
+(docs/protocol.md, "Calls"), which the session drives.
 """
 
 import argparse
@@ -18,21 +19,29 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from vzslave import __version__, fs
 from vzslave.config import DEFAULT_ROOT, Layout, Limits
+from vzslave.conversation import (
+    ANSWERED,
+    CLIENT_STREAM,
+    CLOSED,
+    NODE,
+    NODE_STREAM,
+    STREAMS,
+    Conversation,
+    ViolationError,
+)
 from vzslave.errors import (
     BadFrameError,
     FrameTooLargeError,
     HelloRequiredError,
     InternalError,
     UnsupportedOpError,
-    VersionMismatchError,
     VzError,
     code_name,
     error_from_os,
 )
-from vzslave.handlers import HELLO, OPS, Call, Node, check_args
+from vzslave.handlers import OPS, Call, Node, check_args
 from vzslave.protocol import (
     READ_SIZE,
-    Cancel,
     Data,
     Decoder,
     End,
@@ -86,6 +95,14 @@ def _printable(value: Any) -> Any:
     return value
 
 
+def _node_shape(op: str) -> str:
+    # The node holds its client to the ops that take a client stream. Any other call
+    # may stream to the client, as its handler decides: a plain call is a node stream
+    # of no data frames. (The client holds the node to the op's listed shape.)
+    shape = STREAMS.get(op)
+    return CLIENT_STREAM if shape == CLIENT_STREAM else NODE_STREAM
+
+
 class Session:
     """One client's conversation with the node."""
 
@@ -96,22 +113,17 @@ class Session:
         self._wait = wait or (lambda timeout: True)
         self._node = node
         self._decoder = Decoder()
-        self._negotiated = False
+        self._conversation = Conversation(NODE, _node_shape)
 
     def run(self) -> None:
         """Serve requests until the client closes or breaks the protocol."""
         try:
             while True:
-                frame = self._next()
-                if frame is None:
+                request = self._next()  # between calls the table lets only requests act
+                if request is None:
                     return
-                if isinstance(frame, Request):
-                    self._handle(frame)
-                elif isinstance(frame, Cancel):
-                    continue  # it raced the end of the call it meant: nothing to stop
-                else:
-                    self._violation(frame, "a {} frame outside any call that streams".format(
-                        _kind(frame)))
+                assert isinstance(request, Request)
+                self._handle(request)
         except _Disconnect:
             return
 
@@ -119,91 +131,88 @@ class Session:
         started = time.monotonic()
         fs.set_activity(request.op)  # named in the locks this call takes
         call = Call(request.id, self._receive, self._send_data, self._cancelled)
-        op = OPS.get(request.op)
         outcome = "ok"
         try:
-            if request.op != HELLO and not self._negotiated:
+            if self._conversation.hello_required:
                 raise HelloRequiredError("send hello before {}".format(request.op))
+            op = OPS.get(request.op)
             if op is None:
                 raise UnsupportedOpError("this node does not know the op {!r} (vzslave {})"
                                          .format(request.op, __version__),
                                          {"op": request.op})
             args = check_args(request.op, op, request.args)
-            result = op.handler(self._node, call, args)
-            if request.op == HELLO:
-                self._negotiated = True
-            self._send(Reply(request.id, result))
+            self._send(Reply(request.id, op.handler(self._node, call, args)))
         except _Disconnect:
             raise
         except Exception as exc:
             frame = error_frame(request.id, exc)
             outcome = frame.name
             self._send(frame)
-            if isinstance(exc, VersionMismatchError):
-                raise _Disconnect() from exc
         finally:
             log.info("call %s %s: %s in %.3fs", request.id, request.op, outcome,
                      time.monotonic() - started)
-        if op is not None and op.client_stream and not call.ended:
-            self._drain(call)
+        while self._conversation.state == ANSWERED:
+            # The call was answered while the client was still streaming to it: its
+            # data is dropped until its End (or Cancel), after which the session goes on.
+            if self._next() is None:
+                raise _Disconnect()
+        if self._conversation.state == CLOSED:  # VERSION_MISMATCH
+            raise _Disconnect()
 
     def _receive(self, call: Call) -> Iterator[bytes]:
-        while True:
+        while self._conversation.state == CLIENT_STREAM:
             frame = self._next()
             if frame is None:
                 raise _Disconnect()  # the client vanished mid-stream; handlers clean up
-            if isinstance(frame, Data) and frame.id == call.id:
+            if isinstance(frame, Data):
                 yield frame.data
-            elif isinstance(frame, End) and frame.id == call.id:
+            elif isinstance(frame, End):
                 call.trailer = frame.trailer
                 call.ended = True
-                return
-            elif isinstance(frame, Cancel) and frame.id == call.id:
-                # The client abandons its stream: it ends here, without an End.
+            else:  # its Cancel: the client abandons its stream, which ends here
                 call.ended = call.aborted = True
-                return
-            elif not isinstance(frame, Cancel):  # a cancel of another call: ignored
-                self._violation(frame, "call {} is streaming, but a {} frame for {} "
-                                "came".format(call.id, _kind(frame), frame.id))
 
     def _send_data(self, call: Call, data: bytes) -> None:
         self._send(Data(call.id, data))
 
     def _cancelled(self, call: Call, timeout: float) -> bool:
-        # While the node streams, the only frame a client may send is a Cancel.
-        frame = self._buffered()
-        if frame is None:
-            if self._decoder.eof:
-                raise _Disconnect()
-            if not self._wait(timeout):
-                return False
-            frame = self._next()
-            if frame is None:
-                raise _Disconnect()
-        if isinstance(frame, Cancel):
-            return frame.id == call.id  # a cancel of another call is ignored
-        self._violation(frame, "call {} is streaming to the client, but a {} frame "
-                        "came".format(call.id, _kind(frame)))
+        # While the node streams, the frames that act are the call's own Cancels.
+        if self._take_buffered():
+            return True
+        if not self._decoder.eof and self._wait(timeout):
+            self._read_more()
+            if self._take_buffered():
+                return True
+        if self._decoder.eof:
+            raise _Disconnect()
         return False
 
-    def _drain(self, call: Call) -> None:
-        # The call failed while the client was still streaming to it: its data is
-        # dropped until its End frame, after which the session goes on.
-        for _ in self._receive(call):
-            pass
-
-    def _next(self) -> Optional[Frame]:
+    def _take_buffered(self) -> bool:
+        """Take the complete frames already read; True if one of them acts. No I/O."""
+        acted = False
         while True:
             frame = self._buffered()
-            if frame is not None:
+            if frame is None:
+                return acted
+            acted = self._check(frame) or acted
+
+    def _next(self) -> Optional[Frame]:
+        """The next frame that acts, as the table says; None at EOF."""
+        while True:
+            frame = self._buffered()
+            if frame is None:
+                if self._decoder.eof:
+                    return None
+                self._read_more()
+            elif self._check(frame):
                 return frame
-            if self._decoder.eof:
-                return None
-            try:
-                data = self._read()
-            except OSError as exc:  # the pipe itself failed: as good as closed
-                raise _Disconnect() from exc
-            self._decoder.feed(data)
+
+    def _read_more(self) -> None:
+        try:
+            data = self._read()
+        except OSError as exc:  # the pipe itself failed: as good as closed
+            raise _Disconnect() from exc
+        self._decoder.feed(data)
 
     def _buffered(self) -> Optional[Frame]:
         """A complete frame already read, if there is one; no I/O."""
@@ -213,26 +222,25 @@ class Session:
             self._send(error_frame(None, exc))
             raise _Disconnect() from exc
 
-    def _violation(self, frame: Frame, what: str) -> None:
-        # A reply or error has the wrong type for this direction: a bad frame, whose
-        # id is not trusted (nil); other misplaced frames name the call they meant.
-        if isinstance(frame, (Reply, Error)):
-            call_id = None
-            what = "{} frames go from the node to the client; {}".format(_kind(frame), what)
-        else:
-            call_id = frame.id
-        self._send(error_frame(call_id, BadFrameError("protocol violation: " + what)))
-        raise _Disconnect()
+    def _check(self, frame: Frame) -> bool:
+        """Pass a client's frame through the table: False if it is to be ignored."""
+        try:
+            return self._conversation.receive(frame)
+        except ViolationError as exc:
+            self._send(error_frame(exc.call_id, BadFrameError(
+                "protocol violation: {}".format(exc))))
+            raise _Disconnect() from exc
 
     def _send(self, frame: Frame) -> None:
+        try:
+            self._conversation.send(frame)
+        except ViolationError as exc:  # a bug of this node's: say so (INTERNAL), end
+            self._send(error_frame(None, exc))
+            raise _Disconnect() from exc
         try:
             self._write(encode(frame))
         except OSError as exc:  # the client is gone; nobody is left to tell
             raise _Disconnect() from exc
-
-
-def _kind(frame: Frame) -> str:
-    return type(frame).__name__.lower()
 
 
 def serve(read: Read, write: Write, node: Node, wait: Optional[Wait] = None) -> None:

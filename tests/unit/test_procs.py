@@ -85,8 +85,7 @@ def start_in(rootfs, how, below=""):
             else:
                 os.chroot(os.path.join(rootfs, below.lstrip("/")))
             os.write(writer, b"in")
-            os.execv("/bin/busybox" if not below else "/proc/self/exe",
-                     ["sleep", "30"])
+            os.execv("/bin/busybox" if not below else "/busybox", ["sleep", "30"])
         finally:
             os._exit(127)
     os.close(writer)

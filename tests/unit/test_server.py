@@ -273,3 +273,29 @@ def test_random_bytes_after_hello_get_an_error_or_a_clean_close(node, chunks):
         assert isinstance(frame, (Reply, Error))
         if isinstance(frame, Error):
             assert frame.code != ErrorCode.INTERNAL, frame.message
+
+
+def test_a_frame_of_the_nodes_own_that_breaks_the_rules_ends_the_session_with_internal(
+        node, monkeypatch):
+    """When a handler streams to the client during a client stream (a bug of the
+    node), the client is told INTERNAL without an id, and the session ends."""
+    def streams_back(node, call, args):
+        call.send(b"x")
+        return {}
+    monkeypatch.setitem(OPS, "image.put", OPS["image.put"]._replace(handler=streams_back))
+    frames = session(node, HELLO, encode(Request(2, "image.put", {"name": "a", "size": 3})),
+                     encode(Request(3, "image.list", {})))
+    assert (frames[1].id, frames[1].code) == (None, ErrorCode.INTERNAL)
+    assert len(frames) == 2
+
+
+def test_a_plain_ops_handler_may_stream_to_the_client(node, monkeypatch):
+    """The node holds its client to the listed client streams; what its own handlers
+    send back is theirs to decide (the client checks it against the op's shape)."""
+    def send_three(node, call, args):
+        for _ in range(3):
+            call.send(b"x")
+        return {}
+    monkeypatch.setitem(OPS, "image.list", Op(send_three, {}, {}))
+    frames = session(node, HELLO, encode(Request(2, "image.list", {})))
+    assert frames[1:] == [Data(2, b"x")] * 3 + [Reply(2, {})]
