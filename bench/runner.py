@@ -8,7 +8,7 @@ exec to exit, timed by the parent (posix_spawn + waitpid), round robin:
     python3 -IS -c pass          the interpreter's floor, which the launcher pays
     chroot ROOTFS /bin/true      the floor of any chroot runner
     vzrun, plain bundle          the builtin runner as init runs it, mounts prepared
-                                 (runner.prepare, as container.start does): no namespace
+                                 (mounts.prepare, as container.start does): no namespace
     vzrun, runc-spec bundle      the same runner on `runc spec`'s config: 5 namespaces
                                  (pid: a monitor forks), caps, no_new_privileges, ro root
     vzrun, plain + seccomp       the plain bundle with `vzmaster build`'s default seccomp
@@ -59,7 +59,7 @@ from typing import Any, Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vzmaster.imaging.ociconfig import default_seccomp  # noqa: E402
-from vzslave import linux, oci, runner  # noqa: E402
+from vzslave import linux, mounts, oci  # noqa: E402
 from vzslave.containers import _LAUNCHER, BACKOFF  # noqa: E402
 
 BUSYBOX = "/bin/busybox"
@@ -120,7 +120,7 @@ class State:
         self.plans[name] = plan
         self.save(name)
         if not any(ns["type"] == "mount" for ns in plan["namespaces"]):
-            runner.prepare(plan)
+            mounts.prepare(plan)
         return plan
 
     def save(self, name: str) -> None:
@@ -138,7 +138,7 @@ class State:
     def release(self) -> None:
         """Unmount what prepare mounted."""
         for plan in self.plans.values():
-            runner.release(plan)
+            mounts.release(plan)
 
 
 class CrunNamespace:

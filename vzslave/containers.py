@@ -6,8 +6,8 @@ and a state directory, ROOT/containers/NAME/:
     settings.json   what was asked (wanted state, runtime, log limits), the entry id,
                     the bundle tree in use, and the flags of a start or stop under way
     plan.marshal    the exec plan the runner reads at every spawn (vzslave/oci.py)
-    run             the runner's record of the current spawn (vzslave/runner.py)
-    mounts          the boot id under which the plan's mounts were prepared
+    run             the runner's record of the current spawn (vzslave/runrecord.py)
+    mounts          the boot id under which the plan's mounts were prepared (runio.py)
 
 The inittab is the source of truth for "enabled": an entry the sysadmin commented
 out or deleted while the container was wanted running is *disabled by the
@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set
 
-from vzslave import fs, linux, logs, oci, procs, runner
+from vzslave import fs, linux, logs, mounts, oci, procs, runner
 from vzslave.bundles import BundleStore
 from vzslave.config import Layout
 from vzslave.errors import (
@@ -60,6 +60,8 @@ from vzslave.inittab import (
 from vzslave.names import validate_name
 from vzslave.policy import load_policy
 from vzslave.records import ContainerStatus
+from vzslave.runio import RunnerError, os_message
+from vzslave.runrecord import read_run_record, record_number
 
 RUNTIMES = ("builtin", "runc", "crun")
 DEFAULT_GRACE = 10.0  # seconds between TERM and KILL at stop
@@ -212,7 +214,7 @@ class Containers:
                     self._write_plan(name, plan)
                     self._install_launcher()
                     fs.unlink_quietly(self._run_path(name))
-                    runner.prepare(plan)  # no-op for runc/crun and mount-namespace plans
+                    mounts.prepare(plan)  # no-op for runc/crun and mount-namespace plans
                     self._apply(tab, _with_entry(text, sup.dialect, self.layout.launcher,
                                                  name, settings["id"], entry is not None))
             if not already:
@@ -359,7 +361,7 @@ class Containers:
         policy = load_policy(self.layout.policy)
         policy.check_config(config, tree)  # first: a refusal names the policy's field
         plan = oci.build_plan(config, tree, name)
-        check_bind_sources(plan)
+        mounts.check_bind_sources(plan)
         kind = settings.get("runtime", "builtin")
         if kind not in RUNTIMES:
             raise BadRequestError("runtime must be one of {}, not {!r}".format(
@@ -516,7 +518,7 @@ class Containers:
                 subprocess.run(runner.runtime_command(plan, "delete", "--force", "vz-" + name),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, timeout=30, check=False)
-            stuck = runner.release(plan)
+            stuck = mounts.release(plan)
             if stuck:
                 raise BusyError("container {!r} is stopped, but these mounts could not be "
                                 "released: {}".format(name, ", ".join(stuck)),
@@ -527,20 +529,11 @@ class Containers:
         self.bundles.collect_garbage(name)
 
     def _end_processes(self, name: str, plan: Dict[str, Any], grace: float) -> None:
-        record = runner.read_run_record(self._run_path(name))
-        groups = []
-        pid = _int(record.get("pid"))
-        if pid and _same_process(pid, record):
-            group = procs.process_group(pid)
-            if group:
-                groups.append(group)
+        record = read_run_record(self._run_path(name))
         # A runner spawned by init but not yet in its rootfs: "vzrun\0NAME\0".
         command = "{}\0{}\0".format(self.layout.launcher, name).encode()
-
-        def find() -> Dict[int, int]:
-            return procs.container_processes(plan["rootfs"], groups, command)
-
-        survivors = procs.end_processes(find, grace)
+        survivors = procs.end_container(plan["rootfs"], record_number(record, "pid"),
+                                        record.get("ticks"), command, grace)
         if survivors:
             raise BusyError("container {!r}: processes {} survive SIGKILL (stuck in the "
                             "kernel?); stop it again later".format(name, survivors),
@@ -585,12 +578,12 @@ class Containers:
             text = self._read_inittab()
         if settings is None:
             settings = self._settings(name)
-        record = runner.read_run_record(self._run_path(name))
+        record = read_run_record(self._run_path(name))
         entry = (entries.get(name) if entries is not None
                  else _entry(text, self.layout.launcher, name))
         now = time.time()
-        pid = _int(record.get("pid"))
-        alive = pid is not None and _same_process(pid, record)
+        pid = record_number(record, "pid")
+        alive = pid > 0 and procs.same_process(pid, record.get("ticks"))
         uptime = None
         if settings.get("wanted") != "running":
             state = "stopped"
@@ -605,7 +598,7 @@ class Containers:
             uptime = max(now - float(record.get("started", now)), 0.0)
         else:
             state = "restarting"
-        spawns = _int(record.get("spawns")) or 0
+        spawns = record_number(record, "spawns")
         next_retry = record.get("next_start")
         last_run = record.get("last_run")
         return ContainerStatus(
@@ -686,13 +679,6 @@ def _with_entry(text: str, dialect: Dialect, launcher: str, name: str, entry_id:
     return add_entry(text, dialect, launcher, name, entry_id)
 
 
-def _int(value: Optional[str]) -> Optional[int]:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
 def _fit_default_capabilities(plan: Dict[str, Any]) -> None:
     """vz's default set, less what this node's bounding set lacks (some guests), warned.
 
@@ -725,13 +711,6 @@ def _bounding_set() -> int:
     return (1 << 64) - 1  # unknown: let the spawn say what it cannot have
 
 
-def _same_process(pid: int, record: Dict[str, str]) -> bool:
-    """Whether ``pid`` still runs and is the process the run record names (not a pid
-    reused since: the record keeps its start time)."""
-    started = procs.start_time(pid)
-    return started is not None and record.get("ticks", str(started)) == str(started)
-
-
 def _seconds_in(path: str) -> float:
     """The number of seconds a test wrote into ``path``; 0 without one."""
     try:
@@ -743,15 +722,45 @@ def _seconds_in(path: str) -> float:
 
 
 def probe_pivot_root(rootfs: str) -> Optional[str]:
-    """None if the runner can pivot_root into ``rootfs`` here; else why not."""
-    from vzslave.mounts import probe_pivot_root as probe
-    return probe(rootfs)
+    """None if a container can enter ``rootfs`` with pivot_root on this node; else why not.
+
+    Tried for real in a throwaway child: a private mount namespace, the rootfs bound
+    onto itself, pivot_root, the old root detached. It fails on kernels or guests that
+    refuse new mount namespaces (some OpenVZ 6 guests) or where the root is an
+    initramfs (pivot_root cannot move it).
+    """
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child; the parent reads its verdict
+        try:
+            os.close(reader)
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+            linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
+            runner.pivot_into(rootfs)
+            os.write(writer, b"ok")
+        except BaseException as exc:
+            text = exc.message if isinstance(exc, RunnerError) else (
+                os_message(exc) if isinstance(exc, OSError) else repr(exc))
+            os.write(writer, text.encode("utf-8", "replace")[:1000])
+        finally:
+            os._exit(0)
+    os.close(writer)
+    try:
+        verdict = b""
+        while True:
+            data = os.read(reader, 4096)
+            if not data:
+                break
+            verdict += data
+    finally:
+        os.close(reader)
+        os.waitpid(child, 0)
+    if verdict == b"ok":
+        return None
+    return verdict.decode("utf-8", "replace") or "the probe process died"
 
 
-def check_bind_sources(plan: Dict[str, Any]) -> None:
-    """Refuse, at start, a bind source the runner would refuse at every spawn."""
-    from vzslave.mounts import check_bind_sources as check
-    check(plan)
 
 
 def _no_such(name: str) -> str:

@@ -33,6 +33,7 @@ else:
     import _signal  # builtin and already loaded; "signal" would import enum
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+LEFTOVER_GRACE = 1.0  # seconds between TERM and KILL for what an ended instance left
 _MAX_DEPTH = 4096  # ".." steps from a process's root before the walk gives up
 
 
@@ -73,6 +74,13 @@ def start_time(pid: int) -> "Optional[int]":
 def is_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     return start_time(pid) is not None
+
+
+def same_process(pid: int, ticks: "Optional[str]") -> bool:
+    """True if ``pid`` runs and started at ``ticks`` (its start time as a record keeps it,
+    as text): not a pid reused since. None accepts any start time (an older record)."""
+    started = start_time(pid)
+    return started is not None and (ticks is None or ticks == str(started))
 
 
 def key_of(path: str) -> "Key":
@@ -186,6 +194,17 @@ def end_processes(find: "Finder", grace: float, kill_wait: float = 5.0,
         time.sleep(poll)
         found = find()
     return sorted(found)
+
+
+def end_container(rootfs: str, runner: int, ticks: "Optional[str]", command: bytes,
+                  grace: float) -> "List[int]":
+    """End a container's processes as ``stop`` does: those whose root is ``rootfs`` or
+    below, the process group of its ``runner`` pid (if still the process started at
+    ``ticks``), and those whose command line holds ``command``; the pids that survive
+    SIGKILL (see end_processes)."""
+    group = process_group(runner) if runner and same_process(runner, ticks) else None
+    groups = [group] if group else []
+    return end_processes(lambda: container_processes(rootfs, groups, command), grace)
 
 
 def freeze(found: "Found") -> None:

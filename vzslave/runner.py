@@ -15,12 +15,11 @@ start (vzslave/containers.py), without CAP_SYS_CHROOT.
 
 Speed matters, so this module imports almost nothing at the top: no typing (~10 ms),
 json, re, socket, signal (enum) or ctypes; ``vzslave.linux`` reaches libc only when a
-syscall Python lacks is needed, and the plan is marshal, not JSON.
-
-The run record, ROOT/containers/NAME/run, is ``key value`` lines (``RUN_KEYS``) that
-vzslave reads for ``status``; ``read_run_record`` parses it. Its ``state`` is waiting
-(backoff), running, failed (a step failed: ``last_error``) or exited (the monitor saw
-the app end: ``last_exit``, ``last_run``).
+syscall Python lacks is needed, and the plan is marshal, not JSON. Its other imports
+are leaves: its I/O and error (vzslave/runio.py), the run record it keeps at every spawn
+(vzslave/runrecord.py), the states (vzslave/states.py). The mount code
+(vzslave/mounts.py) and the monitor (vzslave/monitor.py) are imported only by a spawn
+that needs them.
 """
 
 import marshal
@@ -29,6 +28,14 @@ import sys
 import time
 
 from vzslave import linux, procs
+from vzslave.runio import RunnerError, boot_marked, os_message, write_quietly
+from vzslave.runrecord import (
+    read_run_record,
+    record_number,
+    store_run_record,
+    write_run_record,
+)
+from vzslave.states import RunState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,21 +45,7 @@ if TYPE_CHECKING:
 else:
     import _signal  # builtin and already loaded; "signal" would import enum
 
-RUN_KEYS = ("pid", "ticks", "state", "started", "next_start", "streak", "spawns",
-            "last_run", "last_exit", "last_error", "supervisor", "recent")
 IDLE = 60.0  # seconds a runner that cannot make progress sleeps, so init does not spin
-_RELAYED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
-LEFTOVER_GRACE = 1.0  # seconds between TERM and KILL for what an ended instance left
-DRAIN = 2.0  # seconds the monitor reads output left in the pipe after the app ended
-
-
-class RunnerError(Exception):
-    """A step of the runner failed; ``step`` names it, ``message`` says why."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__("{}: {}".format(step, message))
-        self.step = step
-        self.message = message
 
 
 class Spawn(object):
@@ -73,22 +66,18 @@ class Spawn(object):
     def say(self, text: str) -> None:
         """Write one diagnostic line to the log (fd 2)."""
         line = "vz: {}: {}\n".format(self.name, text.replace("\n", " "))
-        _write_all(2, line.encode("utf-8", "replace"))
+        write_quietly(2, line.encode("utf-8", "replace"))
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError:
-        pass  # diagnostics are best effort: nowhere left to report to
+    def store(self) -> bool:
+        """Write the spawn's record: by path, or through the fd kept open into the rootfs."""
+        return store_run_record(self.record_path, self.record, self.record_fd)
 
 
 def main(argv: "List[str]", root: str) -> None:
     """Set up container ``argv[0]`` as its plan says and exec its app; init's entry point."""
     name = argv[0] if len(argv) == 1 else ""
     if not name or "/" in name or name.startswith("."):
-        _write_all(2, b"usage: vzrun NAME\n")
+        write_quietly(2, b"usage: vzrun NAME\n")
         time.sleep(IDLE)
         sys.exit(2)
     try:
@@ -107,14 +96,9 @@ def main(argv: "List[str]", root: str) -> None:
     except RunnerError as exc:
         fail(spawn, exc.step, exc.message)
     except OSError as exc:
-        fail(spawn, step, _os_message(exc))
+        fail(spawn, step, os_message(exc))
     except Exception as exc:  # a plan of the wrong shape: report it, never spin
         fail(spawn, step, "bad plan or runner bug: {!r}".format(exc))
-
-
-def _os_message(exc: OSError) -> str:
-    return "{}{}".format(exc.strerror or exc, " ({})".format(exc.filename)
-                         if exc.filename else "")
 
 
 def _note(path: str, line: str) -> None:
@@ -122,14 +106,15 @@ def _note(path: str, line: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     except OSError:
         fd = 2
-    _write_all(fd, line.encode("utf-8", "replace"))
+    write_quietly(fd, line.encode("utf-8", "replace"))
 
 
 def fail(spawn: Spawn, step: str, message: str, line: "Optional[str]" = None) -> None:
     """Report a failed step to the log and the run record, then exit 127 (steps 3-19)."""
     spawn.say(line or "cannot start: {}: {}".format(step, message))
-    spawn.record.update(state="failed", last_error=line or "{}: {}".format(step, message))
-    if not store_record(spawn):
+    spawn.record.update(state=RunState.FAILED,
+                        last_error=line or "{}: {}".format(step, message))
+    if not spawn.store():
         time.sleep(IDLE)  # no record, no backoff: pace the retries here instead
     os._exit(127)
 
@@ -151,63 +136,9 @@ def load_plan(root: str, name: str) -> "Plan":
     return plan
 
 
-def read_run_record(path: str) -> "Dict[str, str]":
-    """The run record at ``path`` as a dict of strings; {} if there is none."""
-    try:
-        with open(path, "rb") as source:
-            text = source.read().decode("utf-8", "replace")
-    except OSError:
-        return {}
-    record = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key:
-            record[key] = value
-    return record
-
-
-def render_run_record(record: "Dict[str, str]") -> bytes:
-    """The text of a run record: one ``key value`` line per key of RUN_KEYS."""
-    return "".join("{} {}\n".format(key, str(record.get(key, "")).replace("\n", " "))
-                   for key in RUN_KEYS).encode("utf-8", "replace")
-
-
-def write_run_record(path: str, record: "Dict[str, str]") -> None:
-    """Replace the run record at ``path`` atomically (no fsync: it is rewritten often)."""
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, ".{}.{}".format(base, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        _write_all(fd, render_run_record(record))
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
-def store_record(spawn: Spawn) -> bool:
-    """Write the spawn's record: by path, or through the fd kept open into the rootfs."""
-    try:
-        if spawn.record_fd < 0:
-            write_run_record(spawn.record_path, spawn.record)
-        else:  # in the rootfs or after setuid the state directory is out of reach: rewrite in place
-            data = render_run_record(spawn.record)
-            os.pwrite(spawn.record_fd, data, 0)
-            os.ftruncate(spawn.record_fd, len(data))
-        return True
-    except OSError:
-        return False
-
-
 def backoff_delay(streak: int, initial: float, maximum: float) -> float:
     """Seconds to wait before a spawn after ``streak`` short runs in a row."""
     return 0.0 if streak <= 0 else min(initial * 2 ** (streak - 1), maximum)
-
-
-def _int(value: "Optional[str]") -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
 
 
 def pace_restarts(spawn: Spawn, now: float) -> None:
@@ -216,33 +147,33 @@ def pace_restarts(spawn: Spawn, now: float) -> None:
     backoff = spawn.plan["backoff"]
     streak = 0
     record = dict(old)
-    if old.get("state") in ("running", "waiting", "failed", "exited"):
+    if old.get("state") in RunState.ALL:
         try:
             lasted = now - float(old.get("started", ""))
         except ValueError:
             lasted = 0.0
-        if old.get("state") == "running":
+        if old.get("state") == RunState.RUNNING:
             # It ended with nobody of ours as its parent (no monitor): its exit status
             # went to init. What is known: how long it ran, and that vz did not stop it
             # (a stop removes the entry, so nothing respawns after it).
             record.update(last_exit="ended on its own (exit status unknown: no monitor)",
                           last_run="{:.3f}".format(lasted))
             spawn.leftovers_possible = True
-        elif old.get("state") != "exited":  # the monitor wrote both for an exited app
+        elif old.get("state") != RunState.EXITED:  # the monitor wrote both for an exited app
             record["last_run"] = "{:.3f}".format(lasted)
-        streak = _int(old.get("streak")) + 1 if lasted < backoff["stable"] else 0
+        streak = record_number(old, "streak") + 1 if lasted < backoff["stable"] else 0
     recent = (old.get("recent", "").split() + ["{:.3f}".format(now)])[-10:]
     record.update(pid=str(os.getpid()), ticks=str(procs.start_time(os.getpid()) or ""),
-                  state="running", started="{:.3f}".format(now),
-                  next_start="", streak=str(streak), spawns=str(_int(old.get("spawns")) + 1),
+                  state=RunState.RUNNING, started="{:.3f}".format(now), next_start="",
+                  streak=str(streak), spawns=str(record_number(old, "spawns") + 1),
                   supervisor=spawn.plan["runtime"], recent=" ".join(recent))
     spawn.record = record
     delay = backoff_delay(streak, backoff["initial"], backoff["max"])
     if delay > 0:
         # The runner stays alive meanwhile, so init does not respawn it: this keeps
         # sysvinit under its rate limit and busybox from restarting every second.
-        record.update(state="waiting", next_start="{:.3f}".format(now + delay))
-        store_record(spawn)
+        record.update(state=RunState.WAITING, next_start="{:.3f}".format(now + delay))
+        spawn.store()
         time.sleep(delay)
         # A failure before the app runs must count as a short run, not as the wait.
         record.update(next_start="", started="{:.3f}".format(time.time()))
@@ -300,7 +231,8 @@ def end_previous(spawn: Spawn) -> None:
         return
     spawn.say("ending {} process(es) left by the previous instance: {}".format(
         len(left), " ".join(str(pid) for pid in sorted(left))))
-    stuck = procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
+    stuck = procs.end_processes(lambda: procs.container_processes(rootfs),
+                                procs.LEFTOVER_GRACE)
     if stuck:
         raise RunnerError("clean", "processes {} of the previous instance survive SIGKILL "
                           "(stuck in the kernel?)".format(stuck))
@@ -341,10 +273,7 @@ def set_up_host_mounts(spawn: Spawn) -> None:
     node's (vzslave made them at start, and marked the boot); after a reboot they are
     made again here, before the app's private mount namespace is entered."""
     plan = spawn.plan
-    if _has_namespace(plan, "mount"):
-        return
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    if boot and _read(os.path.join(plan["state_dir"], "mounts")) == boot:
+    if _has_namespace(plan, "mount") or boot_marked(plan["state_dir"]):
         return  # the fast path: the mount code is not even imported
     from vzslave import mounts
     mounts.set_up(plan)
@@ -367,7 +296,10 @@ def start_monitor(spawn: Spawn) -> None:
         return
     if pid_ns:
         join_or_create(pid_ns[0])
-    fork_monitor(spawn)
+    record_running(spawn)  # before the fork: the child may fail (and write) at once
+    from vzslave.monitor import fork_monitor
+    fork_monitor(spawn.name, spawn.plan, spawn.record_path, spawn.record)
+    spawn.monitored = True  # the child's side: the monitor never returns
 
 
 def join_or_create(ns: "Dict[str, Any]") -> None:
@@ -385,109 +317,6 @@ def join_or_create(ns: "Dict[str, Any]") -> None:
         raise RunnerError("namespaces", "cannot join the {} namespace at {}.path {}: "
                           "{}".format(ns["type"], ns.get("field", "linux.namespaces"),
                                       ns["path"], exc.strerror)) from exc
-
-
-def fork_monitor(spawn: Spawn) -> None:
-    """Fork; the child goes on to the next step, the parent becomes the monitor.
-
-    With syslog or ``monitor`` the app writes into a pipe that the monitor pumps into
-    the log under a hard size cap (and to syslog); a monitor that only a PID namespace
-    asked for leaves the app on the log file itself.
-    """
-    pumped = bool(spawn.plan["log"].get("syslog") or spawn.plan.get("monitor"))
-    reader, writer = os.pipe() if pumped else (-1, -1)
-    record_running(spawn)  # before the fork: the child may fail (and write) at once
-    child = os.fork()
-    if child == 0:
-        spawn.monitored = True
-        # The app must not outlive the monitor, whose pid is all init knows of.
-        linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
-        if pumped:
-            os.dup2(writer, 1)
-            os.dup2(writer, 2)
-            os.close(reader)
-            os.close(writer)
-        return
-    if pumped:
-        os.close(writer)
-    monitor(spawn, child, reader)
-
-
-def monitor(spawn: Spawn, child: int, reader: int) -> None:
-    """The monitor: relay signals to ``child``, pump its output, and once the child has
-    ended (waited for, not read to EOF: its orphans may hold the pipe), end what is left
-    of the container, record how the app ended, and exit so that init respawns."""
-    for name in ("SIGTTOU", "SIGTTIN", "SIGTSTP"):
-        _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
-
-    def relay(signum: int, frame: "Any") -> None:
-        try:
-            os.kill(child, signum)
-        except OSError:
-            pass
-
-    for name in _RELAYED:
-        _signal.signal(getattr(_signal, name), relay)
-    started = time.time()
-    if reader < 0:
-        status = os.waitpid(child, 0)[1]
-    else:
-        status = _pump_until_exit(spawn, child, reader)
-    lasted = time.time() - started
-    if os.WIFSIGNALED(status):
-        code, ended = 128 + os.WTERMSIG(status), "signal {}".format(os.WTERMSIG(status))
-    else:
-        code, ended = os.WEXITSTATUS(status), "exit {}".format(os.WEXITSTATUS(status))
-    # The child may have written a failure into the record meanwhile: keep it.
-    spawn.record = read_run_record(spawn.record_path) or spawn.record
-    spawn.record_fd = -1  # write by path, atomically: the monitor still can
-    if spawn.record.get("state") != "failed":
-        spawn.record["state"] = "exited"
-    spawn.record.update(last_exit=ended, last_run="{:.3f}".format(lasted))
-    store_record(spawn)
-    os._exit(code)
-
-
-def _pump_until_exit(spawn: Spawn, child: int, reader: int) -> int:
-    """Pump the app's output into the log until the app has ended; its wait status."""
-    import select
-    from vzslave.logs import LogPump
-    log = spawn.plan["log"]
-    pump = LogPump(log["path"], log["max_bytes"], log["keep"],
-                   syslog_ident="vz/" + spawn.name if log.get("syslog") else None)
-    # SIGCHLD wakes the select through this pipe: no polling, no wait for EOF.
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    _signal.set_wakeup_fd(wake_w)
-    _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)
-    status = None
-    open_reader = True
-    while status is None:
-        ready = select.select([reader, wake_r] if open_reader else [wake_r], [], [], 1.0)[0]
-        if reader in ready:
-            data = os.read(reader, 65536)
-            if data:
-                pump.write(data)
-            else:
-                open_reader = False  # every writer closed; the app may still run
-        if wake_r in ready:
-            os.read(wake_r, 4096)
-        pid, waited = os.waitpid(child, os.WNOHANG)
-        if pid:
-            status = waited
-    # Workers the app left behind still hold the pipe (and its ports): end them, so the
-    # next instance starts clean, then take the last of the output.
-    rootfs = spawn.plan["rootfs"]
-    procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
-    deadline = time.monotonic() + DRAIN
-    while open_reader and time.monotonic() < deadline:
-        if not select.select([reader], [], [], max(deadline - time.monotonic(), 0))[0]:
-            break
-        data = os.read(reader, 65536)
-        if not data:
-            break
-        pump.write(data)
-    pump.close()
-    return status
 
 
 def enter_namespaces(spawn: Spawn) -> None:
@@ -537,26 +366,6 @@ def set_up_mounts(spawn: Spawn) -> None:
         mounts.set_up(spawn.plan)
 
 
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as source:
-            return source.read().strip()
-    except OSError:
-        return b""
-
-
-def prepare(plan: "Plan") -> None:
-    """Mount the plan in the host's mount namespace (see vzslave.mounts.prepare)."""
-    from vzslave import mounts
-    mounts.prepare(plan)
-
-
-def release(plan: "Plan") -> "List[str]":
-    """Unmount everything at or under the rootfs (see vzslave.mounts.release)."""
-    from vzslave import mounts
-    return mounts.release(plan)
-
-
 def set_sysctls(spawn: Spawn) -> None:
     """Step 10b: linux.sysctl, in the container's namespaces, before the rootfs hides /proc.
 
@@ -584,7 +393,7 @@ def record_running(spawn: Spawn) -> None:
     """Step 12: record the running state (outside the rootfs, so before entering it)."""
     if not spawn.monitored:  # else the monitor recorded its own pid before the fork
         # The start time tells this pid from a reuse of it: nobody signals a stranger.
-        spawn.record.update(state="running", pid=str(os.getpid()),
+        spawn.record.update(state=RunState.RUNNING, pid=str(os.getpid()),
                             ticks=str(procs.start_time(os.getpid()) or ""),
                             started="{:.3f}".format(time.time()))
         write_run_record(spawn.record_path, spawn.record)

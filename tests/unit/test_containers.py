@@ -23,8 +23,8 @@ def node(layout, limits, tmp_path, monkeypatch):
     inittab = tmp_path / "inittab"
     inittab.write_text(ADMIN)
     calls = []
-    monkeypatch.setattr(ct.runner, "prepare", lambda plan: calls.append("prepare"))
-    monkeypatch.setattr(ct.runner, "release", lambda plan: calls.append("release") or [])
+    monkeypatch.setattr(ct.mounts, "prepare", lambda plan: calls.append("prepare"))
+    monkeypatch.setattr(ct.mounts, "release", lambda plan: calls.append("release") or [])
     tree = os.path.join(layout.trees, "app.0001")
     tb.extract_image(tb.make_tar(tb.bundle(tb.directory("rootfs/bin"),
                                            config=tb.config_json())), tree)

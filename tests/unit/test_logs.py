@@ -534,4 +534,5 @@ def test_importing_the_module_loads_nothing_heavy():
             "print(' '.join(sorted(set(sys.modules) - before)))")
     loaded = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, check=True,
                             stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
-    assert set(loaded) <= {"vzslave", "vzslave.logs", "errno"}
+    # vzslave.runio: the runner's leaf (write_all), which the runner has loaded already.
+    assert set(loaded) <= {"vzslave", "vzslave.logs", "vzslave.runio", "errno"}

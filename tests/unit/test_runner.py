@@ -9,8 +9,10 @@ import pytest
 
 import vzslave
 from tests.conftest import requires_root
-from vzslave import linux, mounts as mount_code, runner
+from vzslave import linux, mounts as mount_code, runio, runner
 from vzslave.errors import BadConfigError
+from vzslave.runio import RunnerError
+from vzslave.runrecord import RUN_KEYS, read_run_record, write_run_record
 
 NAME = "app"
 
@@ -208,11 +210,10 @@ def calls(monkeypatch):
     monkeypatch.setattr(runner, "os", FakeOs(recorded))
     monkeypatch.setattr(runner, "linux", FakeLinux(recorded))
     monkeypatch.setattr(mount_code, "linux", runner.linux)
-    monkeypatch.setattr(mount_code, "_read", lambda path: b"boot-1")
     monkeypatch.setattr(runner, "reset_signals", lambda: recorded.append(("reset_signals",)))
     monkeypatch.setattr(resource, "setrlimit", lambda *a: recorded.append(("setrlimit",) + a))
     monkeypatch.setattr(runner.time, "sleep", lambda s: recorded.append(("sleep", s)))
-    monkeypatch.setattr(runner, "_read", lambda path: b"boot-1")  # marker == boot id
+    monkeypatch.setattr(runio, "read_stripped", lambda path: b"boot-1")  # marker == boot id
     return recorded
 
 
@@ -273,7 +274,7 @@ def test_a_bounding_set_that_cannot_be_dropped_fails_the_spawn(tmp_path, calls, 
     runner.linux.prctl_errors[linux.PR_CAPBSET_DROP, 2] = PermissionError(
         errno.EPERM, "Operation not permitted")
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "capabilities: cannot drop CAP_DAC_READ_SEARCH from the bounding set: Operation not "
         "permitted (dropping needs CAP_SETPCAP)")
@@ -288,7 +289,7 @@ def test_capabilities_that_cannot_be_set_fail_the_spawn_naming_the_missing_ones(
     runner.linux.capset_error = PermissionError(errno.EPERM, "Operation not permitted")
     runner.linux.permitted = 1  # CAP_CHOWN only: CAP_DAC_OVERRIDE (1) is asked for, not held
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "capabilities: cannot set the capabilities: Operation not permitted; "
         "CAP_DAC_OVERRIDE not available here (not in this host's bounding set?): remove it "
@@ -302,7 +303,7 @@ def test_an_ambient_capability_that_cannot_be_raised_fails_the_spawn(tmp_path, c
     runner.linux.prctl_errors[linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE] = (
         PermissionError(errno.EPERM, "Operation not permitted"))
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "capabilities: cannot raise ambient CAP_CHOWN: Operation not permitted")
 
@@ -366,7 +367,7 @@ def test_a_sysctl_that_cannot_be_written_fails_the_spawn_naming_it(tmp_path, cal
     plan["sysctl"] = [["net/no/such/key", "1"]]
     save(tmp_path, plan)
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"].startswith(
         "sysctl: cannot set linux.sysctl.net.no.such.key to '1': ")
 
@@ -447,7 +448,7 @@ def test_a_refused_filter_fails_the_seccomp_step(tmp_path, calls, capfd):
     runner.linux.seccomp_error = OSError(22, "Invalid argument")
     assert run_main(tmp_path, expect=Exited).args == (127,)
     assert "execve" not in names(calls)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"].startswith("seccomp: the kernel refused the seccomp filter "
                                            "(Invalid argument)")
     assert "cannot start: seccomp: the kernel refused" in capfd.readouterr().err
@@ -474,8 +475,7 @@ def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, call
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
     boot = {"/proc/sys/kernel/random/boot_id": b"boot-2"}
-    monkeypatch.setattr(runner, "_read", lambda path: boot.get(path, b"boot-1"))
-    monkeypatch.setattr(mount_code, "_read", lambda path: boot.get(path, b"boot-1"))
+    monkeypatch.setattr(runio, "read_stripped", lambda path: boot.get(path, b"boot-1"))
     run_main(tmp_path)
     assert plan_mounts(calls) == [("mount", plan["rootfs"], None, linux.MS_BIND | linux.MS_REC),
                                   ("mount", "proc", "proc", 0)]
@@ -485,8 +485,7 @@ def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, call
 def test_an_unreadable_boot_id_never_counts_as_prepared(tmp_path, calls, monkeypatch):
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
-    monkeypatch.setattr(runner, "_read", lambda path: b"")
-    monkeypatch.setattr(mount_code, "_read", lambda path: b"")
+    monkeypatch.setattr(runio, "read_stripped", lambda path: b"")
     run_main(tmp_path)
     assert plan_mounts(calls, plan["rootfs"]) == [("mount", "proc", "proc", 0)]
 
@@ -509,7 +508,7 @@ def test_the_run_record_says_running_before_the_app_enters_its_rootfs(tmp_path, 
     fake = runner.linux
 
     def pivot_root(new_root, put_old):
-        seen.update(runner.read_run_record(os.path.join(plan["state_dir"], "run")))
+        seen.update(read_run_record(os.path.join(plan["state_dir"], "run")))
         fake.calls.append(("pivot_root", new_root, put_old))
 
     monkeypatch.setattr(fake, "pivot_root", pivot_root, raising=False)
@@ -523,7 +522,7 @@ def test_a_failing_exec_exits_127_and_records_why(tmp_path, calls, monkeypatch, 
     save(tmp_path, plan)
     runner.os.exec_error = FileNotFoundError(errno.ENOENT, "No such file or directory")
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "failed"
     assert record["last_error"] == "cannot exec /bin/missing: No such file or directory"
     assert "vz: app: cannot exec /bin/missing: No such file or directory" in capfd.readouterr().err
@@ -543,18 +542,17 @@ def test_exec_searches_the_plans_path_and_reports_the_telling_error(tmp_path, ca
     fake.execve = execve
     run_main(tmp_path, Exited)
     assert [c[1] for c in calls if c[0] == "execve"] == ["/a/app", "/b/app", "/c/app"]
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == "cannot exec app: denied"
 
 
 def test_a_failing_mount_exits_127_naming_the_step(tmp_path, calls, monkeypatch, capfd):
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
-    monkeypatch.setattr(runner, "_read", lambda path: path.encode())  # a stale marker
-    monkeypatch.setattr(mount_code, "_read", lambda path: path.encode())
+    monkeypatch.setattr(runio, "read_stripped", lambda path: path.encode())  # a stale marker
     runner.linux.mount_error = OSError(errno.EPERM, "Operation not permitted")
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "failed"
     assert record["last_error"] == "mounts: cannot mount proc on /proc: Operation not permitted"
     assert "vz: app: cannot start: mounts: cannot mount proc" in capfd.readouterr().err
@@ -565,7 +563,7 @@ def test_a_plan_of_the_wrong_shape_fails_without_spinning(tmp_path, calls):
     del plan["process"]["cwd"]
     save(tmp_path, plan)
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "failed" and "KeyError" in record["last_error"]
 
 
@@ -586,7 +584,7 @@ def test_a_runc_container_is_deleted_then_run_by_runc(tmp_path, calls):
     assert ("waitpid", 4321) in calls
     assert calls[-1] == ("execv", "/usr/bin/runc",
                          ["/usr/bin/runc", "run", "--bundle", plan["bundle"], "vz-app"])
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "running" and record["supervisor"] == "runc"
     assert "chroot" not in names(calls)
 
@@ -634,7 +632,7 @@ def test_a_namespace_that_cannot_be_joined_is_reported_naming_its_field(tmp_path
 
     runner.linux.setns = setns
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "namespaces: cannot join the ipc namespace at linux.namespaces[2].path "
         "/proc/self/ns/net: Invalid argument")
@@ -650,7 +648,7 @@ def pace(tmp_path, record, now=1000.0, monkeypatch=None):
     plan = make_plan(tmp_path)
     path = os.path.join(plan["state_dir"], "run")
     if record is not None:
-        runner.write_run_record(path, record)
+        write_run_record(path, record)
     spawn = runner.Spawn(NAME, plan)
     runner.pace_restarts(spawn, now)
     return spawn.record
@@ -680,7 +678,7 @@ def test_the_record_says_waiting_with_the_next_start_while_it_sleeps(tmp_path, c
     plan_dir = tmp_path / "containers" / NAME
 
     def sleep(seconds):
-        seen.update(runner.read_run_record(str(plan_dir / "run")))
+        seen.update(read_run_record(str(plan_dir / "run")))
 
     monkeypatch.setattr(runner.time, "sleep", sleep)
     pace(tmp_path, {"state": "running", "started": "999", "streak": "1"})
@@ -708,18 +706,18 @@ def test_recent_keeps_the_last_ten_spawns(tmp_path, calls):
 
 
 def test_the_run_record_round_trips_with_every_key(tmp_path):
-    record = {key: "v " + key for key in runner.RUN_KEYS}
+    record = {key: "v " + key for key in RUN_KEYS}
     record["last_error"] = "two\nlines"
     path = str(tmp_path / "run")
-    runner.write_run_record(path, record)
-    back = runner.read_run_record(path)
+    write_run_record(path, record)
+    back = read_run_record(path)
     assert back == dict(record, last_error="two lines")
-    assert list(back) == list(runner.RUN_KEYS)
+    assert list(back) == list(RUN_KEYS)
     assert os.listdir(str(tmp_path)) == ["run"]
 
 
 def test_a_missing_run_record_reads_as_empty(tmp_path):
-    assert runner.read_run_record(str(tmp_path / "run")) == {}
+    assert read_run_record(str(tmp_path / "run")) == {}
 
 
 # -- mounts: refusing the image's symlinks (real directories) ---------------
@@ -741,7 +739,7 @@ def mounts(monkeypatch):
 def test_a_symlinked_mount_destination_is_refused(tmp_path, mounts):
     plan = make_plan(tmp_path)
     os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
-    with pytest.raises(runner.RunnerError, match="mount destination /proc is a symlink in "
+    with pytest.raises(RunnerError, match="mount destination /proc is a symlink in "
                                                  "the image; refusing"):
         mount_code.mount_plan(plan, only_missing=False)
     assert mounts == [rootfs_bind(plan)]
@@ -752,7 +750,7 @@ def test_a_symlink_inside_a_mount_destination_is_refused(tmp_path, mounts):
     plan = make_plan(tmp_path)
     plan["mounts"] = [mount("/dev/pts", "devpts")]
     os.symlink(str(tmp_path), os.path.join(plan["rootfs"], "dev"))
-    with pytest.raises(runner.RunnerError, match="/dev/pts goes through dev, a symlink"):
+    with pytest.raises(RunnerError, match="/dev/pts goes through dev, a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
     assert mounts == [rootfs_bind(plan)] and not os.path.exists(str(tmp_path / "pts"))
 
@@ -763,7 +761,7 @@ def test_a_symlinked_file_bind_target_is_refused(tmp_path, mounts):
     plan["mounts"] = [mount("/etc/resolv.conf", "bind", "/etc/hostname", bind=True)]
     os.mkdir(os.path.join(plan["rootfs"], "etc"))
     os.symlink("/etc/passwd", os.path.join(plan["rootfs"], "etc", "resolv.conf"))
-    with pytest.raises(runner.RunnerError, match="/etc/resolv.conf is a symlink"):
+    with pytest.raises(RunnerError, match="/etc/resolv.conf is a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
     assert mounts == [rootfs_bind(plan)]
 
@@ -773,7 +771,7 @@ def test_a_symlinked_masked_path_is_refused(tmp_path, mounts):
     plan = make_plan(tmp_path)
     plan.update(mounts=[], masked_paths=["/secret"])
     os.symlink("/etc", os.path.join(plan["rootfs"], "secret"))
-    with pytest.raises(runner.RunnerError, match="masked path /secret is a symlink"):
+    with pytest.raises(RunnerError, match="masked path /secret is a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
 
 
@@ -783,7 +781,7 @@ def test_prepare_refuses_with_bad_config_and_releases(tmp_path, mounts, monkeypa
     os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
     monkeypatch.setattr(mount_code, "release", lambda p: mounts.append(("release",)) or [])
     with pytest.raises(BadConfigError, match="/proc is a symlink") as raised:
-        runner.prepare(plan)
+        mount_code.prepare(plan)
     assert mounts == [rootfs_bind(plan), ("release",)]
     assert raised.value.details == {"step": "mounts"}
 
