@@ -60,7 +60,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vzmaster.imaging.ociconfig import default_seccomp  # noqa: E402
 from vzslave import linux, mounts, oci  # noqa: E402
-from vzslave.containers import _LAUNCHER, BACKOFF  # noqa: E402
+from vzslave.launcher import render_launcher  # noqa: E402
+from vzslave.plans import BACKOFF  # noqa: E402
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "true", "sleep")
@@ -76,10 +77,8 @@ class State:
         for sub in ("bin", "containers", "logs", "bundles"):
             os.makedirs(os.path.join(self.root, sub))
         self.launcher = os.path.join(self.root, "bin", "vzrun")
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(self.launcher, "w") as out:
-            out.write(_LAUNCHER.format(python=python, launcher=self.launcher,
-                                       path=package_parent, root=self.root))
+        with open(self.launcher, "wb") as out:
+            out.write(render_launcher(self.launcher, self.root, python=python))
         os.chmod(self.launcher, 0o755)
         self.plans: dict[str, dict[str, Any]] = {}
 

@@ -1,6 +1,6 @@
 """The vz supervisor: sysvinit's respawn semantics for nodes whose PID 1 ignores inittab.
 
-On systemd or upstart nodes ``vzslave.containers.detect_supervision`` writes the
+On systemd or upstart nodes ``vzslave.supervision.detect_supervision`` writes the
 entries to ROOT/containers/inittab and sends SIGHUP to the pid in
 ROOT/containers/supervisor.pid. This daemon (started by one of initscripts/) runs
 the ``respawn`` entries of that file as sysvinit would: each in its own session
@@ -25,7 +25,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from vzslave import fs
 from vzslave.command import argument_parser, log_to_file
 from vzslave.config import Layout
-from vzslave.containers import SUPERVISOR_PID
+from vzslave.supervision import SUPERVISOR_PID
 from vzslave.errors import BusyError, VzError
 from vzslave.inittab import SHELL_CHARS
 
