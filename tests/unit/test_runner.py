@@ -3,6 +3,7 @@
 import errno
 import os
 import resource
+import subprocess
 import sys
 
 import pytest
@@ -12,9 +13,10 @@ from tests.conftest import requires_root
 from vzslave import linux, mounts as mount_code, runio, runner
 from vzslave.errors import BadConfigError
 from vzslave.runio import RunnerError
-from vzslave.runrecord import RUN_KEYS, read_run_record, write_run_record
+from vzslave.runrecord import read_run_record, write_run_record
 
 NAME = "app"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_plan(root, **process):
@@ -705,21 +707,6 @@ def test_recent_keeps_the_last_ten_spawns(tmp_path, calls):
     assert record["recent"].split() == [str(t) for t in range(11, 20)] + ["1000.000"]
 
 
-def test_the_run_record_round_trips_with_every_key(tmp_path):
-    record = {key: "v " + key for key in RUN_KEYS}
-    record["last_error"] = "two\nlines"
-    path = str(tmp_path / "run")
-    write_run_record(path, record)
-    back = read_run_record(path)
-    assert back == dict(record, last_error="two lines")
-    assert list(back) == list(RUN_KEYS)
-    assert os.listdir(str(tmp_path)) == ["run"]
-
-
-def test_a_missing_run_record_reads_as_empty(tmp_path):
-    assert read_run_record(str(tmp_path / "run")) == {}
-
-
 # -- mounts: refusing the image's symlinks (real directories) ---------------
 
 def rootfs_bind(plan):
@@ -885,3 +872,17 @@ def test_a_shared_root_propagation_makes_the_rootfs_parent_mount_private(tmp_pat
     mounts = [c for c in calls if c[0] == "mount" and c[1] is None]
     assert mounts[:2] == [("mount", None, None, linux.MS_SHARED),
                           ("mount", None, None, linux.MS_PRIVATE)]
+
+
+# -- what a spawn imports -------------------------------------------------------------
+
+def test_importing_the_runner_loads_only_its_leaves():
+    """init execs the runner at every respawn: the mount code, the monitor, vzslave.fs and
+    vzslave.errors stay out until a spawn needs them (the first two) or for good."""
+    code = ("import os, sys; before = set(sys.modules); import vzslave.runner; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    loaded = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, check=True,
+                            stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
+    assert {name for name in loaded if name.startswith("vzslave")} == {
+        "vzslave", "vzslave.runner", "vzslave.linux", "vzslave.procs", "vzslave.runio",
+        "vzslave.runrecord", "vzslave.states"}
