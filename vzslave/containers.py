@@ -13,7 +13,7 @@ end, so a vzslave killed midway leaves a mark that the next request finishes.
 
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from vzslave import fs, logs, mounts, plans, procs
 from vzslave.bundles import BundleStore
@@ -160,8 +160,7 @@ class Containers:
             self.entries.reload_if_pending()
         except (OSError, InittabError, BusyError):
             pass  # the next request for a container tries again, and says why
-        logs.enforce_all(self.layout.logs, lambda each: self._settings(each).log_limits,
-                         min(DEFAULT_LOG_MAX, 1 << 20))
+        logs.enforce_all(self.layout.logs, self._log_limits, min(DEFAULT_LOG_MAX, 1 << 20))
         fs.keep_reserve(self.layout.reserve)
 
     def log_path(self, name: str) -> str:
@@ -170,8 +169,12 @@ class Containers:
 
     def log_limits(self, name: str) -> Dict[str, int]:
         """max_bytes and keep of a container's logs."""
-        max_bytes, keep = self._settings(name).log_limits
+        max_bytes, keep = self._log_limits(name)
         return {"max_bytes": max_bytes, "keep": keep}
+
+    def _log_limits(self, name: str) -> Tuple[int, int]:
+        options = self._settings(name).options
+        return options.log_max, options.log_keep
 
     def trees_in_use(self) -> Set[str]:
         """Bundle trees a started container runs from (never garbage)."""
@@ -278,7 +281,7 @@ class Containers:
             last_exit=record.get("last_exit") or None,
             last_error=record.get("last_error") or None,
             next_retry=float(next_retry) if next_retry and state == ContainerState.CRASH_LOOPING
-            else None, supervisor=self.entries.supervisor_name, runtime=settings.runtime,
+            else None, supervisor=self.entries.supervisor_name, runtime=settings.options.runtime,
             entry=entry.line.rstrip("\r\n") if entry else None, bundle=settings.tree,
             log=os.path.join(self.layout.logs, name + ".log"),
             last_run=float(last_run) if last_run else None, warnings=settings.warnings)

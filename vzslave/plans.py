@@ -62,11 +62,12 @@ def make_plan(layout: Layout, name: str, tree: str, settings: Settings) -> Plan:
     policy.check_config(config, tree)  # first: a refusal names the policy's field
     plan = oci.build_plan(config, tree, name)
     mounts.check_bind_sources(plan)
-    kind = settings.runtime
+    options = settings.options
+    kind = options.runtime
     if kind not in RUNTIMES:
         raise BadRequestError("runtime must be one of {}, not {!r}".format(
             ", ".join(RUNTIMES), kind))
-    policy.check_start(kind, settings.runtime_args)
+    policy.check_start(kind, options.runtime_args)
     path = None
     if kind != "builtin":
         path = shutil.which(kind, path=_RUNTIME_PATH)
@@ -79,16 +80,16 @@ def make_plan(layout: Layout, name: str, tree: str, settings: Settings) -> Plan:
             _fit_default_capabilities(plan)
         _choose_entry(plan, policy.chroot_fallback)
     plan.update(
-        runtime=kind, runtime_path=path, runtime_args=settings.runtime_args if path else [],
+        runtime=kind, runtime_path=path, runtime_args=options.runtime_args if path else [],
         state_dir=layout.container_dir(name), store=layout.trees,
-        log={"path": os.path.join(layout.logs, name + ".log"), "max_bytes": settings.log_max,
-             "keep": settings.log_keep, "syslog": settings.syslog},
+        log={"path": os.path.join(layout.logs, name + ".log"), "max_bytes": options.log_max,
+             "keep": options.log_keep, "syslog": options.syslog},
         backoff=dict(BACKOFF),
         # A monitor of ours stays as the app's parent: a hard cap on the log (it
         # pumps the output), exit codes in status, orphans ended when the app ends.
         # On by default (DEVELOPERS.md, "A monitor beside each app"); off, nothing of ours
         # stays beside the app, and only sessions cut its log back.
-        monitor=settings.monitor)
+        monitor=options.monitor)
     return plan
 
 

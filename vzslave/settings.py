@@ -16,7 +16,7 @@ keys this version does not know are kept as they are.
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Set
 
 from vzslave import fs
 from vzslave.states import Mark, Wanted
@@ -25,6 +25,17 @@ FILE = "settings.json"
 DEFAULT_LOG_MAX = 10 * 1024 * 1024
 DEFAULT_LOG_KEEP = 3
 OPTIONS = ("runtime", "runtime_args", "log_max", "log_keep", "syslog", "monitor")
+
+
+class Options(NamedTuple):
+    """How a container runs: what its last starts asked, or the defaults."""
+
+    runtime: str  # builtin, runc or crun
+    runtime_args: List[str]  # global options for runc or crun
+    log_max: int  # bytes a log file may hold
+    log_keep: int  # rotated generations kept
+    syslog: bool  # the output goes to syslog too
+    monitor: bool  # a monitor stays beside the app (the default)
 
 
 class Settings:
@@ -79,39 +90,12 @@ class Settings:
                 self.values[key] = value
 
     @property
-    def runtime(self) -> str:
-        """builtin, runc or crun."""
-        return str(self.values.get("runtime", "builtin"))
-
-    @property
-    def runtime_args(self) -> List[str]:
-        """Global options for runc or crun."""
-        return list(self.values.get("runtime_args", []))
-
-    @property
-    def log_max(self) -> int:
-        """Bytes a log file may hold."""
-        return int(self.values.get("log_max", DEFAULT_LOG_MAX))
-
-    @property
-    def log_keep(self) -> int:
-        """Rotated generations kept."""
-        return int(self.values.get("log_keep", DEFAULT_LOG_KEEP))
-
-    @property
-    def log_limits(self) -> Tuple[int, int]:
-        """log_max and log_keep."""
-        return self.log_max, self.log_keep
-
-    @property
-    def syslog(self) -> bool:
-        """Whether the output goes to syslog too."""
-        return bool(self.values.get("syslog", False))
-
-    @property
-    def monitor(self) -> bool:
-        """Whether a monitor stays beside the app (the default)."""
-        return bool(self.values.get("monitor", True))
+    def options(self) -> "Options":
+        """The OPTIONS of the last start that gave them, defaults for the others."""
+        get = self.values.get
+        return Options(str(get("runtime", "builtin")), list(get("runtime_args", [])),
+                       int(get("log_max", DEFAULT_LOG_MAX)), int(get("log_keep", DEFAULT_LOG_KEEP)),
+                       bool(get("syslog", False)), bool(get("monitor", True)))
 
     # -- where it runs from -------------------------------------------------------------
 

@@ -2,15 +2,12 @@
 
 import errno
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import modules_loaded_by
 from vzslave import runio
 from vzslave.runio import RunnerError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_a_runner_error_names_its_step_and_says_why():
@@ -120,8 +117,4 @@ def test_unmarking_removes_the_marker_and_a_missing_one_is_no_error(tmp_path, bo
 
 def test_importing_the_leaf_loads_nothing_else():
     """The runner imports it at every spawn, and mounts, logs, inittab without the runner."""
-    code = ("import os, sys; before = set(sys.modules); import vzslave.runio; "
-            "print(' '.join(sorted(set(sys.modules) - before)))")
-    loaded = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, check=True,
-                            stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
-    assert set(loaded) <= {"vzslave", "vzslave.runio"}
+    assert modules_loaded_by("vzslave.runio") <= {"vzslave", "vzslave.runio"}

@@ -3,20 +3,18 @@
 import errno
 import os
 import resource
-import subprocess
 import sys
 
 import pytest
 
 import vzslave
-from tests.conftest import requires_root
+from tests.conftest import modules_loaded_by, requires_root
 from vzslave import linux, mounts as mount_code, runio, runner
 from vzslave.errors import BadConfigError
 from vzslave.runio import RunnerError
 from vzslave.runrecord import read_run_record, write_run_record
 
 NAME = "app"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_plan(root, **process):
@@ -879,10 +877,7 @@ def test_a_shared_root_propagation_makes_the_rootfs_parent_mount_private(tmp_pat
 def test_importing_the_runner_loads_only_its_leaves():
     """init execs the runner at every respawn: the mount code, the monitor, vzslave.fs and
     vzslave.errors stay out until a spawn needs them (the first two) or for good."""
-    code = ("import os, sys; before = set(sys.modules); import vzslave.runner; "
-            "print(' '.join(sorted(set(sys.modules) - before)))")
-    loaded = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, check=True,
-                            stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
+    loaded = modules_loaded_by("vzslave.runner")
     assert {name for name in loaded if name.startswith("vzslave")} == {
         "vzslave", "vzslave.runner", "vzslave.linux", "vzslave.procs", "vzslave.runio",
         "vzslave.runrecord", "vzslave.states"}

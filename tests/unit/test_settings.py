@@ -6,6 +6,7 @@ from vzslave.settings import (
     DEFAULT_LOG_KEEP,
     DEFAULT_LOG_MAX,
     FILE,
+    Options,
     Settings,
     ids_in_use,
     trees_in_use,
@@ -75,15 +76,14 @@ def test_keys_this_version_does_not_know_are_kept(tmp_path):
 def test_options_not_given_keep_their_earlier_values(tmp_path):
     settings = Settings({"runtime": "runc", "runtime_args": ["--root=/x"], "monitor": False})
     settings.ask(runtime=None, runtime_args=None, log_keep=7, syslog=None, monitor=None)
-    assert (settings.runtime, settings.runtime_args, settings.log_keep, settings.monitor) == (
+    options = settings.options
+    assert (options.runtime, options.runtime_args, options.log_keep, options.monitor) == (
         "runc", ["--root=/x"], 7, False)
 
 
 def test_options_never_given_have_their_defaults():
-    settings = Settings()
-    assert (settings.runtime, settings.runtime_args, settings.log_limits, settings.syslog,
-            settings.monitor) == ("builtin", [], (DEFAULT_LOG_MAX, DEFAULT_LOG_KEEP), False,
-                                  True)
+    assert Settings().options == Options("builtin", [], DEFAULT_LOG_MAX, DEFAULT_LOG_KEEP,
+                                         False, True)
 
 
 def test_marks_say_what_is_under_way_until_cleared():
