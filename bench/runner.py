@@ -37,7 +37,11 @@ Part 3 (output): an app writing --flood-mb MB of lines as fast as it can, into t
 file itself (exec mode) or through the monitor's pump (the default): wall time, the
 CPU seconds of the whole tree, and the log files left (the pump's cap is 10 MiB x 4).
 
-Run as root: python3 bench/runner.py [--runs 31] [--python /usr/bin/python3]
+With ``--base DIR`` (another checkout of vz, e.g. ``git worktree add DIR main``), part 1
+also times the plain, monitor and respawn cases through a second launcher whose vzslave
+is DIR's, in the same round robin: the runner's own cost before and after a change.
+
+Run as root: python3 bench/runner.py [--runs 31] [--python /usr/bin/python3] [--base DIR]
 """
 
 from __future__ import annotations
@@ -71,16 +75,27 @@ CRUN_ERROR = "cgroups in hybrid mode not supported"
 class State:
     """A vz state root (ROOT/bin/vzrun, containers/, logs/) holding the bench's bundles."""
 
-    def __init__(self, work: str, python: str) -> None:
+    def __init__(self, work: str, python: str, base: str | None = None) -> None:
         self.root = os.path.join(work, "vz")
         self.python = python
         for sub in ("bin", "containers", "logs", "bundles"):
             os.makedirs(os.path.join(self.root, sub))
-        self.launcher = os.path.join(self.root, "bin", "vzrun")
-        with open(self.launcher, "wb") as out:
-            out.write(render_launcher(self.launcher, self.root, python=python))
-        os.chmod(self.launcher, 0o755)
+        self.launcher = self.write_launcher("vzrun", None)
+        # The same plans and state, run by another checkout's vzslave (--base).
+        self.base_launcher = self.write_launcher("vzrun-base", base) if base else ""
         self.plans: dict[str, dict[str, Any]] = {}
+
+    def write_launcher(self, name: str, path: str | None) -> str:
+        """ROOT/bin/NAME, running the vzslave at ``path`` (this one's by default)."""
+        launcher = os.path.join(self.root, "bin", name)
+        text = render_launcher(launcher, self.root, python=self.python)
+        if path is not None:
+            text = render_launcher(launcher, self.root, python=self.python,
+                                   path=os.path.abspath(path))
+        with open(launcher, "wb") as out:
+            out.write(text)
+        os.chmod(launcher, 0o755)
+        return launcher
 
     def bundle(self, name: str, args: list[str], spec: bool,
                linux: dict[str, Any] | None = None) -> str:
@@ -290,6 +305,12 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
         cases.append(Case("crun run, runc-spec bundle" + (" (*)" if crun.ns else ""),
                           crun.argv + ["--bundle", spec, "vzbench-crun"],
                           enter=crun.enter, leave=crun.leave))
+    compared: dict[str, str] = {}  # a case's label at --base -> its label here
+    if state.base_launcher:
+        for case, name in ((cases[2], "plain"), (cases[5], "plainmon"), (cases[6], "respawn")):
+            label = case.label.replace("vzrun", "vzrun at base", 1)
+            compared[label] = case.label
+            cases.append(Case(label, [state.base_launcher, name], before=case.before))
     for case in cases:
         case.run()  # warm up: page cache, runtimes' state dirs
     samples: dict[str, list[float]] = {case.label: [] for case in cases}
@@ -321,6 +342,11 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
           "after the interpreter start)".format(vz - py))
     print("  vzrun seccomp - vzrun plain                {:+.2f} ms (installing the filter, "
           "and the app under it)".format(medians[cases[4].label] - vz))
+    for base, here in compared.items():
+        print("  {:42} {:5.3f}x   ({:+.2f} ms; the runner's own work: {:+.1f}%)".format(
+            here.split(" (")[0] + " / at base", medians[here] / medians[base],
+            medians[here] - medians[base],
+            100 * (medians[here] - medians[base]) / (medians[base] - py)))
 
 
 # -- part 2: resident memory --------------------------------------------------------
@@ -537,11 +563,13 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--flood-mb", type=int, default=200,
                         help="MB the flooding app writes in part 3 (0: skip it)")
+    parser.add_argument("--base", default=None, metavar="DIR",
+                        help="another vz checkout: time its runner too (before/after)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: it mounts, chroots and runs runc and crun")
     with tempfile.TemporaryDirectory(prefix="vzbench-") as work:
-        state = State(work, args.python)
+        state = State(work, args.python, args.base)
         crun = Crun(state.bundle("probe", ["/bin/true"], spec=True))
         try:
             spawn_cases(state, args.runs, crun)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from vzslave import linux, oci
-from vzslave.runrecord import read_run_record
+from vzslave.runio import read_run_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUSYBOX = "/bin/busybox"

@@ -2,8 +2,8 @@
 
 A started container is one ``respawn`` line in the inittab (``ROOT/bin/vzrun NAME``:
 supervision.py, launcher.py) and a state directory, ROOT/containers/NAME/: its
-settings.json (settings.py), plan.marshal (plans.py), run record (runrecord.py) and
-boot marker (runio.py). The inittab is the truth for "enabled": an entry the sysadmin
+settings.json (settings.py), plan.marshal (plans.py), run record and boot marker
+(runio.py). The inittab is the truth for "enabled": an entry the sysadmin
 commented out or deleted while the container was wanted running is *disabled by the
 administrator*, and only a start with ``override`` puts it back (states.py derives the
 status). Every change takes the container's lock, then the inittab's. A start or stop
@@ -24,7 +24,7 @@ from vzslave.inittab import Entry, allocate_id, used_ids
 from vzslave.launcher import install_launcher
 from vzslave.names import validate_name
 from vzslave.records import ContainerStatus
-from vzslave.runrecord import read_run_record, record_number
+from vzslave.runio import read_run_record, record_number
 from vzslave.settings import DEFAULT_LOG_MAX, Settings, ids_in_use, trees_in_use
 from vzslave.states import ContainerState, Mark, Wanted, derive
 from vzslave.supervision import Entries, Supervision, is_active

@@ -15,8 +15,7 @@ import os
 import time
 
 from vzslave import linux, procs
-from vzslave.runrecord import read_run_record, store_run_record
-from vzslave.states import RunState
+from vzslave.runio import RunState, read_run_record, store_run_record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -15,12 +15,17 @@ spawned but that has not entered the rootfs yet (its command line names the laun
 and the container). Pids are kept with their start time and checked again right before
 each signal, so a pid that was reused meanwhile is never signalled.
 
-The runner imports this module at every spawn (to end what is left of the previous
-instance), so it imports only ``os`` at run time.
+The monitor imports this module to end what an app left behind, and the runner after an
+instance no monitor saw end, so it imports only ``os`` and the runner's leaf at run time.
+The start time of a pid is read there (vzslave/runio.py: ``start_time``, also this
+module's): every spawn records its own, and need not load this module for it.
 """
 
 import os
 import time
+
+from vzslave.runio import start_time as start_time  # this module's too (see above)
+from vzslave.runio import stat_fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,30 +50,10 @@ def _read(path: str) -> "Optional[bytes]":
         return None
 
 
-def _stat_fields(pid: int) -> "List[bytes]":
-    """The fields of /proc/PID/stat after the command name; [] if the pid is gone."""
-    stat = _read("/proc/{}/stat".format(pid))
-    if stat is None:
-        return []
-    # The command name may hold spaces and parentheses: fields start after the last ")".
-    return stat[stat.rfind(b")") + 2:].split()
-
-
 def process_group(pid: int) -> "Optional[int]":
     """The process group of ``pid``, or None if it is gone."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return int(fields[2]) if len(fields) > 2 else None
-
-
-def start_time(pid: int) -> "Optional[int]":
-    """When ``pid`` started, in clock ticks since boot: tells a pid from its reuse.
-
-    None if the pid is gone or a zombie (it has ended; only its parent's wait is due).
-    """
-    fields = _stat_fields(pid)
-    if len(fields) <= 19 or fields[0] == b"Z":
-        return None
-    return int(fields[19])
 
 
 def is_alive(pid: int) -> bool:

@@ -15,11 +15,11 @@ start (vzslave/containers.py), without CAP_SYS_CHROOT.
 
 Speed matters, so this module imports almost nothing at the top: no typing (~10 ms),
 json, re, socket, signal (enum) or ctypes; ``vzslave.linux`` reaches libc only when a
-syscall Python lacks is needed, and the plan is marshal, not JSON. Its other imports
-are leaves: its I/O and error (vzslave/runio.py), the run record it keeps at every spawn
-(vzslave/runrecord.py), the states (vzslave/states.py). The mount code
-(vzslave/mounts.py) and the monitor (vzslave/monitor.py) are imported only by a spawn
-that needs them.
+syscall Python lacks is needed, and the plan is marshal, not JSON. Its one other
+import is its leaf, vzslave/runio.py: its error and I/O, the run record it keeps, the
+boot marker, a pid's start time (each module costs a spawn ~0.1 ms). The mount code
+(vzslave/mounts.py), the monitor (vzslave/monitor.py) and the process finder
+(vzslave/procs.py) are imported only by a spawn that needs them.
 """
 
 import marshal
@@ -27,15 +27,19 @@ import os
 import sys
 import time
 
-from vzslave import linux, procs
-from vzslave.runio import RunnerError, boot_marked, os_message, write_quietly
-from vzslave.runrecord import (
+from vzslave import linux
+from vzslave.runio import (
+    RunnerError,
+    RunState,
+    boot_marked,
+    os_message,
     read_run_record,
     record_number,
+    start_time,
     store_run_record,
+    write_quietly,
     write_run_record,
 )
-from vzslave.states import RunState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -163,7 +167,7 @@ def pace_restarts(spawn: Spawn, now: float) -> None:
             record["last_run"] = "{:.3f}".format(lasted)
         streak = record_number(old, "streak") + 1 if lasted < backoff["stable"] else 0
     recent = (old.get("recent", "").split() + ["{:.3f}".format(now)])[-10:]
-    record.update(pid=str(os.getpid()), ticks=str(procs.start_time(os.getpid()) or ""),
+    record.update(pid=str(os.getpid()), ticks=str(start_time(os.getpid()) or ""),
                   state=RunState.RUNNING, started="{:.3f}".format(now), next_start="",
                   streak=str(streak), spawns=str(record_number(old, "spawns") + 1),
                   supervisor=spawn.plan["runtime"], recent=" ".join(recent))
@@ -225,6 +229,7 @@ def end_previous(spawn: Spawn) -> None:
     """
     if not spawn.leftovers_possible:
         return
+    from vzslave import procs
     rootfs = spawn.plan["rootfs"]
     left = procs.container_processes(rootfs)
     if not left:
@@ -394,7 +399,7 @@ def record_running(spawn: Spawn) -> None:
     if not spawn.monitored:  # else the monitor recorded its own pid before the fork
         # The start time tells this pid from a reuse of it: nobody signals a stranger.
         spawn.record.update(state=RunState.RUNNING, pid=str(os.getpid()),
-                            ticks=str(procs.start_time(os.getpid()) or ""),
+                            ticks=str(start_time(os.getpid()) or ""),
                             started="{:.3f}".format(time.time()))
         write_run_record(spawn.record_path, spawn.record)
     if spawn.record_fd < 0:

@@ -4,18 +4,23 @@ what settings.json marks; and ``derive``, which makes the first out of the other
 Three vocabularies, three writers:
 
     ContainerState  status's ``state``, derived here, never stored
-    RunState        the ``state`` line of the run record (vzslave/runrecord.py), written
-                    by the runner and its monitor at every spawn
+    RunState        the ``state`` line of the run record, written by the runner and its
+                    monitor at every spawn: defined with the record in the runner's leaf
+                    (vzslave/runio.py), which a spawn loads anyway, and named here
     Wanted, Mark    settings.json (vzslave/settings.py): what was last asked, and the
                     marks of a start or stop under way that a repair finishes
 
-The runner imports this module at every spawn: standard library only, no typing at run
-time (it costs ~10 ms), no enum (strings are what the files and the wire carry).
+No typing at run time (it costs ~10 ms), no enum (strings are what the files and the
+wire carry); nothing but the runner's leaf, which imports only os.
 """
+
+from vzslave.runio import RunState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Mapping, Optional
+
+__all__ = ["ContainerState", "Mark", "RunState", "Wanted", "derive"]
 
 
 class ContainerState(object):
@@ -28,16 +33,6 @@ class ContainerState(object):
     DISABLED = "disabled"  # wanted running, but the administrator took the entry out
     STOPPED = "stopped"  # not wanted running
     ALL = (RUNNING, STARTING, RESTARTING, CRASH_LOOPING, DISABLED, STOPPED)
-
-
-class RunState(object):
-    """The ``state`` of a run record: where the current spawn is."""
-
-    WAITING = "waiting"  # the runner sleeps its backoff delay (``next_start``)
-    RUNNING = "running"  # the runner set up, or the app runs (``pid``, ``ticks``)
-    FAILED = "failed"  # a step failed (``last_error``); the runner exited 127
-    EXITED = "exited"  # the monitor saw the app end (``last_exit``, ``last_run``)
-    ALL = (WAITING, RUNNING, FAILED, EXITED)
 
 
 class Wanted(object):

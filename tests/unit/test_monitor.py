@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from vzslave.runrecord import read_run_record, write_run_record
+from vzslave.runio import read_run_record, write_run_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # A runner cut down to what the monitor needs: the record says running, then fork; the
@@ -14,7 +14,7 @@ RUNNER = """
 import os, sys
 sys.path.insert(0, {root!r})
 from vzslave.monitor import fork_monitor
-from vzslave.runrecord import write_run_record
+from vzslave.runio import write_run_record
 plan = {{"rootfs": {rootfs!r}, "monitor": True,
         "log": {{"path": {log!r}, "max_bytes": 1 << 20, "keep": 1, "syslog": False}}}}
 record = {{"state": "running", "pid": str(os.getpid())}}
@@ -57,7 +57,7 @@ def test_a_failure_the_apps_side_recorded_is_kept(tmp_path):
     failed with its error, not exited."""
     fail = tmp_path / "fail.py"
     fail.write_text("import sys; sys.path.insert(0, {!r})\n"
-                    "from vzslave.runrecord import write_run_record\n"
+                    "from vzslave.runio import write_run_record\n"
                     "write_run_record({!r}, dict(state='failed', last_error='user: no'))\n"
                     .format(ROOT, str(tmp_path / "run")))
     failing = "{} -S {}; exit 127".format(sys.executable, fail)
