@@ -282,7 +282,9 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
     state.container("seccomp", filtered)
     state.container("plainmon", plain, monitor=True)
     state.container("respawn", plain)
-    state.plans["respawn"]["backoff"] = {"initial": 0.0, "max": 0.0, "stable": 30.0}
+    # No backoff, and no streak either: past 1024 quick runs in a row backoff_delay's
+    # 2 ** streak no longer fits a float, and the runner fails (long --runs, --base).
+    state.plans["respawn"]["backoff"] = {"initial": 0.0, "max": 0.0, "stable": 0.0}
     state.save("respawn")
     rootfs = os.path.join(plain, "rootfs")
     cases = [
@@ -305,21 +307,25 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
         cases.append(Case("crun run, runc-spec bundle" + (" (*)" if crun.ns else ""),
                           crun.argv + ["--bundle", spec, "vzbench-crun"],
                           enter=crun.enter, leave=crun.leave))
-    compared: dict[str, str] = {}  # a case's label at --base -> its label here
+    # --base: the same case through the other checkout, run next to it (each first in
+    # every other round), so that both see the same moment of this noisy machine.
+    twins: dict[str, Case] = {}
     if state.base_launcher:
         for case, name in ((cases[2], "plain"), (cases[5], "plainmon"), (cases[6], "respawn")):
-            label = case.label.replace("vzrun", "vzrun at base", 1)
-            compared[label] = case.label
-            cases.append(Case(label, [state.base_launcher, name], before=case.before))
-    for case in cases:
+            twins[case.label] = Case(case.label.replace("vzrun", "vzrun at base", 1),
+                                     [state.base_launcher, name], before=case.before)
+    everything = cases + list(twins.values())
+    for case in everything:
         case.run()  # warm up: page cache, runtimes' state dirs
-    samples: dict[str, list[float]] = {case.label: [] for case in cases}
-    for _ in range(runs):
+    samples: dict[str, list[float]] = {case.label: [] for case in everything}
+    for round_ in range(runs):
         for case in cases:
-            samples[case.label].append(case.run() * 1000)
+            pair = [case, twins[case.label]] if case.label in twins else [case]
+            for each in pair if round_ % 2 == 0 else pair[::-1]:
+                samples[each.label].append(each.run() * 1000)
     medians = {label: statistics.median(s) for label, s in samples.items()}
     print("Spawn to exit of /bin/true, median of {} runs, round robin (ms)".format(runs))
-    for case in cases:
+    for case in everything:
         s = sorted(samples[case.label])
         print("  {:42} {:7.2f}   (p10 {:6.2f}, p90 {:6.2f})".format(
             case.label, medians[case.label], s[len(s) // 10], s[len(s) * 9 // 10]))
@@ -342,7 +348,8 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
           "after the interpreter start)".format(vz - py))
     print("  vzrun seccomp - vzrun plain                {:+.2f} ms (installing the filter, "
           "and the app under it)".format(medians[cases[4].label] - vz))
-    for base, here in compared.items():
+    for here, twin in twins.items():
+        base = twin.label
         print("  {:42} {:5.3f}x   ({:+.2f} ms; the runner's own work: {:+.1f}%)".format(
             here.split(" (")[0] + " / at base", medians[here] / medians[base],
             medians[here] - medians[base],

@@ -11,15 +11,15 @@ over the runner's pid and nothing of ours stays beside it.
 The app enters its rootfs with pivot_root in a private mount namespace, the old root
 detached, as runc does: a root app that chroots again and climbs with ``..`` ends at
 its own root. Nodes that cannot pivot_root get a chroot, decided and warned about at
-start (vzslave/containers.py), without CAP_SYS_CHROOT.
+start (vzslave/plans.py), without CAP_SYS_CHROOT.
 
 Speed matters, so this module imports almost nothing at the top: no typing (~10 ms),
 json, re, socket, signal (enum) or ctypes; ``vzslave.linux`` reaches libc only when a
 syscall Python lacks is needed, and the plan is marshal, not JSON. Its one other
 import is its leaf, vzslave/runio.py: its error and I/O, the run record it keeps, the
 boot marker, a pid's start time (each module costs a spawn ~0.1 ms). The mount code
-(vzslave/mounts.py), the monitor (vzslave/monitor.py) and the process finder
-(vzslave/procs.py) are imported only by a spawn that needs them.
+(vzslave/mounts.py) and the process finder (vzslave/procs.py) are imported only by a
+spawn that needs them; the monitor's log pump (vzslave/logs.py) only by the monitor.
 """
 
 import marshal
@@ -50,6 +50,8 @@ else:
     import _signal  # builtin and already loaded; "signal" would import enum
 
 IDLE = 60.0  # seconds a runner that cannot make progress sleeps, so init does not spin
+_RELAYED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+DRAIN = 2.0  # seconds the monitor reads output left in the pipe after the app ended
 
 
 class Spawn(object):
@@ -301,10 +303,7 @@ def start_monitor(spawn: Spawn) -> None:
         return
     if pid_ns:
         join_or_create(pid_ns[0])
-    record_running(spawn)  # before the fork: the child may fail (and write) at once
-    from vzslave.monitor import fork_monitor
-    fork_monitor(spawn.name, spawn.plan, spawn.record_path, spawn.record)
-    spawn.monitored = True  # the child's side: the monitor never returns
+    fork_monitor(spawn)
 
 
 def join_or_create(ns: "Dict[str, Any]") -> None:
@@ -322,6 +321,111 @@ def join_or_create(ns: "Dict[str, Any]") -> None:
         raise RunnerError("namespaces", "cannot join the {} namespace at {}.path {}: "
                           "{}".format(ns["type"], ns.get("field", "linux.namespaces"),
                                       ns["path"], exc.strerror)) from exc
+
+
+def fork_monitor(spawn: Spawn) -> None:
+    """Fork; the child goes on to the next step, the parent becomes the monitor.
+
+    With syslog or ``monitor`` the app writes into a pipe that the monitor pumps into
+    the log under a hard size cap (and to syslog); a monitor that only a PID namespace
+    asked for leaves the app on the log file itself.
+    """
+    pumped = bool(spawn.plan["log"].get("syslog") or spawn.plan.get("monitor"))
+    reader, writer = os.pipe() if pumped else (-1, -1)
+    record_running(spawn)  # before the fork: the child may fail (and write) at once
+    child = os.fork()
+    if child == 0:
+        spawn.monitored = True
+        # The app must not outlive the monitor, whose pid is all init knows of.
+        linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
+        if pumped:
+            os.dup2(writer, 1)
+            os.dup2(writer, 2)
+            os.close(reader)
+            os.close(writer)
+        return
+    if pumped:
+        os.close(writer)
+    monitor(spawn, child, reader)
+
+
+def monitor(spawn: Spawn, child: int, reader: int) -> None:
+    """The monitor: relay signals to ``child``, pump its output, and once the child has
+    ended (waited for, not read to EOF: its orphans may hold the pipe), end what is left
+    of the container, record how the app ended, and exit so that init respawns."""
+    for name in ("SIGTTOU", "SIGTTIN", "SIGTSTP"):
+        _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
+
+    def relay(signum: int, frame: "Any") -> None:
+        try:
+            os.kill(child, signum)
+        except OSError:
+            pass
+
+    for name in _RELAYED:
+        _signal.signal(getattr(_signal, name), relay)
+    started = time.time()
+    if reader < 0:
+        status = os.waitpid(child, 0)[1]
+    else:
+        status = _pump_until_exit(spawn, child, reader)
+    lasted = time.time() - started
+    if os.WIFSIGNALED(status):
+        code, ended = 128 + os.WTERMSIG(status), "signal {}".format(os.WTERMSIG(status))
+    else:
+        code, ended = os.WEXITSTATUS(status), "exit {}".format(os.WEXITSTATUS(status))
+    # The child may have written a failure into the record meanwhile: keep it.
+    spawn.record = read_run_record(spawn.record_path) or spawn.record
+    spawn.record_fd = -1  # write by path, atomically: the monitor still can
+    if spawn.record.get("state") != RunState.FAILED:
+        spawn.record["state"] = RunState.EXITED
+    spawn.record.update(last_exit=ended, last_run="{:.3f}".format(lasted))
+    spawn.store()
+    os._exit(code)
+
+
+def _pump_until_exit(spawn: Spawn, child: int, reader: int) -> int:
+    """Pump the app's output into the log until the app has ended; its wait status."""
+    import select
+
+    from vzslave import procs
+    from vzslave.logs import LogPump
+    log = spawn.plan["log"]
+    pump = LogPump(log["path"], log["max_bytes"], log["keep"],
+                   syslog_ident="vz/" + spawn.name if log.get("syslog") else None)
+    # SIGCHLD wakes the select through this pipe: no polling, no wait for EOF.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)
+    status = None
+    open_reader = True
+    while status is None:
+        ready = select.select([reader, wake_r] if open_reader else [wake_r], [], [], 1.0)[0]
+        if reader in ready:
+            data = os.read(reader, 65536)
+            if data:
+                pump.write(data)
+            else:
+                open_reader = False  # every writer closed; the app may still run
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        pid, waited = os.waitpid(child, os.WNOHANG)
+        if pid:
+            status = waited
+    # Workers the app left behind still hold the pipe (and its ports): end them, so the
+    # next instance starts clean, then take the last of the output.
+    rootfs = spawn.plan["rootfs"]
+    procs.end_processes(lambda: procs.container_processes(rootfs), procs.LEFTOVER_GRACE)
+    deadline = time.monotonic() + DRAIN
+    while open_reader and time.monotonic() < deadline:
+        if not select.select([reader], [], [], max(deadline - time.monotonic(), 0))[0]:
+            break
+        data = os.read(reader, 65536)
+        if not data:
+            break
+        pump.write(data)
+    pump.close()
+    return status
 
 
 def enter_namespaces(spawn: Spawn) -> None:

@@ -104,9 +104,9 @@ def test_a_prepared_spawn_imports_neither_ctypes_nor_the_mount_code(box):
         assert "| " + module not in imports
 
 
-def test_a_prepared_spawn_without_a_monitor_loads_only_the_runner_and_its_leaves(box):
+def test_a_prepared_spawn_without_a_monitor_loads_only_the_runner_and_its_leaf(box):
     """The fast path init takes at every respawn: as many modules as before the runner's
-    leaf (vzslave/runio.py) took procs' place; no mount code, no monitor, no fs."""
+    leaf (vzslave/runio.py) took procs' place; no mount code, no fs, no errors."""
     box.make_plan("true")
     mounts.prepare(box.plan)
     status, out = box.run("-X", "importtime")

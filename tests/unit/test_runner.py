@@ -3,6 +3,7 @@
 import errno
 import os
 import resource
+import subprocess
 import sys
 
 import pytest
@@ -14,6 +15,7 @@ from vzslave.errors import BadConfigError
 from vzslave.runio import RunnerError, read_run_record, write_run_record
 
 NAME = "app"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_plan(root, **process):
@@ -871,11 +873,75 @@ def test_a_shared_root_propagation_makes_the_rootfs_parent_mount_private(tmp_pat
                           ("mount", None, None, linux.MS_PRIVATE)]
 
 
+# -- the monitor (real processes: a forked shell as the app; no root) ---------------------
+
+# A runner cut down to what the monitor needs: fork it, and the child (the app's side)
+# runs the shell script given.
+MONITORED = """
+import os, sys
+sys.path.insert(0, {root!r})
+from vzslave.runner import Spawn, fork_monitor
+fork_monitor(Spawn("app", {{"rootfs": {rootfs!r}, "state_dir": {state!r}, "monitor": True,
+                           "log": {{"path": {log!r}, "max_bytes": 1 << 20, "keep": 1,
+                                    "syslog": False}}}}))
+os.execv("/bin/sh", ["sh", "-c", sys.argv[1]])
+"""
+
+
+def monitored(tmp_path, script):
+    """Run the monitor over ``script``; (its exit status, the run record, the log)."""
+    rootfs, log, record = tmp_path / "rootfs", tmp_path / "app.log", tmp_path / "run"
+    rootfs.mkdir(exist_ok=True)
+    code = MONITORED.format(root=ROOT, rootfs=str(rootfs), state=str(tmp_path), log=str(log))
+    done = subprocess.run([sys.executable, "-S", "-c", code, script], timeout=60,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = log.read_text() if log.exists() else ""
+    return done.returncode, read_run_record(str(record)), text + done.stdout.decode()
+
+
+def test_the_monitor_exits_with_the_apps_status_and_records_it(tmp_path):
+    status, record, _ = monitored(tmp_path, "exit 3")
+    assert status == 3
+    assert record["state"] == "exited" and record["last_exit"] == "exit 3"
+    assert float(record["last_run"]) >= 0
+
+
+def test_the_monitor_pumps_the_apps_output_into_the_log(tmp_path):
+    status, _, log = monitored(tmp_path, "echo out; echo err >&2")
+    assert status == 0 and log.splitlines() == ["out", "err"]
+
+
+def test_a_death_by_signal_is_recorded_and_exits_as_128_plus_the_signal(tmp_path):
+    status, record, _ = monitored(tmp_path, "kill -TERM $$")
+    assert status == 128 + 15 and record["last_exit"] == "signal 15"
+
+
+def test_a_failure_the_apps_side_recorded_is_kept(tmp_path):
+    """When the app's side fails a step (it writes failed, exits 127), the record says
+    failed with its error, not exited."""
+    fail = tmp_path / "fail.py"
+    fail.write_text("import sys; sys.path.insert(0, {!r})\n"
+                    "from vzslave.runio import write_run_record\n"
+                    "write_run_record({!r}, dict(state='failed', last_error='user: no'))\n"
+                    .format(ROOT, str(tmp_path / "run")))
+    failing = "{} -S {}; exit 127".format(sys.executable, fail)
+    status, record, _ = monitored(tmp_path, failing)
+    assert status == 127
+    assert (record["state"], record["last_error"], record["last_exit"]) == (
+        "failed", "user: no", "exit 127")
+
+
+def test_without_a_record_from_the_app_the_monitor_keeps_its_own(tmp_path):
+    write_run_record(str(tmp_path / "run"), {"state": "running", "spawns": "4"})
+    status, record, _ = monitored(tmp_path, "true")
+    assert status == 0 and record["state"] == "exited"
+
+
 # -- what a spawn imports -------------------------------------------------------------
 
-def test_importing_the_runner_loads_only_its_leaves():
-    """init execs the runner at every respawn: the mount code, the monitor and the process
-    finder stay out until a spawn needs them, vzslave.fs and vzslave.errors for good."""
+def test_importing_the_runner_loads_only_its_leaf():
+    """init execs the runner at every respawn: the mount code, the process finder and the
+    log pump stay out until a spawn needs them, vzslave.fs and vzslave.errors for good."""
     loaded = modules_loaded_by("vzslave.runner")
     assert {name for name in loaded if name.startswith("vzslave")} == {
         "vzslave", "vzslave.runner", "vzslave.linux", "vzslave.runio"}
