@@ -345,7 +345,7 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str,
         "seccomp": _seccomp(linux, machine or os.uname().machine, warnings),
         "sysctl": _sysctls(linux, namespaces),
         "warnings": warnings,
-        # How the app enters its rootfs; containers.py turns it into "chroot" on nodes
+        # How the app enters its rootfs; plans.py turns it into "chroot" on nodes
         # that cannot pivot_root (with a warning, and without CAP_SYS_CHROOT).
         "enter": "pivot_root",
     }

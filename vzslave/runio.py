@@ -3,7 +3,7 @@
 init execs the runner at every respawn, and every module it imports costs it ~0.1 ms
 of a ~10 ms spawn (bench/runner.py; the interpreter alone is ~8 ms): so one module,
 importing only ``os``, holds what every spawn uses and what the rest of vzslave shares
-with the runner without importing it (mounts, monitor, runch, logs, inittab, procs,
+with the runner without importing it (mounts, runch, logs, inittab, procs, states,
 containers):
 
     RunnerError, os_message     a failed step, and an OSError as a line of text
