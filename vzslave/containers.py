@@ -263,7 +263,8 @@ class Containers:
 
     def _status_of(self, name: str, entry: Optional[Entry] = None,
                    settings: Optional[Settings] = None) -> ContainerStatus:
-        """The status of ``name``; its entry and settings are read unless given."""
+        """The status of ``name``: from ``settings`` and ``entry`` (None: it has none) as
+        the caller read them, or, without settings, from both read here."""
         if settings is None:
             settings = self._settings(name)
             entry = self.entries.find(self.entries.read(), name)
