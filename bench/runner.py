@@ -8,7 +8,7 @@ exec to exit, timed by the parent (posix_spawn + waitpid), round robin:
     python3 -IS -c pass          the interpreter's floor, which the launcher pays
     chroot ROOTFS /bin/true      the floor of any chroot runner
     vzrun, plain bundle          the builtin runner as init runs it, mounts prepared
-                                 (runner.prepare, as container.start does): no namespace
+                                 (mounts.prepare, as container.start does): no namespace
     vzrun, runc-spec bundle      the same runner on `runc spec`'s config: 5 namespaces
                                  (pid: a monitor forks), caps, no_new_privileges, ro root
     vzrun, plain + seccomp       the plain bundle with `vzmaster build`'s default seccomp
@@ -37,7 +37,11 @@ Part 3 (output): an app writing --flood-mb MB of lines as fast as it can, into t
 file itself (exec mode) or through the monitor's pump (the default): wall time, the
 CPU seconds of the whole tree, and the log files left (the pump's cap is 10 MiB x 4).
 
-Run as root: python3 bench/runner.py [--runs 31] [--python /usr/bin/python3]
+With ``--base DIR`` (another checkout of vz, e.g. ``git worktree add DIR main``), part 1
+also times the plain, monitor and respawn cases through a second launcher whose vzslave
+is DIR's, in the same round robin: the runner's own cost before and after a change.
+
+Run as root: python3 bench/runner.py [--runs 31] [--python /usr/bin/python3] [--base DIR]
 """
 
 from __future__ import annotations
@@ -59,8 +63,9 @@ from typing import Any, Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vzmaster.imaging.ociconfig import default_seccomp  # noqa: E402
-from vzslave import linux, oci, runner  # noqa: E402
-from vzslave.containers import _LAUNCHER, BACKOFF  # noqa: E402
+from vzslave import linux, mounts, oci  # noqa: E402
+from vzslave.launcher import render_launcher  # noqa: E402
+from vzslave.plans import BACKOFF  # noqa: E402
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "true", "sleep")
@@ -70,18 +75,27 @@ CRUN_ERROR = "cgroups in hybrid mode not supported"
 class State:
     """A vz state root (ROOT/bin/vzrun, containers/, logs/) holding the bench's bundles."""
 
-    def __init__(self, work: str, python: str) -> None:
+    def __init__(self, work: str, python: str, base: str | None = None) -> None:
         self.root = os.path.join(work, "vz")
         self.python = python
         for sub in ("bin", "containers", "logs", "bundles"):
             os.makedirs(os.path.join(self.root, sub))
-        self.launcher = os.path.join(self.root, "bin", "vzrun")
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(self.launcher, "w") as out:
-            out.write(_LAUNCHER.format(python=python, launcher=self.launcher,
-                                       path=package_parent, root=self.root))
-        os.chmod(self.launcher, 0o755)
+        self.launcher = self.write_launcher("vzrun", None)
+        # The same plans and state, run by another checkout's vzslave (--base).
+        self.base_launcher = self.write_launcher("vzrun-base", base) if base else ""
         self.plans: dict[str, dict[str, Any]] = {}
+
+    def write_launcher(self, name: str, path: str | None) -> str:
+        """ROOT/bin/NAME, running the vzslave at ``path`` (this one's by default)."""
+        launcher = os.path.join(self.root, "bin", name)
+        text = render_launcher(launcher, self.root, python=self.python)
+        if path is not None:
+            text = render_launcher(launcher, self.root, python=self.python,
+                                   path=os.path.abspath(path))
+        with open(launcher, "wb") as out:
+            out.write(text)
+        os.chmod(launcher, 0o755)
+        return launcher
 
     def bundle(self, name: str, args: list[str], spec: bool,
                linux: dict[str, Any] | None = None) -> str:
@@ -120,7 +134,7 @@ class State:
         self.plans[name] = plan
         self.save(name)
         if not any(ns["type"] == "mount" for ns in plan["namespaces"]):
-            runner.prepare(plan)
+            mounts.prepare(plan)
         return plan
 
     def save(self, name: str) -> None:
@@ -138,7 +152,7 @@ class State:
     def release(self) -> None:
         """Unmount what prepare mounted."""
         for plan in self.plans.values():
-            runner.release(plan)
+            mounts.release(plan)
 
 
 class CrunNamespace:
@@ -268,7 +282,9 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
     state.container("seccomp", filtered)
     state.container("plainmon", plain, monitor=True)
     state.container("respawn", plain)
-    state.plans["respawn"]["backoff"] = {"initial": 0.0, "max": 0.0, "stable": 30.0}
+    # No backoff, and no streak either: past 1024 quick runs in a row backoff_delay's
+    # 2 ** streak no longer fits a float, and the runner fails (long --runs, --base).
+    state.plans["respawn"]["backoff"] = {"initial": 0.0, "max": 0.0, "stable": 0.0}
     state.save("respawn")
     rootfs = os.path.join(plain, "rootfs")
     cases = [
@@ -291,15 +307,25 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
         cases.append(Case("crun run, runc-spec bundle" + (" (*)" if crun.ns else ""),
                           crun.argv + ["--bundle", spec, "vzbench-crun"],
                           enter=crun.enter, leave=crun.leave))
-    for case in cases:
+    # --base: the same case through the other checkout, run next to it (each first in
+    # every other round), so that both see the same moment of this noisy machine.
+    twins: dict[str, Case] = {}
+    if state.base_launcher:
+        for case, name in ((cases[2], "plain"), (cases[5], "plainmon"), (cases[6], "respawn")):
+            twins[case.label] = Case(case.label.replace("vzrun", "vzrun at base", 1),
+                                     [state.base_launcher, name], before=case.before)
+    everything = cases + list(twins.values())
+    for case in everything:
         case.run()  # warm up: page cache, runtimes' state dirs
-    samples: dict[str, list[float]] = {case.label: [] for case in cases}
-    for _ in range(runs):
+    samples: dict[str, list[float]] = {case.label: [] for case in everything}
+    for round_ in range(runs):
         for case in cases:
-            samples[case.label].append(case.run() * 1000)
+            pair = [case, twins[case.label]] if case.label in twins else [case]
+            for each in pair if round_ % 2 == 0 else pair[::-1]:
+                samples[each.label].append(each.run() * 1000)
     medians = {label: statistics.median(s) for label, s in samples.items()}
     print("Spawn to exit of /bin/true, median of {} runs, round robin (ms)".format(runs))
-    for case in cases:
+    for case in everything:
         s = sorted(samples[case.label])
         print("  {:42} {:7.2f}   (p10 {:6.2f}, p90 {:6.2f})".format(
             case.label, medians[case.label], s[len(s) // 10], s[len(s) * 9 // 10]))
@@ -322,6 +348,12 @@ def spawn_cases(state: State, runs: int, crun: Crun) -> None:
           "after the interpreter start)".format(vz - py))
     print("  vzrun seccomp - vzrun plain                {:+.2f} ms (installing the filter, "
           "and the app under it)".format(medians[cases[4].label] - vz))
+    for here, twin in twins.items():
+        base = twin.label
+        print("  {:42} {:5.3f}x   ({:+.2f} ms; the runner's own work: {:+.1f}%)".format(
+            here.split(" (")[0] + " / at base", medians[here] / medians[base],
+            medians[here] - medians[base],
+            100 * (medians[here] - medians[base]) / (medians[base] - py)))
 
 
 # -- part 2: resident memory --------------------------------------------------------
@@ -538,11 +570,13 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--flood-mb", type=int, default=200,
                         help="MB the flooding app writes in part 3 (0: skip it)")
+    parser.add_argument("--base", default=None, metavar="DIR",
+                        help="another vz checkout: time its runner too (before/after)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: it mounts, chroots and runs runc and crun")
     with tempfile.TemporaryDirectory(prefix="vzbench-") as work:
-        state = State(work, args.python)
+        state = State(work, args.python, args.base)
         crun = Crun(state.bundle("probe", ["/bin/true"], spec=True))
         try:
             spawn_cases(state, args.runs, crun)

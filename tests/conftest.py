@@ -78,6 +78,18 @@ def decode_frames(data: bytes, eof: bool = True):
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
+def modules_loaded_by(module: str) -> set:
+    """The modules that ``import module`` loads, in a fresh interpreter without site (as
+    the runner starts: ``python3 -IS``)."""
+    import subprocess
+    import sys
+    code = ("import os, sys; before = set(sys.modules); import {}; "
+            "print(' '.join(sorted(set(sys.modules) - before)))").format(module)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return set(subprocess.run([sys.executable, "-S", "-c", code], cwd=root, check=True,
+                              stdout=subprocess.PIPE, universal_newlines=True).stdout.split())
+
+
 @pytest.fixture(scope="session")
 def attack(tmp_path_factory):
     """The path of tests/attack.c compiled static: what a hostile app tries, run inside a

@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 
-from vzslave import linux, oci, runner
+from vzslave import linux, oci
+from vzslave.runio import read_run_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUSYBOX = "/bin/busybox"
@@ -125,7 +126,7 @@ class Box(object):
             return source.read()
 
     def record(self):
-        return runner.read_run_record(os.path.join(self.state, "run"))
+        return read_run_record(os.path.join(self.state, "run"))
 
 
 # What a config without a capabilities section gets, as numbers, for a root app.

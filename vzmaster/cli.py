@@ -22,13 +22,13 @@ import queue
 import sys
 import threading
 import time
-from typing import Callable, NamedTuple, Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 from vzmaster import views
 from vzmaster.client import Client
 from vzmaster.errors import TransportError
 from vzmaster.imaging.command import add_commands as add_build_commands
-from vzmaster.output import Output, OutputClosed, Shown
+from vzmaster.output import Call, Output, OutputClosed, Shown
 from vzmaster.transports import SSHOptions
 from vzslave import __version__
 from vzslave.errors import Error, VzError, code_name
@@ -64,18 +64,6 @@ class ProgressBar:
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()
-
-
-class Call(NamedTuple):
-    """One subcommand on one host: what it gets beside the node."""
-
-    args: argparse.Namespace
-    host: str  # as given on the command line; "" for build and inspect
-    output: Output
-
-    def line(self, text: str) -> None:
-        """Print a line of a log; at once when following it."""
-        self.output.line(self.host, text, live=bool(getattr(self.args, "follow", False)))
 
 
 def cmd_hello(node: Client, call: Call) -> Shown:

@@ -16,6 +16,7 @@ goes away (``| head``) raises ``OutputClosed``, which the CLI ends quietly on.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import threading
@@ -137,3 +138,15 @@ class Output:
         except BrokenPipeError as exc:
             self._stopped = True
             raise OutputClosed() from exc
+
+
+class Call(NamedTuple):
+    """One subcommand on one host: what it gets beside the node."""
+
+    args: argparse.Namespace
+    host: str  # as given on the command line; "" for build and inspect
+    output: Output
+
+    def line(self, text: str) -> None:
+        """Print a line of a log; at once when following it."""
+        self.output.line(self.host, text, live=bool(getattr(self.args, "follow", False)))

@@ -6,13 +6,14 @@ never follows a symlink and never crosses into another mount.
 """
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
 import time
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
-from vzslave.errors import BusyError
+from vzslave.errors import BusyError, DiskFullError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -92,6 +93,22 @@ def keep_reserve(path: str, size: int = RESERVE_BYTES) -> None:
 def release_reserve(path: str) -> bool:
     """Give the reserve's space back to the disk; True if there was one."""
     return unlink_quietly(path)
+
+
+def write_with_reserve(write: Callable[[], None], reserve: str,
+                       first: Callable[[], None]) -> None:
+    """Call ``write``; if it fails for want of space (ENOSPC, EDQUOT), call ``first``
+    (stop what fills the disk), give the reserve at ``reserve`` back, and write again."""
+    try:
+        write()
+        return
+    except (OSError, DiskFullError) as exc:
+        number = exc.errno if isinstance(exc, OSError) else exc.details.get("errno")
+        if number not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+    first()
+    release_reserve(reserve)
+    write()
 
 
 def visible_names(directory: str) -> List[str]:

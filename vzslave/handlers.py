@@ -10,10 +10,11 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tu
 
 from vzslave.bundles import BundleStore
 from vzslave.config import MAX_IMAGE_SIZE, Layout, Limits
-from vzslave.containers import MAX_RUNTIME_ARGS, RUNTIMES, Containers
+from vzslave.containers import Containers
 from vzslave.errors import BadRequestError, VersionMismatchError
 from vzslave.facts import node_facts
 from vzslave.images import ImageStore
+from vzslave.plans import MAX_RUNTIME_ARGS, RUNTIMES
 from vzslave.protocol import MAX_DATA, MAX_FRAME, MAX_ITEMS, SUPPORTED_VERSIONS
 from vzslave.records import to_wire
 

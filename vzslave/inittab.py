@@ -27,6 +27,7 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 from vzslave import fs
 from vzslave.errors import BadNameError, BusyError, InittabError, error_from_os
 from vzslave.names import validate_name
+from vzslave.runio import write_all
 
 
 class Dialect(enum.Enum):
@@ -332,7 +333,7 @@ class InittabFile:
             owner, mode = (old.st_uid, old.st_gid), stat.S_IMODE(old.st_mode)
         fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".vz", dir=directory)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             new = os.fstat(fd)
             if owner is not None and owner != (new.st_uid, new.st_gid):
                 os.fchown(fd, owner[0], owner[1])
@@ -349,7 +350,7 @@ class InittabFile:
             raise
         self._fd, self._exists = fd, True
         os.close(held)  # waiters on the old inode wake, see it replaced, and retry
-        _fsync_dir(directory)
+        fs.fsync_dir(directory)
 
 
 def _read_all(fd: int) -> bytes:
@@ -360,20 +361,6 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- telling init --------------------------------------------------------------

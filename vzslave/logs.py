@@ -15,8 +15,9 @@ rotated generations. Two ways to rotate, for two kinds of writer:
   page by page): ``.1`` then ends that piece with a newline of its own.
 
 ``enforce`` leaves at most KEEP generations, none above max_bytes: at most
-(KEEP+1)*max_bytes in all. The runner imports this module at every spawn: it imports
-only os and errno (typing only for mypy: it costs ~10 ms).
+(KEEP+1)*max_bytes in all. The runner imports this module to rotate, and its monitor to
+pump: it imports only os, errno and the runner's leaf vzslave/runio.py (typing only for
+mypy: it costs ~10 ms).
 
 Readers find files by inode: a cursor's inode now at ``NAME.log.K`` was rotated by
 rename; the same inode with fewer bytes than the cursor's offset was truncated by
@@ -26,6 +27,8 @@ Callers serialise the writers of one chain (the container's lock); readers need 
 
 import errno
 import os
+
+from vzslave.runio import write_all
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -98,13 +101,6 @@ def _quietly(call: "Callable[..., None]", *paths: str) -> None:
         pass
 
 
-def _write_all(fd: int, data: bytes) -> int:
-    done = 0
-    while done < len(data):
-        done += os.write(fd, data[done:])
-    return done
-
-
 def _existing_generations(path: str) -> "List[int]":
     """The numbers N of the ``path.N`` files there are, whatever keep says: a loop over
     ``keep`` would run for ever with keep 10**12."""
@@ -161,7 +157,7 @@ def _copy(src: int, dst: int, start: int, end: int) -> None:
         except OSError as exc:  # filesystems without file-to-file sendfile
             if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                 raise
-            sent = _write_all(dst, os.pread(src, count, start))
+            sent = write_all(dst, os.pread(src, count, start))
         if sent == 0:
             return
         start += sent
@@ -249,6 +245,45 @@ def enforce(path: str, max_bytes: int, keep: int) -> None:
                     _keep_tail(fd, max_bytes)
             finally:
                 os.close(fd)
+
+
+def enforce_all(directory: str, limits: "Callable[[str], Tuple[int, int]]",
+                past: int) -> None:
+    """enforce() every container's chain in ``directory`` that has a file over ``past``
+    bytes, with the (max_bytes, keep) that ``limits(NAME)`` gives for NAME.log.
+
+    Called at every session, so it stays cheap: a stat per file, ``limits`` asked only
+    of chains with a big file. A full disk is no error: enforce cuts what it can.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    big = set()
+    for entry in entries:
+        base, _, number = entry.name.rpartition(".")
+        name = entry.name if not number.isdigit() else base  # NAME.log or NAME.log.N
+        if not name.endswith(".log"):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_size > past:
+                big.add(name[:-4])
+        except OSError:
+            continue
+    for name in sorted(big):
+        max_bytes, keep = limits(name)
+        try:
+            enforce(os.path.join(directory, name + ".log"), max_bytes, keep)
+        except OSError:
+            pass
+
+
+def remove_chain(path: str) -> None:
+    """Remove the log at ``path`` and every ``path.N`` there is."""
+    directory, name = os.path.split(path)
+    for entry in os.listdir(directory or "."):
+        if entry == name or (entry.startswith(name + ".") and entry[len(name) + 1:].isdigit()):
+            _quietly(os.unlink, os.path.join(directory, entry))
 
 
 def _generations(path: str, keep: "Optional[int]") -> "List[Tuple[int, int]]":
@@ -460,7 +495,7 @@ class LogPump:
                 rotate(self._path, self._keep)
                 self._fd = self._open()
                 continue
-            self._size += _write_all(self._fd, data[:cut])
+            self._size += write_all(self._fd, data[:cut])
             data = data[cut:]
 
     def _to_syslog(self, data: bytes) -> None:

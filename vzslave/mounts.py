@@ -1,19 +1,22 @@
 """The container's mounts, made safely: no symlink in the image can redirect a mount.
 
-The runner imports this module only when it actually mounts (a spawn whose mounts were
-prepared in the host this boot never does), so like the runner it imports almost
-nothing at the top. The rootfs is first bound onto itself (pivot_root needs a mount
-point). Every destination is opened component by component relative to the rootfs fd
-with O_NOFOLLOW, and so is every bind source inside the bundle (an image's
+The rootfs is first bound onto itself (pivot_root needs a mount point). Every
+destination is opened component by component relative to the rootfs fd with
+O_NOFOLLOW, and so is every bind source inside the bundle (an image's
 ``rootfs/x -> /etc`` must not bind the node's /etc); sources and destinations are then
 mounted through /proc/self/fd, never by a path the image could redirect. ``release``
 unmounts everything at or under the rootfs.
+
+vzslave calls ``prepare`` and ``release`` at start and stop. The runner imports this
+module only when it actually mounts (a spawn whose mounts were prepared in the host
+this boot never does), so like the runner it imports almost nothing at the top: the
+runner's leaf (vzslave/runio.py: its error, the boot marker), never the runner itself.
 """
 
 import os
 
 from vzslave import linux
-from vzslave.runner import RunnerError, _os_message, _read
+from vzslave.runio import RunnerError, boot_marked, mark_boot, os_message, unmark_boot
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,22 +37,9 @@ def set_up(plan: "Plan") -> None:
         mount_plan(plan, only_missing=False)  # they all vanish with the namespace
     elif _has_mount_namespace(plan):
         mount_plan(plan, only_missing=True)  # a joined namespace may hold them already
-    else:
-        boot = _read("/proc/sys/kernel/random/boot_id")
-        if not boot or _read(_marker(plan)) != boot:
-            mount_plan(plan, only_missing=True)  # after a reboot: prepare() is stale
-            _write_marker(plan)
-
-
-def _marker(plan: "Plan") -> str:
-    return os.path.join(plan["state_dir"], "mounts")
-
-
-def _write_marker(plan: "Plan") -> None:
-    tmp = _marker(plan) + ".tmp"
-    with open(tmp, "wb") as out:
-        out.write(_read("/proc/sys/kernel/random/boot_id") + b"\n")
-    os.rename(tmp, _marker(plan))
+    elif not boot_marked(plan["state_dir"]):
+        mount_plan(plan, only_missing=True)  # after a reboot: prepare() is stale
+        mark_boot(plan["state_dir"])
 
 
 def prepare(plan: "Plan") -> None:
@@ -62,11 +52,11 @@ def prepare(plan: "Plan") -> None:
         return
     try:
         mount_plan(plan, only_missing=True)
-        _write_marker(plan)
+        mark_boot(plan["state_dir"])
     except (RunnerError, OSError) as exc:
         release(plan)
         from vzslave.errors import BadConfigError
-        message = exc.message if isinstance(exc, RunnerError) else _os_message(exc)
+        message = exc.message if isinstance(exc, RunnerError) else os_message(exc)
         raise BadConfigError("cannot prepare the mounts of container {!r}: {}".format(
             plan["name"], message), {"step": "mounts"}) from exc
 
@@ -79,47 +69,6 @@ def make_parent_private(rootfs: str) -> None:
         point == "/" or rootfs.startswith(point.rstrip("/") + "/"))]
     if parents:
         linux.mount(None, max(parents, key=len), None, linux.MS_PRIVATE)
-
-
-def probe_pivot_root(rootfs: str) -> "Optional[str]":
-    """None if a container can enter ``rootfs`` with pivot_root on this node; else why not.
-
-    Tried for real in a throwaway child: a private mount namespace, the rootfs bound
-    onto itself, pivot_root, the old root detached. It fails on kernels or guests that
-    refuse new mount namespaces (some OpenVZ 6 guests) or where the root is an
-    initramfs (pivot_root cannot move it).
-    """
-    from vzslave.runner import pivot_into
-    reader, writer = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child; the parent reads its verdict
-        try:
-            os.close(reader)
-            linux.unshare(linux.CLONE_NEWNS)
-            linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
-            linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
-            pivot_into(rootfs)
-            os.write(writer, b"ok")
-        except BaseException as exc:
-            text = exc.message if isinstance(exc, RunnerError) else (
-                _os_message(exc) if isinstance(exc, OSError) else repr(exc))
-            os.write(writer, text.encode("utf-8", "replace")[:1000])
-        finally:
-            os._exit(0)
-    os.close(writer)
-    try:
-        verdict = b""
-        while True:
-            data = os.read(reader, 4096)
-            if not data:
-                break
-            verdict += data
-    finally:
-        os.close(reader)
-        os.waitpid(child, 0)
-    if verdict == b"ok":
-        return None
-    return verdict.decode("utf-8", "replace") or "the probe process died"
 
 
 def release(plan: "Plan") -> "List[str]":
@@ -139,10 +88,7 @@ def release(plan: "Plan") -> "List[str]":
                     linux.umount2(point, linux.UMOUNT_NOFOLLOW | linux.MNT_DETACH)
                 except OSError:
                     pass
-    try:
-        os.unlink(_marker(plan))
-    except FileNotFoundError:
-        pass
+    unmark_boot(plan["state_dir"])
     return mounts_under(rootfs)
 
 

@@ -237,7 +237,8 @@ def _object(value: Any, field: str) -> Dict[str, Any]:
     return value
 
 
-def _int(value: Any, field: str, low: int, high: int) -> int:
+def _ranged(value: Any, field: str, low: int, high: int) -> int:
+    """``value``, an integer (not a bool) from ``low`` to ``high``; else refused."""
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise _bad(field, "{} must be an integer from {} to {}, not {}".format(
             field, low, high, "missing" if value is None else json.dumps(value)))
@@ -344,7 +345,7 @@ def build_plan(config: Dict[str, Any], bundle: str, name: str,
         "seccomp": _seccomp(linux, machine or os.uname().machine, warnings),
         "sysctl": _sysctls(linux, namespaces),
         "warnings": warnings,
-        # How the app enters its rootfs; containers.py turns it into "chroot" on nodes
+        # How the app enters its rootfs; plans.py turns it into "chroot" on nodes
         # that cannot pivot_root (with a warning, and without CAP_SYS_CHROOT).
         "enter": "pivot_root",
     }
@@ -457,19 +458,19 @@ def _process(process: Dict[str, Any], warnings: List[str]) -> Dict[str, Any]:
     return {
         "args": args, "env": env,
         "cwd": _absolute(process.get("cwd"), "process.cwd", dotdot=True),
-        "uid": _int(user.get("uid", 0), "process.user.uid", 0, _UINT32),
-        "gid": _int(user.get("gid", 0), "process.user.gid", 0, _UINT32),
+        "uid": _ranged(user.get("uid", 0), "process.user.uid", 0, _UINT32),
+        "gid": _ranged(user.get("gid", 0), "process.user.gid", 0, _UINT32),
         "additional_gids": [
-            _int(gid, "process.user.additionalGids[{}]".format(index), 0, _UINT32)
+            _ranged(gid, "process.user.additionalGids[{}]".format(index), 0, _UINT32)
             for index, gid in enumerate(_get(user, "additionalGids", list,
                                              "process.user.additionalGids", []))],
-        "umask": None if umask is None else _int(umask, "process.user.umask", 0, 0o777),
+        "umask": None if umask is None else _ranged(umask, "process.user.umask", 0, 0o777),
         "rlimits": _rlimits(process),
         "no_new_privileges": _get(process, "noNewPrivileges", bool,
                                   "process.noNewPrivileges", False),
-        "capabilities": _capabilities(process, _int(user.get("uid", 0), "process.user.uid",
+        "capabilities": _capabilities(process, _ranged(user.get("uid", 0), "process.user.uid",
                                                        0, _UINT32)),
-        "oom_score_adj": None if oom is None else _int(oom, "process.oomScoreAdj", -1000, 1000),
+        "oom_score_adj": None if oom is None else _ranged(oom, "process.oomScoreAdj", -1000, 1000),
     }
 
 
@@ -484,8 +485,8 @@ def _rlimits(process: Dict[str, Any]) -> List[List[int]]:
         if any(limit[0] == RLIMITS[kind] for limit in result):
             raise _bad(field + ".type", "{}.type repeats {}: set each rlimit once".format(
                 field, kind))
-        soft = _int(item.get("soft"), field + ".soft", 0, RLIM_INFINITY)
-        hard = _int(item.get("hard"), field + ".hard", 0, RLIM_INFINITY)
+        soft = _ranged(item.get("soft"), field + ".soft", 0, RLIM_INFINITY)
+        hard = _ranged(item.get("hard"), field + ".hard", 0, RLIM_INFINITY)
         if soft > hard:
             raise _bad(field, "{} ({}) has soft {} above hard {}: the kernel refuses "
                        "that".format(field, kind, soft, hard))
@@ -625,11 +626,11 @@ def _devices(linux: Dict[str, Any]) -> List[Dict[str, Any]]:
         number = 0 if kind == "p" else None  # a fifo has no device number
         devices[path] = {  # the same path replaces a default node in its place
             "path": path, "type": "c" if kind == "u" else kind,
-            "major": _int(item.get("major", number), field + ".major", 0, 4095),
-            "minor": _int(item.get("minor", number), field + ".minor", 0, 2 ** 20 - 1),
-            "mode": _int(item.get("fileMode", 0o666), field + ".fileMode", 0, 0o177777) & 0o7777,
-            "uid": _int(item.get("uid", 0), field + ".uid", 0, _UINT32),
-            "gid": _int(item.get("gid", 0), field + ".gid", 0, _UINT32),
+            "major": _ranged(item.get("major", number), field + ".major", 0, 4095),
+            "minor": _ranged(item.get("minor", number), field + ".minor", 0, 2 ** 20 - 1),
+            "mode": _ranged(item.get("fileMode", 0o666), field + ".fileMode", 0, 0o177777) & 0o7777,
+            "uid": _ranged(item.get("uid", 0), field + ".uid", 0, _UINT32),
+            "gid": _ranged(item.get("gid", 0), field + ".gid", 0, _UINT32),
         }
     return list(devices.values())
 

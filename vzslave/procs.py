@@ -15,12 +15,17 @@ spawned but that has not entered the rootfs yet (its command line names the laun
 and the container). Pids are kept with their start time and checked again right before
 each signal, so a pid that was reused meanwhile is never signalled.
 
-The runner imports this module at every spawn (to end what is left of the previous
-instance), so it imports only ``os`` at run time.
+The monitor imports this module to end what an app left behind, and the runner after an
+instance no monitor saw end, so it imports only ``os`` and the runner's leaf at run time.
+The start time of a pid is read there (vzslave/runio.py: ``start_time``, also this
+module's): every spawn records its own, and need not load this module for it.
 """
 
 import os
 import time
+
+from vzslave.runio import start_time as start_time  # this module's too (see above)
+from vzslave.runio import stat_fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,6 +38,7 @@ else:
     import _signal  # builtin and already loaded; "signal" would import enum
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+LEFTOVER_GRACE = 1.0  # seconds between TERM and KILL for what an ended instance left
 _MAX_DEPTH = 4096  # ".." steps from a process's root before the walk gives up
 
 
@@ -44,35 +50,22 @@ def _read(path: str) -> "Optional[bytes]":
         return None
 
 
-def _stat_fields(pid: int) -> "List[bytes]":
-    """The fields of /proc/PID/stat after the command name; [] if the pid is gone."""
-    stat = _read("/proc/{}/stat".format(pid))
-    if stat is None:
-        return []
-    # The command name may hold spaces and parentheses: fields start after the last ")".
-    return stat[stat.rfind(b")") + 2:].split()
-
-
 def process_group(pid: int) -> "Optional[int]":
     """The process group of ``pid``, or None if it is gone."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return int(fields[2]) if len(fields) > 2 else None
-
-
-def start_time(pid: int) -> "Optional[int]":
-    """When ``pid`` started, in clock ticks since boot: tells a pid from its reuse.
-
-    None if the pid is gone or a zombie (it has ended; only its parent's wait is due).
-    """
-    fields = _stat_fields(pid)
-    if len(fields) <= 19 or fields[0] == b"Z":
-        return None
-    return int(fields[19])
 
 
 def is_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     return start_time(pid) is not None
+
+
+def same_process(pid: int, ticks: "Optional[str]") -> bool:
+    """True if ``pid`` runs and started at ``ticks`` (its start time as a record keeps it,
+    as text): not a pid reused since. None accepts any start time (an older record)."""
+    started = start_time(pid)
+    return started is not None and (ticks is None or ticks == str(started))
 
 
 def key_of(path: str) -> "Key":
@@ -186,6 +179,17 @@ def end_processes(find: "Finder", grace: float, kill_wait: float = 5.0,
         time.sleep(poll)
         found = find()
     return sorted(found)
+
+
+def end_container(rootfs: str, runner: int, ticks: "Optional[str]", command: bytes,
+                  grace: float) -> "List[int]":
+    """End a container's processes as ``stop`` does: those whose root is ``rootfs`` or
+    below, the process group of its ``runner`` pid (if still the process started at
+    ``ticks``), and those whose command line holds ``command``; the pids that survive
+    SIGKILL (see end_processes)."""
+    group = process_group(runner) if runner and same_process(runner, ticks) else None
+    groups = [group] if group else []
+    return end_processes(lambda: container_processes(rootfs, groups, command), grace)
 
 
 def freeze(found: "Found") -> None:

@@ -28,10 +28,11 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from vzslave import linux, runner
+from vzslave import linux, mounts, procs, runner
 from vzslave.errors import (BadConfigError, BadRequestError, BusyError, NoSuchContainerError,
                             VzError, WrongStateError)
 from vzslave.fs import atomic_write, remove_tree
+from vzslave.runio import RunnerError, write_quietly
 
 OCI_VERSION = "1.0.2"
 DEFAULT_ROOT = "/run/runch"
@@ -77,7 +78,7 @@ class Reporter(object):
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                          0o644)
             try:
-                runner._write_all(fd, (line + "\n").encode("utf-8", "replace"))
+                write_quietly(fd, (line + "\n").encode("utf-8", "replace"))
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -117,7 +118,7 @@ class Runtime(object):
 
     def status(self, container_id: str, state: Dict[str, Any]) -> str:
         """created, running or stopped, from the recorded pid (and the fifo)."""
-        if not pid_alive(state.get("pid", 0), state.get("started", "")):
+        if not procs.same_process(state.get("pid", 0), state.get("started", "")):
             return "stopped"
         if os.path.exists(os.path.join(self.path_of(container_id), FIFO)):
             return "created"
@@ -158,7 +159,7 @@ class Runtime(object):
             os.chown(fifo, plan["process"]["uid"], plan["process"]["gid"])
             pid = spawn_container(plan, directory, self.warn)
             state = {"ociVersion": OCI_VERSION, "id": container_id, "pid": pid,
-                     "started": start_time(pid), "bundle": plan["bundle"],
+                     "started": str(procs.start_time(pid) or ""), "bundle": plan["bundle"],
                      "rootfs": plan["rootfs"],
                      "annotations": config.get("annotations") or {}}
             atomic_write(os.path.join(directory, STATE), json.dumps(state).encode("utf-8"))
@@ -229,27 +230,11 @@ class Runtime(object):
 
     def remove(self, rootfs: str, directory: str) -> None:
         """Unmount what the container mounted in the host, then remove its state."""
-        left = runner.release({"rootfs": rootfs, "state_dir": directory})
+        left = mounts.release({"rootfs": rootfs, "state_dir": directory})
         if left:
             raise BusyError("cannot unmount {} (busy); the state is kept, delete again "
                             "later".format(", ".join(left)))
         remove_tree(directory)
-
-
-def start_time(pid: int) -> str:
-    """The start time of ``pid`` in clock ticks since boot ("" if it is gone)."""
-    try:
-        with open("/proc/{}/stat".format(pid), "rb") as source:
-            fields = source.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    return "" if fields[0] == b"Z" else fields[19].decode("ascii")
-
-
-def pid_alive(pid: int, started: str) -> bool:
-    """Whether ``pid`` still runs and is the process recorded (not a reused pid)."""
-    now = start_time(pid) if pid > 0 else ""
-    return bool(now) and now == started
 
 
 class ContainerSpawn(runner.Spawn):
@@ -262,10 +247,10 @@ class ContainerSpawn(runner.Spawn):
     def say(self, text: str) -> None:
         """A diagnostic line for create to report; on stderr once create has returned."""
         if self.writer >= 0:
-            runner._write_all(self.writer, "say {}\n".format(text.replace("\n", " ")).encode(
+            write_quietly(self.writer, "say {}\n".format(text.replace("\n", " ")).encode(
                 "utf-8", "replace"))
         else:
-            runner._write_all(2, "runch: {}\n".format(text).encode("utf-8", "replace"))
+            write_quietly(2, "runch: {}\n".format(text).encode("utf-8", "replace"))
 
 
 def spawn_container(plan: Dict[str, Any], directory: str,
@@ -332,7 +317,7 @@ def container_process(plan: Dict[str, Any], directory: str, writer: int) -> None
         step = "exec"
         runner.exec_process(plan["process"])
     except BaseException as exc:
-        if isinstance(exc, runner.RunnerError):
+        if isinstance(exc, RunnerError):
             message = str(exc)
         elif isinstance(exc, OSError):
             message = "{}: {}".format(step, exc.strerror or exc)
@@ -340,9 +325,9 @@ def container_process(plan: Dict[str, Any], directory: str, writer: int) -> None
             message = "{}: {!r}".format(step, exc)
         line = "error {}\n".format(message.replace("\n", " "))
         if writer >= 0:
-            runner._write_all(writer, line.encode("utf-8", "replace"))
+            write_quietly(writer, line.encode("utf-8", "replace"))
         else:  # after "ok": create has returned, only stderr is left
-            runner._write_all(2, "runch: {}\n".format(message).encode("utf-8", "replace"))
+            write_quietly(2, "runch: {}\n".format(message).encode("utf-8", "replace"))
     finally:
         os._exit(127)
 

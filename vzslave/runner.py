@@ -11,16 +11,15 @@ over the runner's pid and nothing of ours stays beside it.
 The app enters its rootfs with pivot_root in a private mount namespace, the old root
 detached, as runc does: a root app that chroots again and climbs with ``..`` ends at
 its own root. Nodes that cannot pivot_root get a chroot, decided and warned about at
-start (vzslave/containers.py), without CAP_SYS_CHROOT.
+start (vzslave/plans.py), without CAP_SYS_CHROOT.
 
 Speed matters, so this module imports almost nothing at the top: no typing (~10 ms),
 json, re, socket, signal (enum) or ctypes; ``vzslave.linux`` reaches libc only when a
-syscall Python lacks is needed, and the plan is marshal, not JSON.
-
-The run record, ROOT/containers/NAME/run, is ``key value`` lines (``RUN_KEYS``) that
-vzslave reads for ``status``; ``read_run_record`` parses it. Its ``state`` is waiting
-(backoff), running, failed (a step failed: ``last_error``) or exited (the monitor saw
-the app end: ``last_exit``, ``last_run``).
+syscall Python lacks is needed, and the plan is marshal, not JSON. Its one other
+import is its leaf, vzslave/runio.py: its error and I/O, the run record it keeps, the
+boot marker, a pid's start time (each module costs a spawn ~0.1 ms). The mount code
+(vzslave/mounts.py) and the process finder (vzslave/procs.py) are imported only by a
+spawn that needs them; the monitor's log pump (vzslave/logs.py) only by the monitor.
 """
 
 import marshal
@@ -28,7 +27,19 @@ import os
 import sys
 import time
 
-from vzslave import linux, procs
+from vzslave import linux
+from vzslave.runio import (
+    RunnerError,
+    RunState,
+    boot_marked,
+    os_message,
+    read_run_record,
+    record_number,
+    start_time,
+    store_run_record,
+    write_quietly,
+    write_run_record,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,21 +49,9 @@ if TYPE_CHECKING:
 else:
     import _signal  # builtin and already loaded; "signal" would import enum
 
-RUN_KEYS = ("pid", "ticks", "state", "started", "next_start", "streak", "spawns",
-            "last_run", "last_exit", "last_error", "supervisor", "recent")
 IDLE = 60.0  # seconds a runner that cannot make progress sleeps, so init does not spin
 _RELAYED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
-LEFTOVER_GRACE = 1.0  # seconds between TERM and KILL for what an ended instance left
 DRAIN = 2.0  # seconds the monitor reads output left in the pipe after the app ended
-
-
-class RunnerError(Exception):
-    """A step of the runner failed; ``step`` names it, ``message`` says why."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__("{}: {}".format(step, message))
-        self.step = step
-        self.message = message
 
 
 class Spawn(object):
@@ -73,22 +72,18 @@ class Spawn(object):
     def say(self, text: str) -> None:
         """Write one diagnostic line to the log (fd 2)."""
         line = "vz: {}: {}\n".format(self.name, text.replace("\n", " "))
-        _write_all(2, line.encode("utf-8", "replace"))
+        write_quietly(2, line.encode("utf-8", "replace"))
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError:
-        pass  # diagnostics are best effort: nowhere left to report to
+    def store(self) -> bool:
+        """Write the spawn's record: by path, or through the fd kept open into the rootfs."""
+        return store_run_record(self.record_path, self.record, self.record_fd)
 
 
 def main(argv: "List[str]", root: str) -> None:
     """Set up container ``argv[0]`` as its plan says and exec its app; init's entry point."""
     name = argv[0] if len(argv) == 1 else ""
     if not name or "/" in name or name.startswith("."):
-        _write_all(2, b"usage: vzrun NAME\n")
+        write_quietly(2, b"usage: vzrun NAME\n")
         time.sleep(IDLE)
         sys.exit(2)
     try:
@@ -107,14 +102,9 @@ def main(argv: "List[str]", root: str) -> None:
     except RunnerError as exc:
         fail(spawn, exc.step, exc.message)
     except OSError as exc:
-        fail(spawn, step, _os_message(exc))
+        fail(spawn, step, os_message(exc))
     except Exception as exc:  # a plan of the wrong shape: report it, never spin
         fail(spawn, step, "bad plan or runner bug: {!r}".format(exc))
-
-
-def _os_message(exc: OSError) -> str:
-    return "{}{}".format(exc.strerror or exc, " ({})".format(exc.filename)
-                         if exc.filename else "")
 
 
 def _note(path: str, line: str) -> None:
@@ -122,14 +112,15 @@ def _note(path: str, line: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     except OSError:
         fd = 2
-    _write_all(fd, line.encode("utf-8", "replace"))
+    write_quietly(fd, line.encode("utf-8", "replace"))
 
 
 def fail(spawn: Spawn, step: str, message: str, line: "Optional[str]" = None) -> None:
     """Report a failed step to the log and the run record, then exit 127 (steps 3-19)."""
     spawn.say(line or "cannot start: {}: {}".format(step, message))
-    spawn.record.update(state="failed", last_error=line or "{}: {}".format(step, message))
-    if not store_record(spawn):
+    spawn.record.update(state=RunState.FAILED,
+                        last_error=line or "{}: {}".format(step, message))
+    if not spawn.store():
         time.sleep(IDLE)  # no record, no backoff: pace the retries here instead
     os._exit(127)
 
@@ -151,63 +142,10 @@ def load_plan(root: str, name: str) -> "Plan":
     return plan
 
 
-def read_run_record(path: str) -> "Dict[str, str]":
-    """The run record at ``path`` as a dict of strings; {} if there is none."""
-    try:
-        with open(path, "rb") as source:
-            text = source.read().decode("utf-8", "replace")
-    except OSError:
-        return {}
-    record = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key:
-            record[key] = value
-    return record
-
-
-def render_run_record(record: "Dict[str, str]") -> bytes:
-    """The text of a run record: one ``key value`` line per key of RUN_KEYS."""
-    return "".join("{} {}\n".format(key, str(record.get(key, "")).replace("\n", " "))
-                   for key in RUN_KEYS).encode("utf-8", "replace")
-
-
-def write_run_record(path: str, record: "Dict[str, str]") -> None:
-    """Replace the run record at ``path`` atomically (no fsync: it is rewritten often)."""
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, ".{}.{}".format(base, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        _write_all(fd, render_run_record(record))
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
-def store_record(spawn: Spawn) -> bool:
-    """Write the spawn's record: by path, or through the fd kept open into the rootfs."""
-    try:
-        if spawn.record_fd < 0:
-            write_run_record(spawn.record_path, spawn.record)
-        else:  # in the rootfs or after setuid the state directory is out of reach: rewrite in place
-            data = render_run_record(spawn.record)
-            os.pwrite(spawn.record_fd, data, 0)
-            os.ftruncate(spawn.record_fd, len(data))
-        return True
-    except OSError:
-        return False
-
-
 def backoff_delay(streak: int, initial: float, maximum: float) -> float:
     """Seconds to wait before a spawn after ``streak`` short runs in a row."""
-    return 0.0 if streak <= 0 else min(initial * 2 ** (streak - 1), maximum)
-
-
-def _int(value: "Optional[str]") -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
+    # The exponent is capped: 2.0 ** 1024 overflows a float after ~17 h of crash-looping.
+    return 0.0 if streak <= 0 else min(initial * 2.0 ** min(streak - 1, 64), maximum)
 
 
 def pace_restarts(spawn: Spawn, now: float) -> None:
@@ -216,33 +154,33 @@ def pace_restarts(spawn: Spawn, now: float) -> None:
     backoff = spawn.plan["backoff"]
     streak = 0
     record = dict(old)
-    if old.get("state") in ("running", "waiting", "failed", "exited"):
+    if old.get("state") in RunState.ALL:
         try:
             lasted = now - float(old.get("started", ""))
         except ValueError:
             lasted = 0.0
-        if old.get("state") == "running":
+        if old.get("state") == RunState.RUNNING:
             # It ended with nobody of ours as its parent (no monitor): its exit status
             # went to init. What is known: how long it ran, and that vz did not stop it
             # (a stop removes the entry, so nothing respawns after it).
             record.update(last_exit="ended on its own (exit status unknown: no monitor)",
                           last_run="{:.3f}".format(lasted))
             spawn.leftovers_possible = True
-        elif old.get("state") != "exited":  # the monitor wrote both for an exited app
+        elif old.get("state") != RunState.EXITED:  # the monitor wrote both for an exited app
             record["last_run"] = "{:.3f}".format(lasted)
-        streak = _int(old.get("streak")) + 1 if lasted < backoff["stable"] else 0
+        streak = record_number(old, "streak") + 1 if lasted < backoff["stable"] else 0
     recent = (old.get("recent", "").split() + ["{:.3f}".format(now)])[-10:]
-    record.update(pid=str(os.getpid()), ticks=str(procs.start_time(os.getpid()) or ""),
-                  state="running", started="{:.3f}".format(now),
-                  next_start="", streak=str(streak), spawns=str(_int(old.get("spawns")) + 1),
+    record.update(pid=str(os.getpid()), ticks=str(start_time(os.getpid()) or ""),
+                  state=RunState.RUNNING, started="{:.3f}".format(now), next_start="",
+                  streak=str(streak), spawns=str(record_number(old, "spawns") + 1),
                   supervisor=spawn.plan["runtime"], recent=" ".join(recent))
     spawn.record = record
     delay = backoff_delay(streak, backoff["initial"], backoff["max"])
     if delay > 0:
         # The runner stays alive meanwhile, so init does not respawn it: this keeps
         # sysvinit under its rate limit and busybox from restarting every second.
-        record.update(state="waiting", next_start="{:.3f}".format(now + delay))
-        store_record(spawn)
+        record.update(state=RunState.WAITING, next_start="{:.3f}".format(now + delay))
+        spawn.store()
         time.sleep(delay)
         # A failure before the app runs must count as a short run, not as the wait.
         record.update(next_start="", started="{:.3f}".format(time.time()))
@@ -294,13 +232,15 @@ def end_previous(spawn: Spawn) -> None:
     """
     if not spawn.leftovers_possible:
         return
+    from vzslave import procs
     rootfs = spawn.plan["rootfs"]
     left = procs.container_processes(rootfs)
     if not left:
         return
     spawn.say("ending {} process(es) left by the previous instance: {}".format(
         len(left), " ".join(str(pid) for pid in sorted(left))))
-    stuck = procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
+    stuck = procs.end_processes(lambda: procs.container_processes(rootfs),
+                                procs.LEFTOVER_GRACE)
     if stuck:
         raise RunnerError("clean", "processes {} of the previous instance survive SIGKILL "
                           "(stuck in the kernel?)".format(stuck))
@@ -341,10 +281,7 @@ def set_up_host_mounts(spawn: Spawn) -> None:
     node's (vzslave made them at start, and marked the boot); after a reboot they are
     made again here, before the app's private mount namespace is entered."""
     plan = spawn.plan
-    if _has_namespace(plan, "mount"):
-        return
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    if boot and _read(os.path.join(plan["state_dir"], "mounts")) == boot:
+    if _has_namespace(plan, "mount") or boot_marked(plan["state_dir"]):
         return  # the fast path: the mount code is not even imported
     from vzslave import mounts
     mounts.set_up(plan)
@@ -441,16 +378,18 @@ def monitor(spawn: Spawn, child: int, reader: int) -> None:
     # The child may have written a failure into the record meanwhile: keep it.
     spawn.record = read_run_record(spawn.record_path) or spawn.record
     spawn.record_fd = -1  # write by path, atomically: the monitor still can
-    if spawn.record.get("state") != "failed":
-        spawn.record["state"] = "exited"
+    if spawn.record.get("state") != RunState.FAILED:
+        spawn.record["state"] = RunState.EXITED
     spawn.record.update(last_exit=ended, last_run="{:.3f}".format(lasted))
-    store_record(spawn)
+    spawn.store()
     os._exit(code)
 
 
 def _pump_until_exit(spawn: Spawn, child: int, reader: int) -> int:
     """Pump the app's output into the log until the app has ended; its wait status."""
     import select
+
+    from vzslave import procs
     from vzslave.logs import LogPump
     log = spawn.plan["log"]
     pump = LogPump(log["path"], log["max_bytes"], log["keep"],
@@ -477,7 +416,7 @@ def _pump_until_exit(spawn: Spawn, child: int, reader: int) -> int:
     # Workers the app left behind still hold the pipe (and its ports): end them, so the
     # next instance starts clean, then take the last of the output.
     rootfs = spawn.plan["rootfs"]
-    procs.end_processes(lambda: procs.container_processes(rootfs), LEFTOVER_GRACE)
+    procs.end_processes(lambda: procs.container_processes(rootfs), procs.LEFTOVER_GRACE)
     deadline = time.monotonic() + DRAIN
     while open_reader and time.monotonic() < deadline:
         if not select.select([reader], [], [], max(deadline - time.monotonic(), 0))[0]:
@@ -537,26 +476,6 @@ def set_up_mounts(spawn: Spawn) -> None:
         mounts.set_up(spawn.plan)
 
 
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as source:
-            return source.read().strip()
-    except OSError:
-        return b""
-
-
-def prepare(plan: "Plan") -> None:
-    """Mount the plan in the host's mount namespace (see vzslave.mounts.prepare)."""
-    from vzslave import mounts
-    mounts.prepare(plan)
-
-
-def release(plan: "Plan") -> "List[str]":
-    """Unmount everything at or under the rootfs (see vzslave.mounts.release)."""
-    from vzslave import mounts
-    return mounts.release(plan)
-
-
 def set_sysctls(spawn: Spawn) -> None:
     """Step 10b: linux.sysctl, in the container's namespaces, before the rootfs hides /proc.
 
@@ -584,8 +503,8 @@ def record_running(spawn: Spawn) -> None:
     """Step 12: record the running state (outside the rootfs, so before entering it)."""
     if not spawn.monitored:  # else the monitor recorded its own pid before the fork
         # The start time tells this pid from a reuse of it: nobody signals a stranger.
-        spawn.record.update(state="running", pid=str(os.getpid()),
-                            ticks=str(procs.start_time(os.getpid()) or ""),
+        spawn.record.update(state=RunState.RUNNING, pid=str(os.getpid()),
+                            ticks=str(start_time(os.getpid()) or ""),
                             started="{:.3f}".format(time.time()))
         write_run_record(spawn.record_path, spawn.record)
     if spawn.record_fd < 0:

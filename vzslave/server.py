@@ -6,7 +6,6 @@ served one at a time, in order; the call rules are vzslave/conversation.py's tab
 (docs/protocol.md, "Calls"), which the session drives.
 """
 
-import argparse
 import fcntl
 import logging
 import os
@@ -18,7 +17,8 @@ import traceback
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from vzslave import __version__, fs
-from vzslave.config import DEFAULT_ROOT, Layout, Limits
+from vzslave.command import argument_parser, log_to_file
+from vzslave.config import Layout, Limits
 from vzslave.conversation import (
     ANSWERED,
     CLIENT_STREAM,
@@ -250,39 +250,6 @@ def serve(read: Read, write: Write, node: Node, wait: Optional[Wait] = None) -> 
     Session(read, write, node, wait).run()
 
 
-def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="vzslave",
-        description="vz node agent. Run by sshd as 'Subsystem vzslave "
-                    "/usr/bin/vzslave'; speaks msgpack on stdin/stdout.")
-    parser.add_argument("--root", default=DEFAULT_ROOT,
-                        help="state root (default: %(default)s)")
-    parser.add_argument("--version", action="version", version="vzslave " + __version__)
-    return parser.parse_args(argv)
-
-
-def _setup_logging(layout: Layout) -> None:
-    handler: logging.Handler
-    path = os.path.join(layout.log_dir, "vzslave.log")
-    try:
-        # Rotated at session start, not per record: sessions are short, several may
-        # run at once, and logging.handlers would cost every session ~5 ms to import.
-        if os.path.getsize(path) > _LOG_LIMIT:
-            os.replace(path, path + ".1")
-    except OSError:
-        pass
-    try:
-        handler = logging.FileHandler(path)
-    except OSError:
-        # Last resort: OpenSSH drops a subsystem's stderr, but a local child's is read.
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s vzslave[%(process)d] %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-
-
 def _protocol_fds() -> Dict[str, int]:
     """Take fds 0 and 1 for the protocol; stray prints and children get stderr."""
     fds = {"in": os.dup(0), "out": os.dup(1)}
@@ -303,7 +270,10 @@ def _protocol_fds() -> Dict[str, int]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point of the ``vzslave`` command."""
-    args = _parse_args(argv)
+    parser = argument_parser("vzslave", "vz node agent. Run by sshd as 'Subsystem vzslave "
+                                        "/usr/bin/vzslave'; speaks msgpack on stdin/stdout.")
+    parser.add_argument("--version", action="version", version="vzslave " + __version__)
+    args = parser.parse_args(argv)
     fds = _protocol_fds()
 
     def read() -> bytes:
@@ -325,7 +295,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         write(encode(error_frame(None, error_from_os(
             exc, "vzslave cannot create its state root {}".format(layout.root)))))
         sys.exit(1)
-    _setup_logging(layout)
+    log_to_file(log, os.path.join(layout.log_dir, "vzslave.log"), "vzslave", _LOG_LIMIT)
     log.info("session start: vzslave %s, uid %d, root %s, client %s", __version__,
              os.geteuid(), layout.root, os.environ.get("SSH_CLIENT", "local"))
     serve(read, write, Node(layout, Limits()), wait)

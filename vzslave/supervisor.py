@@ -1,6 +1,6 @@
 """The vz supervisor: sysvinit's respawn semantics for nodes whose PID 1 ignores inittab.
 
-On systemd or upstart nodes ``vzslave.containers.detect_supervision`` writes the
+On systemd or upstart nodes ``vzslave.supervision.detect_supervision`` writes the
 entries to ROOT/containers/inittab and sends SIGHUP to the pid in
 ROOT/containers/supervisor.pid. This daemon (started by one of initscripts/) runs
 the ``respawn`` entries of that file as sysvinit would: each in its own session
@@ -14,7 +14,6 @@ python-daemon is needed only to detach (not with ``--foreground``), so it is
 imported inside ``main``: ``import vzslave.supervisor`` needs the standard library.
 """
 
-import argparse
 import logging
 import os
 import select
@@ -24,8 +23,9 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from vzslave import fs
-from vzslave.config import DEFAULT_ROOT, Layout
-from vzslave.containers import SUPERVISOR_PID
+from vzslave.command import argument_parser, log_to_file
+from vzslave.config import Layout
+from vzslave.supervision import SUPERVISOR_PID
 from vzslave.errors import BusyError, VzError
 from vzslave.inittab import SHELL_CHARS
 
@@ -270,17 +270,6 @@ class Supervisor(object):
 # -- the command --------------------------------------------------------------------
 
 
-def _setup_logging(layout: Layout, foreground: bool) -> None:
-    handler: logging.Handler = logging.FileHandler(
-        os.path.join(layout.log_dir, "supervisor.log"))
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s vz-supervisor[%(process)d] %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if foreground:
-        log.addHandler(logging.StreamHandler(sys.stderr))
-    log.setLevel(logging.INFO)
-
-
 def _remove_pid_file(path: str) -> None:
     try:
         with open(path) as f:
@@ -291,20 +280,14 @@ def _remove_pid_file(path: str) -> None:
         pass
 
 
-def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="vz-supervisor",
-        description="Run the respawn entries of ROOT/containers/inittab as sysvinit would "
-                    "(for nodes whose PID 1 ignores /etc/inittab).")
-    parser.add_argument("--root", default=DEFAULT_ROOT, help="state root (default: %(default)s)")
-    parser.add_argument("--foreground", action="store_true",
-                        help="stay attached (systemd Type=simple, upstart)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: ``python3 -m vzslave.supervisor [--root ROOT] [--foreground]``."""
-    args = _parse_args(argv)
+    parser = argument_parser("vz-supervisor", "Run the respawn entries of ROOT/containers/"
+                             "inittab as sysvinit would (for nodes whose PID 1 ignores "
+                             "/etc/inittab).")
+    parser.add_argument("--foreground", action="store_true",
+                        help="stay attached (systemd Type=simple, upstart)")
+    args = parser.parse_args(argv)
     context = None
     if not args.foreground:
         try:
@@ -327,7 +310,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 context = daemon.DaemonContext(files_preserve=[lock], umask=0o022,
                                                signal_map={})
                 context.open()
-            _setup_logging(layout, args.foreground)
+            log_to_file(log, os.path.join(layout.log_dir, "supervisor.log"), "vz-supervisor",
+                        echo=args.foreground)
             supervisor = Supervisor(os.path.join(layout.containers, "inittab"))
             # Handlers first: a SIGHUP sent as soon as the pid file exists must not kill us.
             supervisor.install_signals()

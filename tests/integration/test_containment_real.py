@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import requires_root
 from tests.runnerbox import BUSYBOX, ROOT_CAPS, Box
-from vzslave import oci, procs, runner
+from vzslave import mounts, oci, procs
 from vzslave.fs import mounts_under
 
 pytestmark = [
@@ -34,7 +34,7 @@ def box(tmp_path, attack):
     for pid in procs.container_processes(made.rootfs):
         os.kill(pid, 9)
     if made.plan is not None:
-        assert runner.release(made.plan) == []
+        assert mounts.release(made.plan) == []
     assert mounts_under(str(tmp_path)) == []
 
 

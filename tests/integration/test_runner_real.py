@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import requires_root
 from tests.runnerbox import BUSYBOX, NAME, Box
-from vzslave import linux, runner
+from vzslave import linux, mounts
 from vzslave.fs import mounts_under
 
 pytestmark = [
@@ -30,7 +30,7 @@ def box(tmp_path):
     yield made
     made.kill()
     if made.plan is not None:
-        assert runner.release(made.plan) == []
+        assert mounts.release(made.plan) == []
     assert mounts_under(str(tmp_path)) == []
 
 
@@ -80,7 +80,7 @@ def test_a_readonly_root_refuses_writes(box):
 
 def test_mounts_prepared_this_boot_are_not_redone(box):
     box.make_plan("ls /proc/self >/dev/null 2>&1 && echo proc-here || echo proc-missing")
-    runner.prepare(box.plan)
+    mounts.prepare(box.plan)
     with open(os.path.join(box.state, "mounts")) as marker, \
             open("/proc/sys/kernel/random/boot_id") as boot:
         assert marker.read() == boot.read()
@@ -95,13 +95,26 @@ def test_mounts_prepared_this_boot_are_not_redone(box):
 
 def test_a_prepared_spawn_imports_neither_ctypes_nor_the_mount_code(box):
     box.make_plan("true")
-    runner.prepare(box.plan)
+    mounts.prepare(box.plan)
     status, out = box.run("-X", "importtime")
     imports = out + box.read_log()  # -X importtime writes to stderr, the log after step 3
     assert status == 0 and "vzslave.runner" in imports
     for module in ("ctypes", "vzslave.fs", "typing", "json", "re\n", "socket", "signal",
                    "vzslave.seccomp", "vzslave.syscalls"):
         assert "| " + module not in imports
+
+
+def test_a_prepared_spawn_without_a_monitor_loads_only_the_runner_and_its_leaf(box):
+    """The fast path init takes at every respawn: as many modules as before the runner's
+    leaf (vzslave/runio.py) took procs' place; no mount code, no fs, no errors."""
+    box.make_plan("true")
+    mounts.prepare(box.plan)
+    status, out = box.run("-X", "importtime")
+    imports = out + box.read_log()
+    loaded = {line.rsplit("|", 1)[1].strip() for line in imports.splitlines()
+              if line.startswith("import time:") and "|" in line}
+    assert status == 0 and {name for name in loaded if name.startswith("vzslave")} == {
+        "vzslave", "vzslave.runner", "vzslave.linux", "vzslave.runio"}
 
 
 def test_namespaces_give_the_app_pid_1_a_hostname_and_loopback(box):
@@ -195,10 +208,10 @@ def test_a_root_app_is_held_to_its_bounding_set(box):
 def test_release_leaves_no_mount_under_the_rootfs(box):
     box.make_plan("true")
     box.plan["readonly"] = True
-    runner.prepare(box.plan)
+    mounts.prepare(box.plan)
     box.run()
     assert len(mounts_under(box.rootfs)) > 5
-    assert runner.release(box.plan) == []
+    assert mounts.release(box.plan) == []
     assert mounts_under(box.rootfs) == []
     assert not os.path.exists(os.path.join(box.state, "mounts"))
 

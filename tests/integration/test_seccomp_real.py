@@ -175,8 +175,8 @@ def test_without_no_new_privileges_the_runner_filters_its_app_too(tmp_path, prob
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=60, universal_newlines=True)
     finally:
-        from vzslave import runner
-        runner.release(plan)
+        from vzslave import mounts
+        mounts.release(plan)
     with open(log) as source:
         text = source.read()
     assert done.returncode == 0, done.stdout + text

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import vzslave.containers
+import vzslave.supervision
 from tests.conftest import requires_root
 from vzslave.config import Layout
 from vzslave.inittab import Dialect
@@ -138,9 +138,9 @@ def test_sigterm_ends_every_entry_then_the_daemon_and_its_pid_file(daemon):
 
 
 def test_detect_supervision_uses_the_daemon_when_pid_1_is_systemd(daemon, monkeypatch):
-    monkeypatch.setattr(vzslave.containers, "detect_init", lambda: "systemd")
+    monkeypatch.setattr(vzslave.supervision, "detect_init", lambda: "systemd")
     daemon.start()
-    supervision = vzslave.containers.detect_supervision(daemon.layout)
+    supervision = vzslave.supervision.detect_supervision(daemon.layout)
     assert (supervision.name, supervision.inittab, supervision.dialect) == (
         "vz-supervisor", daemon.inittab, Dialect.SYSV)
     with open(daemon.inittab, "w") as f:

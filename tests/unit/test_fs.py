@@ -187,3 +187,38 @@ def test_free_space_reports_bytes_and_inodes(tmp_path):
 
 def test_sync_filesystem_runs(tmp_path):
     fs.sync_filesystem(str(tmp_path))
+
+
+def test_a_write_refused_for_space_runs_first_then_uses_the_reserve(tmp_path):
+    """When the disk is full, stop frees the reserve (after freezing what fills it)."""
+    reserve = str(tmp_path / ".reserve")
+    fs.keep_reserve(reserve, 4096)
+    calls = []
+    failures = [OSError(28, "No space left on device")]
+
+    def write():
+        calls.append("write")
+        if failures:
+            raise failures.pop()
+
+    fs.write_with_reserve(write, reserve, lambda: calls.append("first"))
+    assert calls == ["write", "first", "write"] and not os.path.exists(reserve)
+
+
+def test_a_write_refused_for_another_reason_is_not_retried(tmp_path):
+    reserve = str(tmp_path / ".reserve")
+    fs.keep_reserve(reserve, 4096)
+
+    def write():
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(PermissionError):
+        fs.write_with_reserve(write, reserve, lambda: pytest.fail("froze"))
+    assert os.path.getsize(reserve) == 4096
+
+
+def test_a_write_that_works_touches_no_reserve(tmp_path):
+    reserve = str(tmp_path / ".reserve")
+    fs.keep_reserve(reserve, 4096)
+    fs.write_with_reserve(lambda: None, reserve, lambda: pytest.fail("froze"))
+    assert os.path.getsize(reserve) == 4096

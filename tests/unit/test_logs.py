@@ -254,6 +254,33 @@ def test_enforce_cuts_an_oversized_generation_to_its_last_lines(log):
     assert read(log + ".1") == b"0998\n0999\n"
 
 
+def test_enforcing_all_asks_limits_only_of_chains_with_a_big_file(tmp_path):
+    """When upkeep runs at every session, small logs cost a stat and no settings read."""
+    write(str(tmp_path / "big.log.2"), numbered(0, 1000, width=4))
+    write(str(tmp_path / "small.log"), b"x\n")
+    write(str(tmp_path / "notes.txt"), numbered(0, 1000, width=4))
+    asked = []
+
+    def limits(name):
+        asked.append(name)
+        return 10, 1
+
+    logs.enforce_all(str(tmp_path), limits, past=100)
+    assert asked == ["big"]
+    assert sorted(os.listdir(str(tmp_path))) == ["notes.txt", "small.log"]
+
+
+def test_enforcing_all_in_a_missing_directory_does_nothing(tmp_path):
+    logs.enforce_all(str(tmp_path / "gone"), lambda name: pytest.fail("asked"), past=0)
+
+
+def test_removing_a_chain_removes_every_numbered_generation_and_nothing_else(log, tmp_path):
+    for name in ("app.log", "app.log.1", "app.log.07", "app.log.x", "apple.log", "app.log2"):
+        write(str(tmp_path / name), b"x")
+    logs.remove_chain(log)
+    assert sorted(os.listdir(str(tmp_path))) == ["app.log.x", "app.log2", "apple.log"]
+
+
 def test_enforce_bounds_the_whole_log(log):
     write(log, b"c\n" * 5000)
     write(log + ".1", b"b\n" * 5000)
@@ -534,4 +561,5 @@ def test_importing_the_module_loads_nothing_heavy():
             "print(' '.join(sorted(set(sys.modules) - before)))")
     loaded = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, check=True,
                             stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
-    assert set(loaded) <= {"vzslave", "vzslave.logs", "errno"}
+    # vzslave.runio: the runner's leaf (write_all), which the runner has loaded already.
+    assert set(loaded) <= {"vzslave", "vzslave.logs", "vzslave.runio", "errno"}

@@ -162,3 +162,48 @@ def test_end_processes_continues_a_stopped_process_so_it_can_act_on_term():
 
     assert procs.end_processes(find, grace=5) == []
     assert child.wait() == -signal.SIGTERM
+
+
+def test_the_same_process_is_the_pid_that_started_when_recorded():
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        ticks = str(procs.start_time(child.pid))
+        assert procs.same_process(child.pid, ticks)
+        assert procs.same_process(child.pid, None)  # a record older than start times
+        assert not procs.same_process(child.pid, str(int(ticks) + 1))  # a reused pid
+        assert not procs.same_process(child.pid, "")
+    finally:
+        child.kill()
+        child.wait()
+    assert not procs.same_process(child.pid, ticks) and not procs.same_process(0, None)
+
+
+def test_ending_a_container_ends_its_runners_group_and_its_unentered_runner():
+    """When stop ends a container, the runner's process group goes (its record names the
+    runner) and so does a runner init spawned that has not entered the rootfs yet."""
+    group = subprocess.Popen(["sleep", "31"], start_new_session=True)
+    runner_cmd = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                                   "vzrun-marker"])
+    bystander = subprocess.Popen(["sleep", "32"], start_new_session=True)
+    try:
+        ticks = str(procs.start_time(group.pid))
+        assert procs.end_container("/nonexistent", group.pid, ticks, b"vzrun-marker",
+                                   grace=5) == []
+        assert group.wait() == -signal.SIGTERM and runner_cmd.wait() == -signal.SIGTERM
+        assert bystander.poll() is None
+    finally:
+        for p in (group, runner_cmd, bystander):
+            p.kill()
+            p.wait()
+
+
+def test_a_recorded_runner_that_is_another_process_now_takes_no_group_along():
+    other = subprocess.Popen(["sleep", "33"], start_new_session=True)
+    try:
+        wrong = str(procs.start_time(other.pid) + 1)
+        assert procs.end_container("/nonexistent", other.pid, wrong, b"\0no-such\0",
+                                   grace=0.1) == []
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from vzslave import runch
+from vzslave import procs, runch
 from vzslave.errors import (BadConfigError, BadRequestError, BusyError, NoSuchContainerError,
                             WrongStateError)
 
@@ -32,7 +32,7 @@ def record(runtime, container_id, pid, started, fifo=False):
 
 def running(runtime, container_id="c1", fifo=False):
     pid = os.getpid()  # this process: alive, with its real start time
-    return record(runtime, container_id, pid, runch.start_time(pid), fifo)
+    return record(runtime, container_id, pid, str(procs.start_time(pid)), fifo)
 
 
 def test_a_live_pid_without_fifo_is_running(runtime):

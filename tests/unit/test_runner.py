@@ -3,16 +3,19 @@
 import errno
 import os
 import resource
+import subprocess
 import sys
 
 import pytest
 
 import vzslave
-from tests.conftest import requires_root
-from vzslave import linux, mounts as mount_code, runner
+from tests.conftest import modules_loaded_by, requires_root
+from vzslave import linux, mounts as mount_code, runio, runner
 from vzslave.errors import BadConfigError
+from vzslave.runio import RunnerError, read_run_record, write_run_record
 
 NAME = "app"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_plan(root, **process):
@@ -208,11 +211,10 @@ def calls(monkeypatch):
     monkeypatch.setattr(runner, "os", FakeOs(recorded))
     monkeypatch.setattr(runner, "linux", FakeLinux(recorded))
     monkeypatch.setattr(mount_code, "linux", runner.linux)
-    monkeypatch.setattr(mount_code, "_read", lambda path: b"boot-1")
     monkeypatch.setattr(runner, "reset_signals", lambda: recorded.append(("reset_signals",)))
     monkeypatch.setattr(resource, "setrlimit", lambda *a: recorded.append(("setrlimit",) + a))
     monkeypatch.setattr(runner.time, "sleep", lambda s: recorded.append(("sleep", s)))
-    monkeypatch.setattr(runner, "_read", lambda path: b"boot-1")  # marker == boot id
+    monkeypatch.setattr(runio, "read_stripped", lambda path: b"boot-1")  # marker == boot id
     return recorded
 
 
@@ -273,7 +275,7 @@ def test_a_bounding_set_that_cannot_be_dropped_fails_the_spawn(tmp_path, calls, 
     runner.linux.prctl_errors[linux.PR_CAPBSET_DROP, 2] = PermissionError(
         errno.EPERM, "Operation not permitted")
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "capabilities: cannot drop CAP_DAC_READ_SEARCH from the bounding set: Operation not "
         "permitted (dropping needs CAP_SETPCAP)")
@@ -288,7 +290,7 @@ def test_capabilities_that_cannot_be_set_fail_the_spawn_naming_the_missing_ones(
     runner.linux.capset_error = PermissionError(errno.EPERM, "Operation not permitted")
     runner.linux.permitted = 1  # CAP_CHOWN only: CAP_DAC_OVERRIDE (1) is asked for, not held
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "capabilities: cannot set the capabilities: Operation not permitted; "
         "CAP_DAC_OVERRIDE not available here (not in this host's bounding set?): remove it "
@@ -302,7 +304,7 @@ def test_an_ambient_capability_that_cannot_be_raised_fails_the_spawn(tmp_path, c
     runner.linux.prctl_errors[linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE] = (
         PermissionError(errno.EPERM, "Operation not permitted"))
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "capabilities: cannot raise ambient CAP_CHOWN: Operation not permitted")
 
@@ -366,7 +368,7 @@ def test_a_sysctl_that_cannot_be_written_fails_the_spawn_naming_it(tmp_path, cal
     plan["sysctl"] = [["net/no/such/key", "1"]]
     save(tmp_path, plan)
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"].startswith(
         "sysctl: cannot set linux.sysctl.net.no.such.key to '1': ")
 
@@ -447,7 +449,7 @@ def test_a_refused_filter_fails_the_seccomp_step(tmp_path, calls, capfd):
     runner.linux.seccomp_error = OSError(22, "Invalid argument")
     assert run_main(tmp_path, expect=Exited).args == (127,)
     assert "execve" not in names(calls)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"].startswith("seccomp: the kernel refused the seccomp filter "
                                            "(Invalid argument)")
     assert "cannot start: seccomp: the kernel refused" in capfd.readouterr().err
@@ -474,8 +476,7 @@ def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, call
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
     boot = {"/proc/sys/kernel/random/boot_id": b"boot-2"}
-    monkeypatch.setattr(runner, "_read", lambda path: boot.get(path, b"boot-1"))
-    monkeypatch.setattr(mount_code, "_read", lambda path: boot.get(path, b"boot-1"))
+    monkeypatch.setattr(runio, "read_stripped", lambda path: boot.get(path, b"boot-1"))
     run_main(tmp_path)
     assert plan_mounts(calls) == [("mount", plan["rootfs"], None, linux.MS_BIND | linux.MS_REC),
                                   ("mount", "proc", "proc", 0)]
@@ -485,8 +486,7 @@ def test_a_stale_marker_mounts_what_is_missing_and_marks_the_boot(tmp_path, call
 def test_an_unreadable_boot_id_never_counts_as_prepared(tmp_path, calls, monkeypatch):
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
-    monkeypatch.setattr(runner, "_read", lambda path: b"")
-    monkeypatch.setattr(mount_code, "_read", lambda path: b"")
+    monkeypatch.setattr(runio, "read_stripped", lambda path: b"")
     run_main(tmp_path)
     assert plan_mounts(calls, plan["rootfs"]) == [("mount", "proc", "proc", 0)]
 
@@ -509,7 +509,7 @@ def test_the_run_record_says_running_before_the_app_enters_its_rootfs(tmp_path, 
     fake = runner.linux
 
     def pivot_root(new_root, put_old):
-        seen.update(runner.read_run_record(os.path.join(plan["state_dir"], "run")))
+        seen.update(read_run_record(os.path.join(plan["state_dir"], "run")))
         fake.calls.append(("pivot_root", new_root, put_old))
 
     monkeypatch.setattr(fake, "pivot_root", pivot_root, raising=False)
@@ -523,7 +523,7 @@ def test_a_failing_exec_exits_127_and_records_why(tmp_path, calls, monkeypatch, 
     save(tmp_path, plan)
     runner.os.exec_error = FileNotFoundError(errno.ENOENT, "No such file or directory")
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "failed"
     assert record["last_error"] == "cannot exec /bin/missing: No such file or directory"
     assert "vz: app: cannot exec /bin/missing: No such file or directory" in capfd.readouterr().err
@@ -543,18 +543,17 @@ def test_exec_searches_the_plans_path_and_reports_the_telling_error(tmp_path, ca
     fake.execve = execve
     run_main(tmp_path, Exited)
     assert [c[1] for c in calls if c[0] == "execve"] == ["/a/app", "/b/app", "/c/app"]
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == "cannot exec app: denied"
 
 
 def test_a_failing_mount_exits_127_naming_the_step(tmp_path, calls, monkeypatch, capfd):
     plan = make_plan(tmp_path)
     save(tmp_path, plan)
-    monkeypatch.setattr(runner, "_read", lambda path: path.encode())  # a stale marker
-    monkeypatch.setattr(mount_code, "_read", lambda path: path.encode())
+    monkeypatch.setattr(runio, "read_stripped", lambda path: path.encode())  # a stale marker
     runner.linux.mount_error = OSError(errno.EPERM, "Operation not permitted")
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "failed"
     assert record["last_error"] == "mounts: cannot mount proc on /proc: Operation not permitted"
     assert "vz: app: cannot start: mounts: cannot mount proc" in capfd.readouterr().err
@@ -565,7 +564,7 @@ def test_a_plan_of_the_wrong_shape_fails_without_spinning(tmp_path, calls):
     del plan["process"]["cwd"]
     save(tmp_path, plan)
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "failed" and "KeyError" in record["last_error"]
 
 
@@ -586,7 +585,7 @@ def test_a_runc_container_is_deleted_then_run_by_runc(tmp_path, calls):
     assert ("waitpid", 4321) in calls
     assert calls[-1] == ("execv", "/usr/bin/runc",
                          ["/usr/bin/runc", "run", "--bundle", plan["bundle"], "vz-app"])
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["state"] == "running" and record["supervisor"] == "runc"
     assert "chroot" not in names(calls)
 
@@ -634,7 +633,7 @@ def test_a_namespace_that_cannot_be_joined_is_reported_naming_its_field(tmp_path
 
     runner.linux.setns = setns
     assert run_main(tmp_path, Exited).args == (127,)
-    record = runner.read_run_record(os.path.join(plan["state_dir"], "run"))
+    record = read_run_record(os.path.join(plan["state_dir"], "run"))
     assert record["last_error"] == (
         "namespaces: cannot join the ipc namespace at linux.namespaces[2].path "
         "/proc/self/ns/net: Invalid argument")
@@ -646,11 +645,17 @@ def test_backoff_doubles_from_initial_up_to_max():
     assert [runner.backoff_delay(s, 1.0, 10.0) for s in range(6)] == [0, 1, 2, 4, 8, 10]
 
 
+def test_backoff_after_a_very_long_crash_loop_stays_at_max():
+    """When an app has crashed quickly a few thousand times in a row (a day at the
+    60 s cap), the delay is still the cap: 2.0 ** 1024 would overflow a float."""
+    assert runner.backoff_delay(5000, 1.0, 60.0) == 60.0
+
+
 def pace(tmp_path, record, now=1000.0, monkeypatch=None):
     plan = make_plan(tmp_path)
     path = os.path.join(plan["state_dir"], "run")
     if record is not None:
-        runner.write_run_record(path, record)
+        write_run_record(path, record)
     spawn = runner.Spawn(NAME, plan)
     runner.pace_restarts(spawn, now)
     return spawn.record
@@ -680,7 +685,7 @@ def test_the_record_says_waiting_with_the_next_start_while_it_sleeps(tmp_path, c
     plan_dir = tmp_path / "containers" / NAME
 
     def sleep(seconds):
-        seen.update(runner.read_run_record(str(plan_dir / "run")))
+        seen.update(read_run_record(str(plan_dir / "run")))
 
     monkeypatch.setattr(runner.time, "sleep", sleep)
     pace(tmp_path, {"state": "running", "started": "999", "streak": "1"})
@@ -707,21 +712,6 @@ def test_recent_keeps_the_last_ten_spawns(tmp_path, calls):
     assert record["recent"].split() == [str(t) for t in range(11, 20)] + ["1000.000"]
 
 
-def test_the_run_record_round_trips_with_every_key(tmp_path):
-    record = {key: "v " + key for key in runner.RUN_KEYS}
-    record["last_error"] = "two\nlines"
-    path = str(tmp_path / "run")
-    runner.write_run_record(path, record)
-    back = runner.read_run_record(path)
-    assert back == dict(record, last_error="two lines")
-    assert list(back) == list(runner.RUN_KEYS)
-    assert os.listdir(str(tmp_path)) == ["run"]
-
-
-def test_a_missing_run_record_reads_as_empty(tmp_path):
-    assert runner.read_run_record(str(tmp_path / "run")) == {}
-
-
 # -- mounts: refusing the image's symlinks (real directories) ---------------
 
 def rootfs_bind(plan):
@@ -741,7 +731,7 @@ def mounts(monkeypatch):
 def test_a_symlinked_mount_destination_is_refused(tmp_path, mounts):
     plan = make_plan(tmp_path)
     os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
-    with pytest.raises(runner.RunnerError, match="mount destination /proc is a symlink in "
+    with pytest.raises(RunnerError, match="mount destination /proc is a symlink in "
                                                  "the image; refusing"):
         mount_code.mount_plan(plan, only_missing=False)
     assert mounts == [rootfs_bind(plan)]
@@ -752,7 +742,7 @@ def test_a_symlink_inside_a_mount_destination_is_refused(tmp_path, mounts):
     plan = make_plan(tmp_path)
     plan["mounts"] = [mount("/dev/pts", "devpts")]
     os.symlink(str(tmp_path), os.path.join(plan["rootfs"], "dev"))
-    with pytest.raises(runner.RunnerError, match="/dev/pts goes through dev, a symlink"):
+    with pytest.raises(RunnerError, match="/dev/pts goes through dev, a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
     assert mounts == [rootfs_bind(plan)] and not os.path.exists(str(tmp_path / "pts"))
 
@@ -763,7 +753,7 @@ def test_a_symlinked_file_bind_target_is_refused(tmp_path, mounts):
     plan["mounts"] = [mount("/etc/resolv.conf", "bind", "/etc/hostname", bind=True)]
     os.mkdir(os.path.join(plan["rootfs"], "etc"))
     os.symlink("/etc/passwd", os.path.join(plan["rootfs"], "etc", "resolv.conf"))
-    with pytest.raises(runner.RunnerError, match="/etc/resolv.conf is a symlink"):
+    with pytest.raises(RunnerError, match="/etc/resolv.conf is a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
     assert mounts == [rootfs_bind(plan)]
 
@@ -773,7 +763,7 @@ def test_a_symlinked_masked_path_is_refused(tmp_path, mounts):
     plan = make_plan(tmp_path)
     plan.update(mounts=[], masked_paths=["/secret"])
     os.symlink("/etc", os.path.join(plan["rootfs"], "secret"))
-    with pytest.raises(runner.RunnerError, match="masked path /secret is a symlink"):
+    with pytest.raises(RunnerError, match="masked path /secret is a symlink"):
         mount_code.mount_plan(plan, only_missing=False)
 
 
@@ -783,7 +773,7 @@ def test_prepare_refuses_with_bad_config_and_releases(tmp_path, mounts, monkeypa
     os.symlink("/etc", os.path.join(plan["rootfs"], "proc"))
     monkeypatch.setattr(mount_code, "release", lambda p: mounts.append(("release",)) or [])
     with pytest.raises(BadConfigError, match="/proc is a symlink") as raised:
-        runner.prepare(plan)
+        mount_code.prepare(plan)
     assert mounts == [rootfs_bind(plan), ("release",)]
     assert raised.value.details == {"step": "mounts"}
 
@@ -887,3 +877,77 @@ def test_a_shared_root_propagation_makes_the_rootfs_parent_mount_private(tmp_pat
     mounts = [c for c in calls if c[0] == "mount" and c[1] is None]
     assert mounts[:2] == [("mount", None, None, linux.MS_SHARED),
                           ("mount", None, None, linux.MS_PRIVATE)]
+
+
+# -- the monitor (real processes: a forked shell as the app; no root) ---------------------
+
+# A runner cut down to what the monitor needs: fork it, and the child (the app's side)
+# runs the shell script given.
+MONITORED = """
+import os, sys
+sys.path.insert(0, {root!r})
+from vzslave.runner import Spawn, fork_monitor
+fork_monitor(Spawn("app", {{"rootfs": {rootfs!r}, "state_dir": {state!r}, "monitor": True,
+                           "log": {{"path": {log!r}, "max_bytes": 1 << 20, "keep": 1,
+                                    "syslog": False}}}}))
+os.execv("/bin/sh", ["sh", "-c", sys.argv[1]])
+"""
+
+
+def monitored(tmp_path, script):
+    """Run the monitor over ``script``; (its exit status, the run record, the log)."""
+    rootfs, log, record = tmp_path / "rootfs", tmp_path / "app.log", tmp_path / "run"
+    rootfs.mkdir(exist_ok=True)
+    code = MONITORED.format(root=ROOT, rootfs=str(rootfs), state=str(tmp_path), log=str(log))
+    done = subprocess.run([sys.executable, "-S", "-c", code, script], timeout=60,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = log.read_text() if log.exists() else ""
+    return done.returncode, read_run_record(str(record)), text + done.stdout.decode()
+
+
+def test_the_monitor_exits_with_the_apps_status_and_records_it(tmp_path):
+    status, record, _ = monitored(tmp_path, "exit 3")
+    assert status == 3
+    assert record["state"] == "exited" and record["last_exit"] == "exit 3"
+    assert float(record["last_run"]) >= 0
+
+
+def test_the_monitor_pumps_the_apps_output_into_the_log(tmp_path):
+    status, _, log = monitored(tmp_path, "echo out; echo err >&2")
+    assert status == 0 and log.splitlines() == ["out", "err"]
+
+
+def test_a_death_by_signal_is_recorded_and_exits_as_128_plus_the_signal(tmp_path):
+    status, record, _ = monitored(tmp_path, "kill -TERM $$")
+    assert status == 128 + 15 and record["last_exit"] == "signal 15"
+
+
+def test_a_failure_the_apps_side_recorded_is_kept(tmp_path):
+    """When the app's side fails a step (it writes failed, exits 127), the record says
+    failed with its error, not exited."""
+    fail = tmp_path / "fail.py"
+    fail.write_text("import sys; sys.path.insert(0, {!r})\n"
+                    "from vzslave.runio import write_run_record\n"
+                    "write_run_record({!r}, dict(state='failed', last_error='user: no'))\n"
+                    .format(ROOT, str(tmp_path / "run")))
+    failing = "{} -S {}; exit 127".format(sys.executable, fail)
+    status, record, _ = monitored(tmp_path, failing)
+    assert status == 127
+    assert (record["state"], record["last_error"], record["last_exit"]) == (
+        "failed", "user: no", "exit 127")
+
+
+def test_without_a_record_from_the_app_the_monitor_keeps_its_own(tmp_path):
+    write_run_record(str(tmp_path / "run"), {"state": "running", "spawns": "4"})
+    status, record, _ = monitored(tmp_path, "true")
+    assert status == 0 and record["state"] == "exited"
+
+
+# -- what a spawn imports -------------------------------------------------------------
+
+def test_importing_the_runner_loads_only_its_leaf():
+    """init execs the runner at every respawn: the mount code, the process finder and the
+    log pump stay out until a spawn needs them, vzslave.fs and vzslave.errors for good."""
+    loaded = modules_loaded_by("vzslave.runner")
+    assert {name for name in loaded if name.startswith("vzslave")} == {
+        "vzslave", "vzslave.runner", "vzslave.linux", "vzslave.runio"}

@@ -10,10 +10,9 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from vzmaster.output import Shown, View
+from vzmaster.output import Call, Shown, View
 
 if TYPE_CHECKING:
-    from vzmaster.cli import Call
     from vzmaster.imaging.builder import BuildResult
     from vzmaster.imaging.pack import ImageSummary
 
