@@ -1,4 +1,5 @@
-"""The layering rules of DESIGN.md, checked rather than hoped for."""
+"""The node/master split of DEVELOPERS.md, checked rather than hoped for: vzslave needs
+only the standard library and msgpack, and the public names are the listed ones."""
 
 import ast
 import os

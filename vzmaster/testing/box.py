@@ -4,7 +4,8 @@ A box is a network namespace behind a private hub bridge (10.200.0.0/24, never i
 the root netns) plus PID, mount, UTS and IPC namespaces whose PID 1 is a real init
 (busybox or sysvinit) over an overlay of ``/`` with a tmpfs disk.  That init runs
 the stock OpenSSH ``sshd -D -e`` from an ``/etc/inittab`` respawn line.  Needs root.
-Recipe, measurements, pitfalls: ``notes/vps-in-a-box.md``.
+DEVELOPERS.md ("Tests") says how the tests use boxes; the teardown leaves no network
+namespace, process or mount behind, which tests/system/test_box.py checks.
 
     with Hub() as hub:
         box = hub.box(init="sysv")
