@@ -149,8 +149,8 @@ def cmd_logs(node: Client, call: Call) -> None:
         call.line(line)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``vzmaster``."""
+def common_options() -> argparse.ArgumentParser:
+    """The options every subcommand on a node takes: how to connect, how to print."""
     common = argparse.ArgumentParser(add_help=False)
     ssh = common.add_argument_group("connection")
     ssh.add_argument("-l", "--user", help="log in as USER (default: ~/.ssh/config, then you)")
@@ -164,7 +164,38 @@ def build_parser() -> argparse.ArgumentParser:
     ssh.add_argument("--timeout", type=float, default=15.0, help="connect timeout, seconds")
     common.add_argument("--json", action="store_true", help="print JSON")
     common.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    return common
 
+
+def add_start_options(start: argparse.ArgumentParser) -> None:
+    """The options of ``vzmaster start``: container.start's, and what to show."""
+    start.add_argument("--override", action="store_true",
+                       help="restore an inittab entry the node's administrator disabled")
+    start.add_argument("--runtime", choices=("builtin", "runc", "crun"),
+                       help="what runs the bundle (default: builtin, or as before)")
+    start.add_argument("--runtime-arg", action="append", metavar="--OPT[=VALUE]",
+                       help="a global option for runc or crun, written with '=' "
+                            "(--runtime-arg=--cgroup-manager=disabled); repeatable")
+    start.add_argument("--log-max", type=int, metavar="BYTES",
+                       help="rotate the log past this size (default 10 MiB)")
+    start.add_argument("--log-keep", type=int, metavar="N",
+                       help="rotated log files kept (default 3)")
+    start.add_argument("--syslog", action="store_true",
+                       help="also send the container's output to the node's syslog")
+    start.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep a small vz process as the app's parent: hard log cap, "
+                            "exit codes in status, orphans ended (default: on)")
+    start.add_argument("--min-uptime", type=float, metavar="SECONDS",
+                       help="how long the app must stay up to count as started "
+                            "(default 1)")
+    start.add_argument("--log-lines", type=int, default=20, metavar="N",
+                       help="log lines shown when the app does not stay up "
+                            "(default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vzmaster``."""
+    common = common_options()
     # Connection options go after the subcommand: on both levels argparse would let
     # the subcommand's defaults overwrite what was given before it.
     parser = argparse.ArgumentParser(
@@ -196,29 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep setuid/setgid bits (removed by default; needs root)")
     add("bundles", cmd_bundles)
     add("rm-bundle", cmd_rm_bundle, ("name", "bundle name"))
-    start = add("start", cmd_start, ("app", "container (its bundle's name)"))
-    start.add_argument("--override", action="store_true",
-                       help="restore an inittab entry the node's administrator disabled")
-    start.add_argument("--runtime", choices=("builtin", "runc", "crun"),
-                       help="what runs the bundle (default: builtin, or as before)")
-    start.add_argument("--runtime-arg", action="append", metavar="--OPT[=VALUE]",
-                       help="a global option for runc or crun, written with '=' "
-                            "(--runtime-arg=--cgroup-manager=disabled); repeatable")
-    start.add_argument("--log-max", type=int, metavar="BYTES",
-                       help="rotate the log past this size (default 10 MiB)")
-    start.add_argument("--log-keep", type=int, metavar="N",
-                       help="rotated log files kept (default 3)")
-    start.add_argument("--syslog", action="store_true",
-                       help="also send the container's output to the node's syslog")
-    start.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None,
-                       help="keep a small vz process as the app's parent: hard log cap, "
-                            "exit codes in status, orphans ended (default: on)")
-    start.add_argument("--min-uptime", type=float, metavar="SECONDS",
-                       help="how long the app must stay up to count as started "
-                            "(default 1)")
-    start.add_argument("--log-lines", type=int, default=20, metavar="N",
-                       help="log lines shown when the app does not stay up "
-                            "(default: %(default)s)")
+    add_start_options(add("start", cmd_start, ("app", "container (its bundle's name)")))
     for name, func in (("stop", cmd_stop), ("restart", cmd_restart)):
         sub = add(name, func, ("app", "container"))
         sub.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import ctypes
-import functools
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -34,209 +31,36 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vzslave.errors import Error
+from vzmaster.testing import host
+from vzmaster.testing.host import (
+    INITS,
+    SYSVINIT_DIR,
+    BoxError,
+    ensure_sysvinit,
+    find_sysvinit,
+    missing_requirements,
+    sweep_stale,
+)
 
 __all__ = ["Box", "BoxError", "Hub", "ensure_sysvinit", "find_sysvinit",
            "missing_requirements", "sweep_stale"]
 
-INITS = ("busybox", "sysv")
-SYSVINIT_DIR = "/opt/vz-test/sysvinit"
 SUBNET = "10.200.0"
 MAX_BOXES = 244                      # box N is 10.200.0.(10+N); .255 is broadcast
 SRC_DIR = str(Path(__file__).resolve().parents[2])   # holds vzmaster/ and vzslave/
-_SSHD = "/usr/sbin/sshd"
-_TOOLS = ("unshare", "nsenter", "ip", "ssh", "ssh-keygen", "mount", "umount",
-          "pivot_root", "cp", "hostname", "install")
 _BOX_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": "/root", "LANG": "C.UTF-8"}
-_STALE = re.compile(r"vzt(\d+)-")
 _SIZE = re.compile(r"[1-9][0-9]*[kmg]?")
-_CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
 _prefix_lock = threading.Lock()
 _prefix_count = 0
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so a box
 # started from a worker thread would die with that thread.  Every box is forked
 # from this one long-lived thread instead; a SIGKILLed runner still takes them all.
 _spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vz-box-spawner")
-
-
-class BoxError(Error):
-    """A box or hub could not be created, reached or used (under vz's one root)."""
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _run(argv: Sequence[str], input: bytes | None = None, timeout: float = 30.0,
-         cwd: str | None = None) -> bytes:
-    """Run a host command; its failure becomes a BoxError carrying stderr."""
-    try:
-        done = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout,
-                              stdin=None if input is not None else subprocess.DEVNULL, cwd=cwd,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BoxError(f"{shlex.join(argv)}: {exc}") from exc
-    if done.returncode != 0:
-        err = done.stderr.decode(errors="replace").strip()
-        raise BoxError(f"{shlex.join(argv)}: exit {done.returncode}: {err}")
-    return done.stdout
-
-
-def _enter_netns(path: str) -> None:
-    # setns() is per thread and a socket keeps the netns it was made in, so one
-    # thread parked in the hub netns can mint sockets for all (os.setns is 3.12+).
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc().setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    libc = _libc()   # loaded before fork: the child only makes the call
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:    # the runner died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-    return preexec
-
-
-class _Console:
-    """Copies a box's console FIFO into console.log from a host thread."""
-
-    def __init__(self, fifo: Path, log: Path) -> None:
-        # O_RDWR: the open never blocks and we never read EOF between box writers.
-        self._fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self._stop_r, self._stop_w = os.pipe()
-        self._log = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self._thread = threading.Thread(target=self._copy, daemon=True,
-                                        name=f"vz-console-{fifo.parent.name}")
-        self._thread.start()
-
-    def _copy(self) -> None:
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        poller.register(self._stop_r, select.POLLIN)
-        while True:
-            ready = [fd for fd, _ in poller.poll()]
-            try:
-                while True:
-                    os.write(self._log, os.read(self._fd, 65536))
-            except BlockingIOError:
-                pass
-            if self._stop_r in ready:
-                return
-
-    def stop(self) -> None:
-        """Copy what is left, stop the thread, close the FIFO; idempotent."""
-        if self._thread.is_alive():
-            os.write(self._stop_w, b"x")
-            self._thread.join()
-            for fd in (self._fd, self._stop_r, self._stop_w, self._log):
-                os.close(fd)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
-    except OSError:
-        return "(none)"
-
-
-def _mkdirs(root: Path, rel: str) -> Path:
-    """Make root/rel and missing parents 0755 whatever the umask (sshd's StrictModes)."""
-    for sub in [*reversed(Path(rel).parents), Path(rel)]:
-        if not (root / sub).exists():
-            (root / sub).mkdir()
-            os.chmod(root / sub, 0o755)
-    return root / rel
-
-
-def _put(root: Path, rel: str, data: str | bytes, mode: int = 0o644) -> None:
-    """Write root/rel with an exact mode, making its parent directories."""
-    path = _mkdirs(root, os.path.dirname(rel)) / os.path.basename(rel)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.chmod(path, mode)
-
-
-def find_sysvinit(dest: str = SYSVINIT_DIR) -> str | None:
-    """Return the path of the extracted sysvinit ``init`` under dest, or None."""
-    init = os.path.join(dest, "sbin", "init")
-    return init if os.access(init, os.X_OK) else None
-
-
-def ensure_sysvinit(dest: str = SYSVINIT_DIR) -> str:
-    """Extract sysvinit-core's init into dest (never installing it); idempotent; return its path."""
-    found = find_sysvinit(dest)
-    if found:
-        return found
-    # Installing sysvinit-core would remove systemd-sysv and 10 other packages:
-    # unpack the .deb beside the system instead.
-    with tempfile.TemporaryDirectory(prefix="vz-sysvinit-") as tmp:
-        _run(["apt-get", "download", "sysvinit-core"], timeout=300, cwd=tmp)
-        debs = sorted(Path(tmp).glob("sysvinit-core_*.deb"))
-        if not debs:
-            raise BoxError("apt-get download sysvinit-core produced no .deb")
-        staging = os.path.join(tmp, "root")
-        _run(["dpkg-deb", "-x", str(debs[-1]), staging])
-        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.move(staging, dest)
-    found = find_sysvinit(dest)
-    if not found:
-        raise BoxError(f"sysvinit-core unpacked into {dest} but has no sbin/init")
-    return found
-
-
-def missing_requirements(init: str = "busybox") -> list[str]:
-    """Say why boxes with this init cannot run here; [] when they can."""
-    if not sys.platform.startswith("linux"):
-        return ["boxes need Linux namespaces"]
-    reasons = [] if os.geteuid() == 0 else ["boxes need root (namespaces, mounts, netns)"]
-    reasons += [f"{tool} not found in PATH" for tool in _TOOLS if shutil.which(tool) is None]
-    if not os.access(_SSHD, os.X_OK):
-        reasons.append(f"{_SSHD} not found (apt-get install openssh-server)")
-    if init == "busybox" and shutil.which("busybox") is None:
-        reasons.append("busybox not found (apt-get install busybox-static)")
-    elif init == "sysv" and find_sysvinit() is None:
-        reasons.append(f"no sysvinit init in {SYSVINIT_DIR} "
-                       "(run: python3 -m vzmaster.testing.box ensure-sysvinit)")
-    elif init not in INITS:
-        reasons.append(f"unknown init {init!r}; expected one of {INITS}")
-    return reasons
-
-
-def sweep_stale() -> list[str]:
-    """Delete netns and temp workdirs named vzt<pid>-* whose pid is dead; return them."""
-    removed = []
-    netns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
-    for name in netns:
-        match = _STALE.match(name)
-        if match and not os.path.exists(f"/proc/{match.group(1)}"):
-            try:
-                _run(["ip", "netns", "del", name])
-                removed.append(name)
-            except BoxError:
-                pass    # another run swept it first
-    with open("/proc/self/mountinfo") as f:
-        mounts = f.read()
-    for entry in os.scandir(tempfile.gettempdir()):
-        match = _STALE.match(entry.name)
-        if (match and entry.is_dir(follow_symlinks=False) and entry.path not in mounts
-                and not os.path.exists(f"/proc/{match.group(1)}")):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
-    return removed
 
 
 def _default_prefix() -> str:
@@ -272,16 +96,16 @@ class Hub:
         try:
             keys.mkdir()
             for key in (self.client_key, self.host_key):
-                _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vz-box", "-f", key])
+                host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vz-box", "-f", key])
             self.host_public_key = " ".join(Path(self.host_key + ".pub").read_text().split()[:2])
             # The pattern line is for OpenSSH; paramiko's HostKeys has no globs.
             ips = ",".join(f"{SUBNET}.{10 + n}" for n in range(1, MAX_BOXES + 1))
             Path(self.known_hosts).write_text(
                 f"{SUBNET}.* {self.host_public_key}\n{ips} {self.host_public_key}\n")
-            _run(["ip", "netns", "add", self.netns])
+            host.run(["ip", "netns", "add", self.netns])
             # A fixed bridge MAC: by default it follows the lowest port's and would
             # change under the boxes' ARP caches as boxes come and go.
-            _run(["ip", "-n", self.netns, "-batch", "-"], input=(
+            host.run(["ip", "-n", self.netns, "-batch", "-"], input=(
                 "link set lo up\n"
                 "link add br0 address 02:76:7a:00:00:01 type bridge\n"
                 f"addr add {SUBNET}.1/24 dev br0\n"
@@ -343,7 +167,7 @@ class Hub:
             if self._sockets is None:
                 self._sockets = concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix=f"{self.netns}-sockets",
-                    initializer=_enter_netns, initargs=(f"/run/netns/{self.netns}",))
+                    initializer=host.enter_netns, initargs=(f"/run/netns/{self.netns}",))
             sockets = self._sockets
         try:
             sock: socket.socket = sockets.submit(
@@ -370,7 +194,7 @@ class Hub:
             sockets.shutdown(wait=True)
         try:
             if os.path.exists(f"/run/netns/{self.netns}"):
-                _run(["ip", "netns", "del", self.netns])
+                host.run(["ip", "netns", "del", self.netns])
         except BoxError as exc:
             errors.append(exc)
         if hasattr(self, "workdir"):
@@ -394,7 +218,7 @@ class Box:
         self.pid1 = 0
         self.vzslave_command = ""
         self._proc: subprocess.Popen[bytes] | None = None
-        self._console: _Console | None = None
+        self._console: host.Console | None = None
         self._lock = threading.Lock()
         self._ready = False
         self._closed = False
@@ -422,14 +246,14 @@ class Box:
             f"/usr/bin/env PYTHONPATH={SRC_DIR} {sys.executable} -m vzslave")
         init_argv = self._write_seed(state / "seed", inittab, init_path)
         os.mkfifo(state / "console.fifo", 0o600)
-        self._console = _Console(state / "console.fifo", state / "console.log")
+        self._console = host.Console(state / "console.fifo", state / "console.log")
         self._make_network()
         script = state / "pid1.sh"
         script.write_text(self._pid1_script(disk_size, init_argv))
         argv = ["ip", "netns", "exec", self.netns,
                 "unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
                 "--uts", "--ipc", "--propagation", "private", "/bin/sh", str(script)]
-        preexec = _die_with_parent(os.getpid())
+        preexec = host.die_with_parent(os.getpid())
         with open(state / "init.out", "wb") as out:
             self._proc = _spawner.submit(lambda: subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -447,36 +271,37 @@ class Box:
             if source is None:
                 raise BoxError(f"no sysvinit init in {SYSVINIT_DIR}; run ensure_sysvinit()")
             # Copied, not bound: it becomes the box's /usr/sbin/init with telinit beside.
-            _put(seed, "usr/sbin/init", Path(source).read_bytes(), 0o755)
+            host.put_file(seed, "usr/sbin/init", Path(source).read_bytes(), 0o755)
             os.symlink("init", seed / "usr/sbin/telinit")
-            _mkdirs(seed, "etc/inittab.d")
+            host.mkdirs(seed, "etc/inittab.d")
             init_argv = ["/usr/sbin/init", "2"]   # "2": else it spins asking for a runlevel
             table = ["id:2:initdefault:", "ss:2345:respawn:/usr/sbin/sshd -D -e"]
         else:
             busybox = init_path or shutil.which("busybox") or "/bin/busybox"
-            os.symlink(busybox, _mkdirs(seed, "usr/sbin") / "init")
+            os.symlink(busybox, host.mkdirs(seed, "usr/sbin") / "init")
             init_argv = [busybox, "init"]
             table = ["::respawn:/usr/sbin/sshd -D -e"]   # busybox: the tty field stays empty
-        _put(seed, "etc/inittab", "\n".join(table + inittab) + "\n")
-        _put(seed, "etc/hostname", f"{self.name}\n")
-        _put(seed, "etc/hosts", f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{self.ip}\t{self.name}\n")
-        _put(seed, "etc/ssh/sshd_config", self._sshd_config())
-        _put(seed, "etc/ssh/ssh_host_ed25519_key", Path(hub.host_key).read_bytes(), 0o600)
-        _put(seed, "etc/ssh/ssh_host_ed25519_key.pub", Path(hub.host_key + ".pub").read_bytes())
-        _put(seed, "etc/ssh/authorized_keys_root", Path(hub.client_key + ".pub").read_bytes())
+        host.put_file(seed, "etc/inittab", "\n".join(table + inittab) + "\n")
+        host.put_file(seed, "etc/hostname", f"{self.name}\n")
+        put = host.put_file
+        put(seed, "etc/hosts", f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{self.ip}\t{self.name}\n")
+        put(seed, "etc/ssh/sshd_config", self._sshd_config())
+        put(seed, "etc/ssh/ssh_host_ed25519_key", Path(hub.host_key).read_bytes(), 0o600)
+        put(seed, "etc/ssh/ssh_host_ed25519_key.pub", Path(hub.host_key + ".pub").read_bytes())
+        put(seed, "etc/ssh/authorized_keys_root", Path(hub.client_key + ".pub").read_bytes())
         shadow = Path("/etc/shadow").read_text()
         if re.search(r"^root:!", shadow, re.MULTILINE):
             # With UsePAM no, sshd refuses a "!"-locked root even with a valid key
             # (Ubuntu-style hosts); "*" still forbids passwords but allows keys.
             unlocked = re.sub(r"^root:![^:]*:", "root:*:", shadow, flags=re.MULTILINE)
-            _put(seed, "etc/shadow", unlocked, 0o640)
+            host.put_file(seed, "etc/shadow", unlocked, 0o640)
             os.chown(seed / "etc/shadow", 0, os.stat("/etc/shadow").st_gid)
-        _mkdirs(seed, "var/lib/vz")   # the node state root: must exist, on the box's disk
+        host.mkdirs(seed, "var/lib/vz")   # the node state root: must exist, on the box's disk
         # An opaque /root with Debian's stock dotfiles: the host's (say, a pyenv
         # .bashrc) would run on every ssh command.
         for dot in ("bashrc", "profile"):
             stock = Path(f"/usr/share/base-files/dot.{dot}")
-            _put(seed, f"root/.{dot}", stock.read_bytes() if stock.exists() else b"")
+            host.put_file(seed, f"root/.{dot}", stock.read_bytes() if stock.exists() else b"")
         os.chmod(seed / "root", 0o700)
         os.setxattr(seed / "root", "trusted.overlay.opaque", b"y")
         return init_argv
@@ -504,14 +329,14 @@ class Box:
             ""])
 
     def _make_network(self) -> None:
-        _run(["ip", "netns", "add", self.netns])
+        host.run(["ip", "netns", "add", self.netns])
         # The veth is born with one end in each namespace: nothing touches the root
         # netns. A MAC derived from the index keeps peers' ARP caches valid on reuse.
         mac = f"02:76:7a:00:01:{self.index:02x}"
-        _run(["ip", "-n", self.hub.netns, "-batch", "-"], input=(
+        host.run(["ip", "-n", self.hub.netns, "-batch", "-"], input=(
             f"link add vb{self.index} type veth peer name eth0 address {mac} netns {self.netns}\n"
             f"link set vb{self.index} master br0 up\n").encode())
-        _run(["ip", "-n", self.netns, "-batch", "-"], input=(
+        host.run(["ip", "-n", self.netns, "-batch", "-"], input=(
             f"addr add {self.ip}/24 dev eth0\n"
             "link set eth0 up\n"
             "link set lo up\n"
@@ -616,8 +441,8 @@ class Box:
     def _report(self, what: str) -> str:
         state = Path(self.state_dir)
         return (f"{self.name} ({self.init}, {self.ip}): {what}\n"
-                f"--- console.log ---\n{_tail(state / 'console.log')}\n"
-                f"--- init.out ---\n{_tail(state / 'init.out')}")
+                f"--- console.log ---\n{host.tail(state / 'console.log')}\n"
+                f"--- init.out ---\n{host.tail(state / 'init.out')}")
 
     # -- use ---------------------------------------------------------------
 
@@ -743,7 +568,7 @@ class Box:
         try:
             self.kill()
             if os.path.exists(f"/run/netns/{self.netns}"):
-                _run(["ip", "netns", "del", self.netns])   # takes the hub's veth end too
+                host.run(["ip", "netns", "del", self.netns])   # takes the hub's veth end too
         finally:
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self.hub._release(self.index)

@@ -1,0 +1,211 @@
+"""The host side of "VPS in a box": what this machine must have, and the few system
+helpers boxes are made with (commands, namespaces, the console copy, sysvinit's init).
+
+``vzmaster.testing.box`` builds hubs and boxes on these.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from vzslave.errors import Error
+
+INITS = ("busybox", "sysv")
+SYSVINIT_DIR = "/opt/vz-test/sysvinit"
+SSHD = "/usr/sbin/sshd"
+_TOOLS = ("unshare", "nsenter", "ip", "ssh", "ssh-keygen", "mount", "umount",
+          "pivot_root", "cp", "hostname", "install")
+STALE = re.compile(r"vzt(\d+)-")  # vzt<pid>-...: what a run of the tests names
+_CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
+
+
+class BoxError(Error):
+    """A box or hub could not be created, reached or used (under vz's one root)."""
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library of this process (setns, prctl)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def run(argv: Sequence[str], input: bytes | None = None, timeout: float = 30.0,
+         cwd: str | None = None) -> bytes:
+    """Run a host command; its failure becomes a BoxError carrying stderr."""
+    try:
+        done = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout,
+                              stdin=None if input is not None else subprocess.DEVNULL, cwd=cwd,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BoxError(f"{shlex.join(argv)}: {exc}") from exc
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()
+        raise BoxError(f"{shlex.join(argv)}: exit {done.returncode}: {err}")
+    return done.stdout
+
+
+def enter_netns(path: str) -> None:
+    """Move this thread into the network namespace at ``path``."""
+    # setns() is per thread and a socket keeps the netns it was made in, so one
+    # thread parked in the hub netns can mint sockets for all (os.setns is 3.12+).
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc().setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when ``parent`` dies."""
+    c = libc()   # loaded before fork: the child only makes the call
+
+    def preexec() -> None:
+        c.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:    # the runner died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
+class Console:
+    """Copies a box's console FIFO into console.log from a host thread."""
+
+    def __init__(self, fifo: Path, log: Path) -> None:
+        # O_RDWR: the open never blocks and we never read EOF between box writers.
+        self._fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stop_r, self._stop_w = os.pipe()
+        self._log = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._thread = threading.Thread(target=self._copy, daemon=True,
+                                        name=f"vz-console-{fifo.parent.name}")
+        self._thread.start()
+
+    def _copy(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
+        while True:
+            ready = [fd for fd, _ in poller.poll()]
+            try:
+                while True:
+                    os.write(self._log, os.read(self._fd, 65536))
+            except BlockingIOError:
+                pass
+            if self._stop_r in ready:
+                return
+
+    def stop(self) -> None:
+        """Copy what is left, stop the thread, close the FIFO; idempotent."""
+        if self._thread.is_alive():
+            os.write(self._stop_w, b"x")
+            self._thread.join()
+            for fd in (self._fd, self._stop_r, self._stop_w, self._log):
+                os.close(fd)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a file, for reports."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
+    except OSError:
+        return "(none)"
+
+
+def mkdirs(root: Path, rel: str) -> Path:
+    """Make root/rel and missing parents 0755 whatever the umask (sshd's StrictModes)."""
+    for sub in [*reversed(Path(rel).parents), Path(rel)]:
+        if not (root / sub).exists():
+            (root / sub).mkdir()
+            os.chmod(root / sub, 0o755)
+    return root / rel
+
+
+def put_file(root: Path, rel: str, data: str | bytes, mode: int = 0o644) -> None:
+    """Write root/rel with an exact mode, making its parent directories."""
+    path = mkdirs(root, os.path.dirname(rel)) / os.path.basename(rel)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.chmod(path, mode)
+
+
+def find_sysvinit(dest: str = SYSVINIT_DIR) -> str | None:
+    """Return the path of the extracted sysvinit ``init`` under dest, or None."""
+    init = os.path.join(dest, "sbin", "init")
+    return init if os.access(init, os.X_OK) else None
+
+
+def ensure_sysvinit(dest: str = SYSVINIT_DIR) -> str:
+    """Extract sysvinit-core's init into dest (never installing it); idempotent; return its path."""
+    found = find_sysvinit(dest)
+    if found:
+        return found
+    # Installing sysvinit-core would remove systemd-sysv and 10 other packages:
+    # unpack the .deb beside the system instead.
+    with tempfile.TemporaryDirectory(prefix="vz-sysvinit-") as tmp:
+        run(["apt-get", "download", "sysvinit-core"], timeout=300, cwd=tmp)
+        debs = sorted(Path(tmp).glob("sysvinit-core_*.deb"))
+        if not debs:
+            raise BoxError("apt-get download sysvinit-core produced no .deb")
+        staging = os.path.join(tmp, "root")
+        run(["dpkg-deb", "-x", str(debs[-1]), staging])
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(staging, dest)
+    found = find_sysvinit(dest)
+    if not found:
+        raise BoxError(f"sysvinit-core unpacked into {dest} but has no sbin/init")
+    return found
+
+
+def missing_requirements(init: str = "busybox") -> list[str]:
+    """Say why boxes with this init cannot run here; [] when they can."""
+    if not sys.platform.startswith("linux"):
+        return ["boxes need Linux namespaces"]
+    reasons = [] if os.geteuid() == 0 else ["boxes need root (namespaces, mounts, netns)"]
+    reasons += [f"{tool} not found in PATH" for tool in _TOOLS if shutil.which(tool) is None]
+    if not os.access(SSHD, os.X_OK):
+        reasons.append(f"{SSHD} not found (apt-get install openssh-server)")
+    if init == "busybox" and shutil.which("busybox") is None:
+        reasons.append("busybox not found (apt-get install busybox-static)")
+    elif init == "sysv" and find_sysvinit() is None:
+        reasons.append(f"no sysvinit init in {SYSVINIT_DIR} "
+                       "(run: python3 -m vzmaster.testing.box ensure-sysvinit)")
+    elif init not in INITS:
+        reasons.append(f"unknown init {init!r}; expected one of {INITS}")
+    return reasons
+
+
+def sweep_stale() -> list[str]:
+    """Delete netns and temp workdirs named vzt<pid>-* whose pid is dead; return them."""
+    removed = []
+    netns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+    for name in netns:
+        match = STALE.match(name)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            try:
+                run(["ip", "netns", "del", name])
+                removed.append(name)
+            except BoxError:
+                pass    # another run swept it first
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    for entry in os.scandir(tempfile.gettempdir()):
+        match = STALE.match(entry.name)
+        if (match and entry.is_dir(follow_symlinks=False) and entry.path not in mounts
+                and not os.path.exists(f"/proc/{match.group(1)}")):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
