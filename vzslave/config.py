@@ -73,6 +73,10 @@ class Layout(NamedTuple):
         """Container output: ``NAME.log`` and its rotated ``NAME.log.1`` ... files."""
         return os.path.join(self.root, "logs")
 
+    def log_file(self, name: str) -> str:
+        """The current log file of container ``name`` (``name`` already validated)."""
+        return os.path.join(self.root, "logs", name + ".log")
+
     @property
     def bin(self) -> str:
         """Programs init runs: the ``vzrun`` launcher named by every inittab entry."""

@@ -13,7 +13,7 @@ end, so a vzslave killed midway leaves a mark that the next request finishes.
 
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 from vzslave import fs, logs, mounts, plans, procs
 from vzslave.bundles import BundleStore
@@ -151,7 +151,7 @@ class Containers:
             if settings.wants_running or settings.tree:
                 raise BusyError("container {!r} is started; stop it first".format(name))
             fs.remove_tree(self.layout.container_dir(name))
-            logs.remove_chain(self.log_path(name))
+            logs.remove_chain(self.layout.log_file(name))
 
     def upkeep(self) -> None:
         """Per-session upkeep, cheap: a reload a killed session owed init, logs cut back to
@@ -160,19 +160,11 @@ class Containers:
             self.entries.reload_if_pending()
         except (OSError, InittabError, BusyError):
             pass  # the next request for a container tries again, and says why
-        logs.enforce_all(self.layout.logs, self._log_limits, min(DEFAULT_LOG_MAX, 1 << 20))
+        logs.enforce_all(self.layout.logs, self.log_limits, min(DEFAULT_LOG_MAX, 1 << 20))
         fs.keep_reserve(self.layout.reserve)
 
-    def log_path(self, name: str) -> str:
-        """The current log file of a container."""
-        return os.path.join(self.layout.logs, validate_name("container", name) + ".log")
-
-    def log_limits(self, name: str) -> Dict[str, int]:
-        """max_bytes and keep of a container's logs."""
-        max_bytes, keep = self._log_limits(name)
-        return {"max_bytes": max_bytes, "keep": keep}
-
-    def _log_limits(self, name: str) -> Tuple[int, int]:
+    def log_limits(self, name: str) -> Tuple[int, int]:
+        """max_bytes and keep of a container's logs, as its settings say."""
         options = self._settings(name).options
         return options.log_max, options.log_keep
 
@@ -216,20 +208,7 @@ class Containers:
                 self._with_space(name, lambda: self.entries.remove(tab, text, name))
         plan = plans.load_plan(self.layout.container_dir(name))
         if plan is not None:
-            record = read_run_record(self._run_path(name))
-            # A runner spawned by init but not yet in its rootfs: "vzrun\0NAME\0".
-            command = "{}\0{}\0".format(self.layout.launcher, name).encode()
-            survivors = procs.end_container(plan["rootfs"], record_number(record, "pid"),
-                                            record.get("ticks"), command, grace)
-            if survivors:
-                raise BusyError("container {!r}: processes {} survive SIGKILL (stuck in the "
-                                "kernel?); stop it again later".format(name, survivors),
-                                {"pids": survivors})
-            stuck = plans.release(plan)
-            if stuck:
-                raise BusyError("container {!r} is stopped, but these mounts could not be "
-                                "released: {}".format(name, ", ".join(stuck)),
-                                {"mounts": stuck})
+            plans.end(plan, self.layout, grace)
         settings.stopped()
         self._with_space(name, lambda: self._save(name, settings))
         self.bundles.collect_garbage(name)
@@ -284,7 +263,7 @@ class Containers:
             next_retry=float(next_retry) if next_retry and state == ContainerState.CRASH_LOOPING
             else None, supervisor=self.entries.supervisor_name, runtime=settings.options.runtime,
             entry=entry.line.rstrip("\r\n") if entry else None, bundle=settings.tree,
-            log=os.path.join(self.layout.logs, name + ".log"),
+            log=self.layout.log_file(name),
             last_run=float(last_run) if last_run else None, warnings=settings.warnings)
 
     def _run_path(self, name: str) -> str:

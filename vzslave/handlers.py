@@ -302,8 +302,8 @@ def op_container_logs(node: Node, call: Call, args: Args) -> Result:
     from vzslave import logs
     name = args["name"]
     node.containers.status(name)  # NO_SUCH_CONTAINER before any stream
-    path = node.containers.log_path(name)
-    keep = node.containers.log_limits(name)["keep"]
+    path = node.layout.log_file(name)
+    keep = node.containers.log_limits(name)[1]
     cursor = args["cursor"]
     if cursor is None:
         data, start = logs.tail(path, args["lines"], keep)

@@ -13,11 +13,12 @@ import shutil
 import subprocess
 from typing import Any, Dict, List, Optional
 
-from vzslave import fs, linux, mounts, oci
+from vzslave import fs, linux, mounts, oci, procs
 from vzslave.config import Layout
-from vzslave.errors import BadRequestError, NoRuntimeError, NoSuchBundleError, PolicyDeniedError
+from vzslave.errors import (BadRequestError, BusyError, NoRuntimeError, NoSuchBundleError,
+                            PolicyDeniedError)
 from vzslave.policy import load_policy
-from vzslave.runio import RunnerError, os_message
+from vzslave.runio import RunnerError, os_message, read_run_record, record_number
 from vzslave.runner import pivot_into, runtime_command
 from vzslave.settings import Settings
 
@@ -82,7 +83,7 @@ def make_plan(layout: Layout, name: str, tree: str, settings: Settings) -> Plan:
     plan.update(
         runtime=kind, runtime_path=path, runtime_args=options.runtime_args if path else [],
         state_dir=layout.container_dir(name), store=layout.trees,
-        log={"path": os.path.join(layout.logs, name + ".log"), "max_bytes": options.log_max,
+        log={"path": layout.log_file(name), "max_bytes": options.log_max,
              "keep": options.log_keep, "syslog": options.syslog},
         backoff=dict(BACKOFF),
         # A monitor of ours stays as the app's parent: a hard cap on the log (it
@@ -106,6 +107,25 @@ def load_plan(directory: str) -> Optional[Plan]:
     except (OSError, ValueError, EOFError, TypeError):
         return None
     return plan if isinstance(plan, dict) else None
+
+
+def end(plan: Plan, layout: Layout, grace: float) -> None:
+    """End every process of the started plan's container (TERM, KILL after ``grace``),
+    then release it; BusyError naming what stays (stuck processes, busy mounts)."""
+    name = plan["name"]
+    record = read_run_record(os.path.join(layout.container_dir(name), "run"))
+    # A runner spawned by init but not yet in its rootfs: "vzrun\0NAME\0".
+    command = "{}\0{}\0".format(layout.launcher, name).encode()
+    survivors = procs.end_container(plan["rootfs"], record_number(record, "pid"),
+                                    record.get("ticks"), command, grace)
+    if survivors:
+        raise BusyError("container {!r}: processes {} survive SIGKILL (stuck in the "
+                        "kernel?); stop it again later".format(name, survivors),
+                        {"pids": survivors})
+    stuck = release(plan)
+    if stuck:
+        raise BusyError("container {!r} is stopped, but these mounts could not be "
+                        "released: {}".format(name, ", ".join(stuck)), {"mounts": stuck})
 
 
 def release(plan: Plan) -> List[str]:
