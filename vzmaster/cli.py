@@ -21,49 +21,19 @@ import os
 import queue
 import sys
 import threading
-import time
-from typing import Callable, Sequence, TextIO
+from typing import Callable, Sequence
 
 from vzmaster import views
+from vzmaster.appcli import add_commands as add_app_commands
 from vzmaster.client import Client
 from vzmaster.errors import TransportError
 from vzmaster.imaging.command import add_commands as add_build_commands
-from vzmaster.output import Call, Output, OutputClosed, Shown
+from vzmaster.output import Call, Output, OutputClosed, ProgressBar, Shown
 from vzmaster.transports import SSHOptions
 from vzslave import __version__
-from vzslave.errors import Error, VzError, code_name
+from vzslave.errors import Error, HealthCheckError, VzError, code_name
 
 EXIT_REMOTE, EXIT_USAGE, EXIT_TRANSPORT, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 3, 130, 141
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal; silent when not on one."""
-
-    def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
-        self.label = label
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self.first: int | None = None
-        self.drawn = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        """Redraw (at most ten times a second, and at the end)."""
-        now = time.monotonic()
-        if self.first is None:
-            self.first = done  # resumed uploads start above zero; rate counts new bytes
-        if not self.enabled or (now - self.drawn < 0.1 and done < total):
-            return
-        self.drawn = now
-        fraction = done / total if total else 1.0
-        rate = (done - self.first) / max(now - self.started, 1e-6)
-        eta = (total - done) / rate if rate > 0 else 0.0
-        bar = "#" * int(fraction * 30)
-        self.stream.write("\r{} {:3.0f}% |{:<30}| {:.1f}/{:.1f} MB {:.0f} MB/s ETA {:.0f}s ".format(
-            self.label, fraction * 100, bar, done / 1e6, total / 1e6, rate / 1e6, eta))
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def cmd_hello(node: Client, call: Call) -> Shown:
@@ -238,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=100, help="last N lines (default 100)")
     logs.add_argument("-f", "--follow", action="store_true",
                       help="keep printing new lines until interrupted")
+    add_app_commands(add)
     add_build_commands(commands)
     return parser
 
@@ -252,7 +223,12 @@ def ssh_options(args: argparse.Namespace, host: str) -> SSHOptions:
 def describe(exc: Error) -> str:
     """One line for the user: a node's refusals carry their code's name."""
     if isinstance(exc, VzError):
-        return "{}: {}".format(code_name(exc.code_number), exc.message)
+        text = "{}: {}".format(code_name(exc.code_number), exc.message)
+        log = exc.details.get("log") if isinstance(exc, HealthCheckError) else None
+        if log and isinstance(log, str):
+            text += "\nlast lines of its log:\n" + "\n".join(
+                "  " + line for line in log.splitlines())
+        return text
     return exc.message or type(exc).__name__
 
 
@@ -322,10 +298,24 @@ def _run_together(args: argparse.Namespace, hosts: Sequence[str], output: Output
     return status
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line parsed; after ``run``, what follows ``--`` is the command."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    # argparse would give run's "*" positional nothing and refuse what follows "--".
+    if words[:1] == ["run"] and "--" in words:
+        cut = words.index("--")
+        words, command = words[:cut], words[cut + 1:]
+    args = build_parser().parse_args(words)
+    if words[:1] == ["run"]:
+        args.argv = list(args.argv) + command
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``vzmaster`` command."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                             format="%(name)s: %(message)s")
         status = dispatch(args)

@@ -49,11 +49,15 @@ from vzslave.protocol import (
     encode,
 )
 from vzslave.records import (
+    AppInfo,
     BundleInfo,
     ContainerStatus,
     ImageInfo,
     NodeFacts,
     PartialInfo,
+    ReleaseInfo,
+    RunResult,
+    VolumeInfo,
     from_wire,
     optional_from_wire,
 )
@@ -61,6 +65,7 @@ from vzslave.records import (
 Progress = Callable[[int, int], None]  # (bytes the node holds, total bytes)
 
 _HASH_BLOCK = 1024 * 1024
+_START_OPTIONS = {"runtime", "runtime_args", "log_max", "log_keep", "syslog", "monitor"}
 
 
 class NodeInfo(NamedTuple):
@@ -298,6 +303,77 @@ class Client:
             self._send(Request(call_id, "container.logs", args))
         self._stream = LogLines(self, call_id, (cursor[0], cursor[1]) if cursor else (0, 0))
         return self._stream
+
+    # -- apps ----------------------------------------------------------------
+
+    def deploy(self, app: str, image: str, *, env: dict[str, str] | None = None,
+               secrets: dict[str, str] | None = None, volumes: dict[str, str] | None = None,
+               health: dict[str, Any] | None = None, release: Sequence[str] | None = None,
+               keep: int = 3, override: bool = False, grace: float = 10.0,
+               **start_options: Any) -> ReleaseInfo:
+        """Deploy image ``image`` (already on the node) as ``app``'s next release.
+
+        The node unpacks it, runs ``release`` (a command, e.g. migrations) once in it,
+        switches the app's container to it and waits for ``health`` ({"tcp": PORT},
+        {"http": URL} or {"cmd": ARGV}, with timeout, interval, min_uptime). A failed
+        check raises HealthCheckError, with the previous release running again. ``env``
+        is set over the image's environment; ``secrets`` likewise, but kept out of every
+        file, listing and log; ``volumes`` maps names to paths in the container.
+        ``start_options``: runtime, runtime_args, log_max, log_keep, syslog, monitor.
+        """
+        unknown = sorted(set(start_options) - _START_OPTIONS)
+        if unknown:
+            raise TypeError("deploy() got unexpected keyword arguments: {}".format(
+                ", ".join(unknown)))
+        args: dict[str, Any] = {"app": app, "image": image, "keep": keep,
+                                "grace": float(grace)}
+        for key, value in (("env", env), ("secrets", secrets), ("volumes", volumes),
+                           ("health", health)):
+            if value is not None:
+                args[key] = dict(value)
+        if release is not None:
+            args["release"] = list(release)
+        if override:
+            args["override"] = True
+        args.update({key: value for key, value in start_options.items() if value is not None})
+        return from_wire(ReleaseInfo, self._call("app.deploy", **args)["release"])
+
+    def releases(self, app: str) -> list[ReleaseInfo]:
+        """``app``'s kept releases, newest first; ``current`` marks the one it runs."""
+        return [from_wire(ReleaseInfo, item)
+                for item in self._call("release.list", app=app)["releases"]]
+
+    def rollback(self, app: str, release: int | None = None,
+                 grace: float = 10.0) -> ReleaseInfo:
+        """Switch ``app`` to ``release`` (default: the one before the current one),
+        health-checked as a deploy; nothing is transferred."""
+        args: dict[str, Any] = {"app": app, "grace": float(grace)}
+        if release is not None:
+            args["release"] = release
+        return from_wire(ReleaseInfo, self._call("app.rollback", **args)["release"])
+
+    def apps(self) -> list[AppInfo]:
+        """Every app on the node."""
+        return [from_wire(AppInfo, item) for item in self._call("app.list")["apps"]]
+
+    def remove_app(self, app: str, volumes: bool = False, grace: float = 10.0) -> None:
+        """Stop ``app`` and delete its releases, settings and secrets; its volumes too
+        with ``volumes``."""
+        self._call("app.remove", app=app, volumes=volumes, grace=float(grace))
+
+    def run(self, app: str, argv: Sequence[str], timeout: float = 600.0) -> RunResult:
+        """Run ``argv`` once in ``app``'s current release: its output and exit status."""
+        return from_wire(RunResult, self._call("app.run", app=app, argv=list(argv),
+                                                timeout=float(timeout))["result"])
+
+    def volumes(self, app: str) -> list[VolumeInfo]:
+        """``app``'s volumes."""
+        return [from_wire(VolumeInfo, item)
+                for item in self._call("volume.list", app=app)["volumes"]]
+
+    def remove_volume(self, app: str, name: str) -> None:
+        """Delete volume ``name`` of ``app`` (refused while a running release mounts it)."""
+        self._call("volume.remove", app=app, name=name)
 
     # -- calls ---------------------------------------------------------------
 

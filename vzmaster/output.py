@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from typing import Any, NamedTuple, Sequence, TextIO
 
 
@@ -150,3 +151,33 @@ class Call(NamedTuple):
     def line(self, text: str) -> None:
         """Print a line of a log; at once when following it."""
         self.output.line(self.host, text, live=bool(getattr(self.args, "follow", False)))
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; silent when not on one."""
+
+    def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self.first: int | None = None
+        self.drawn = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        """Redraw (at most ten times a second, and at the end)."""
+        now = time.monotonic()
+        if self.first is None:
+            self.first = done  # resumed uploads start above zero; rate counts new bytes
+        if not self.enabled or (now - self.drawn < 0.1 and done < total):
+            return
+        self.drawn = now
+        fraction = done / total if total else 1.0
+        rate = (done - self.first) / max(now - self.started, 1e-6)
+        eta = (total - done) / rate if rate > 0 else 0.0
+        bar = "#" * int(fraction * 30)
+        self.stream.write("\r{} {:3.0f}% |{:<30}| {:.1f}/{:.1f} MB {:.0f} MB/s ETA {:.0f}s ".format(
+            self.label, fraction * 100, bar, done / 1e6, total / 1e6, rate / 1e6, eta))
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()

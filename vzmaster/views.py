@@ -11,11 +11,15 @@ import time
 from typing import Any, Sequence
 
 from vzmaster.output import View, table
-from vzslave.records import BundleInfo, ContainerStatus, ImageInfo, NodeFacts
+from vzslave.records import (AppInfo, BundleInfo, ContainerStatus, ImageInfo, NodeFacts,
+                              ReleaseInfo, VolumeInfo)
 
 IMAGE_COLUMNS = ("name", "size", "format", "sha256", "created")
 BUNDLE_COLUMNS = ("name", "image", "files", "bytes", "created")
 STATUS_COLUMNS = ("name", "state", "pid", "uptime", "restarts", "runtime", "detail")
+RELEASE_COLUMNS = ("release", "current", "image", "sha256", "created", "settings")
+APP_COLUMNS = ("app", "current", "state", "releases", "keep", "volumes")
+VOLUME_COLUMNS = ("app", "name", "bytes", "path")
 
 
 def facts(facts: NodeFacts) -> View:
@@ -82,6 +86,48 @@ def start_failure(st: ContainerStatus, log: Sequence[str]) -> View:
     text = "{}\n\nlast lines of its log:\n{}".format(
         table([shown.row], STATUS_COLUMNS), "\n".join("  " + line for line in log))
     return View(dict(shown.fields, log=list(log)), shown.row, text)
+
+
+def release(info: ReleaseInfo) -> View:
+    """A release of an app: a row of ``releases``; alone (deployed), what runs now."""
+    fields = {"app": info.app, "release": info.release, "image": info.image,
+              "sha256": info.sha256, "created": info.created, "current": info.current,
+              "env": info.env, "secrets": info.secrets, "volumes": info.volumes,
+              "health": info.health, "release_command": info.release_command}
+    settings = []
+    if info.env:
+        settings.append("env " + ",".join(info.env))
+    if info.secrets:
+        settings.append("secrets " + ",".join(info.secrets))
+    if info.volumes:
+        settings.append("volumes " + ",".join(
+            "{}:{}".format(name, path) for name, path in sorted(info.volumes.items())))
+    if info.health:
+        settings.append("health " + ",".join(
+            "{}={}".format(key, value) for key, value in sorted(info.health.items())
+            if key in ("tcp", "http", "cmd")))
+    row = {"release": str(info.release), "current": "*" if info.current else "",
+           "image": info.image, "sha256": info.sha256[:12], "created": _when(info.created),
+           "settings": "; ".join(settings) or "-"}
+    return View(fields, row, "{} release {} runs image {} (sha256:{})".format(
+        info.app, info.release, info.image, info.sha256[:12]))
+
+
+def app(info: AppInfo) -> View:
+    """An app on a node: a row of ``apps``."""
+    fields = {"app": info.app, "current": info.current, "releases": info.releases,
+              "keep": info.keep, "state": info.state, "volumes": info.volumes}
+    row = {"app": info.app, "current": str(info.current or "-"), "state": info.state,
+           "releases": ",".join(map(str, info.releases)) or "-", "keep": str(info.keep),
+           "volumes": ",".join(info.volumes) or "-"}
+    return View(fields, row)
+
+
+def volume(info: VolumeInfo) -> View:
+    """A volume of an app: a row of ``volumes``."""
+    fields = {"app": info.app, "name": info.name, "path": info.path, "bytes": info.bytes}
+    return View(fields, {"app": info.app, "name": info.name, "bytes": str(info.bytes),
+                         "path": info.path})
 
 
 def _when(epoch: float) -> str:

@@ -71,46 +71,55 @@ class BundleStore:
 
     def unpack(self, image: str, name: str, keep_setid: bool = False) -> BundleInfo:
         """Unpack image ``image`` into bundle ``name``, replacing any old one at the end."""
-        # Imported here: tarfile and the decompressors would cost every session.
-        from vzslave.formats import decompressed
-        from vzslave.unpack import extract_bundle
-
         validate_name("image", image)
         validate_name("bundle", name)
-        as_root = os.geteuid() == 0
-        if keep_setid and not as_root:
+        if keep_setid and os.geteuid() != 0:
             raise PermissionDeniedError("keeping setuid/setgid bits needs vzslave to run "
                                         "as root")
         with fs.exclusive_lock(self._lock(name), "bundle {!r}".format(name)):
             self._collect_trees(name)
             tree = os.path.join(self.layout.trees, "{}.{}".format(
                 name, binascii.hexlify(os.urandom(4)).decode()))
-            with self.images.open(image) as (image_info, stream):
-                free = fs.free_space(self.layout.trees)
-                try:
-                    with decompressed(stream, image_info.format) as tar_stream:
-                        result = extract_bundle(
-                            tar_stream, tree, self.limits,
-                            space=self.limits.usable(free),
-                            inodes=free.inodes, as_root=as_root, keep_setid=keep_setid,
-                            block_size=free.block)
-                    # The node's policy, at unpack as at start: nothing it forbids lands.
-                    load_policy(self.layout.policy).check_config(load_config(tree), tree)
-                    info = BundleInfo(name, image_info.name, image_info.sha256, time.time(),
-                                      result.files, result.bytes, result.setid_stripped)
-                    fs.atomic_write(os.path.join(tree, META),
-                                    json.dumps(to_wire(info)).encode(), 0o600)
-                    # Everything on disk before the name points at it: after a power
-                    # cut the bundle is the old one or the complete new one.
-                    fs.sync_filesystem(tree)
-                except BaseException:
-                    fs.remove_tree(tree)
-                    raise
+            info = self.extract(image, tree, name, keep_setid)
             link = os.path.join(self.layout.bundles, name)
             old = _readlink(link)
             fs.atomic_symlink(os.path.join(".trees", os.path.basename(tree)), link)
             if old is not None:
                 self._collect_trees(name)
+        return info
+
+    def extract(self, image: str, tree: str, name: str, keep_setid: bool = False) -> BundleInfo:
+        """Unpack image ``image`` into the new directory ``tree`` (a bundle ``name``'s, or
+        an app release's), checked against the node's policy and flushed to disk; on any
+        failure nothing of ``tree`` is left."""
+        # Imported here: tarfile and the decompressors would cost every session.
+        from vzslave.formats import decompressed
+        from vzslave.unpack import extract_bundle
+
+        as_root = os.geteuid() == 0
+        if keep_setid and not as_root:
+            raise PermissionDeniedError("keeping setuid/setgid bits needs vzslave to run "
+                                        "as root")
+        with self.images.open(image) as (image_info, stream):
+            free = fs.free_space(os.path.dirname(tree))
+            try:
+                with decompressed(stream, image_info.format) as tar_stream:
+                    result = extract_bundle(
+                        tar_stream, tree, self.limits, space=self.limits.usable(free),
+                        inodes=free.inodes, as_root=as_root, keep_setid=keep_setid,
+                        block_size=free.block)
+                # The node's policy, at unpack as at start: nothing it forbids lands.
+                load_policy(self.layout.policy).check_config(load_config(tree), tree)
+                info = BundleInfo(name, image_info.name, image_info.sha256, time.time(),
+                                  result.files, result.bytes, result.setid_stripped)
+                fs.atomic_write(os.path.join(tree, META),
+                                json.dumps(to_wire(info)).encode(), 0o600)
+                # Everything on disk before a name points at it: after a power cut the
+                # bundle is the old one or the complete new one.
+                fs.sync_filesystem(tree)
+            except BaseException:
+                fs.remove_tree(tree)
+                raise
         return info
 
     def remove(self, name: str) -> None:

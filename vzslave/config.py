@@ -78,6 +78,25 @@ class Layout(NamedTuple):
         return os.path.join(self.root, "logs", name + ".log")
 
     @property
+    def apps(self) -> str:
+        """One directory per app: app.json and its releases (vzslave/apps.py)."""
+        return os.path.join(self.root, "apps")
+
+    def app_dir(self, name: str) -> str:
+        """The state of one app (``name`` already validated)."""
+        return os.path.join(self.root, "apps", name)
+
+    @property
+    def secrets(self) -> str:
+        """The secret store: ``APP/RELEASE`` files, 0600, the one place values are kept."""
+        return os.path.join(self.root, "secrets")
+
+    @property
+    def volumes(self) -> str:
+        """Volumes: ``APP/NAME`` directories that outlive every release."""
+        return os.path.join(self.root, "volumes")
+
+    @property
     def bin(self) -> str:
         """Programs init runs: the ``vzrun`` launcher named by every inittab entry."""
         return os.path.join(self.root, "bin")
@@ -108,5 +127,6 @@ class Layout(NamedTuple):
         # user of the node should reach.
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         for path in (self.images, self.blobs, self.partial, self.bundles, self.trees,
-                     self.locks, self.log_dir, self.containers, self.logs, self.bin):
+                     self.locks, self.log_dir, self.containers, self.logs, self.bin,
+                     self.apps, self.secrets, self.volumes):
             os.makedirs(path, mode=0o700, exist_ok=True)

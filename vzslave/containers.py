@@ -20,6 +20,7 @@ from vzslave.bundles import BundleStore
 from vzslave.config import Layout
 from vzslave.errors import (BusyError, DisabledByAdminError, InittabError, NoSuchBundleError,
                             NoSuchContainerError)
+from vzslave.health import Instance
 from vzslave.inittab import Entry, allocate_id, used_ids
 from vzslave.launcher import install_launcher
 from vzslave.names import validate_name
@@ -47,20 +48,23 @@ class Containers:
               runtime_args: Optional[List[str]] = None, log_max: Optional[int] = None,
               log_keep: Optional[int] = None, syslog: Optional[bool] = None,
               monitor: Optional[bool] = None, wait: bool = True,
-              min_uptime: float = MIN_UPTIME) -> ContainerStatus:
+              min_uptime: float = MIN_UPTIME, source: Optional[str] = None) -> ContainerStatus:
         """Have init run the container; with ``wait``, until the app has stayed up for
         ``min_uptime`` seconds, or crash-loops, or START_WAIT passes.
 
         Starting a running container only records the options given; ``restart``
         applies them and a newly unpacked bundle. Options not given keep their
-        earlier values.
+        earlier values. ``source`` (apps.py) is an app's release bundle to run; an app's
+        container keeps running its release, not a bundle of its name.
         """
         validate_name("container", name)
-        tree = self._bundle_tree(name)
         with self._lock(name):
             self.entries.reload_if_pending()
             self._repair(name)
             settings = self._settings(name)
+            if source:
+                settings.source = source
+            tree = settings.source or self._bundle_tree(name)
             settings.ask(runtime=runtime, log_max=log_max, log_keep=log_keep, syslog=syslog,
                          monitor=monitor, runtime_args=None if runtime_args is None
                          else plans.check_runtime_args(runtime_args))
@@ -119,6 +123,45 @@ class Containers:
         fs.keep_reserve(self.layout.reserve)
         return status
 
+    def switch(self, name: str, source: str, grace: float = DEFAULT_GRACE,
+               override: bool = False, **options: Any) -> None:
+        """Run the release bundle ``source`` as container ``name``, in place of the one
+        it runs, with the start ``options`` given (the others kept).
+
+        A running container's inittab entry stays: the new plan replaces the old one,
+        then the old instance is ended, and init respawns the runner into the new plan
+        (whose first spawn ends what the old one left). Init never lacks the entry, so a
+        vzslave killed at any point leaves one release or the other running, and the
+        gap is init's own respawn latency. Otherwise (stopped, or runc/crun, whose
+        container id both would share) it is a stop, then a start.
+        """
+        validate_name("container", name)
+        with self._lock(name):
+            self.entries.reload_if_pending()
+            self._repair(name)
+            settings = self._settings(name)
+            old = plans.load_plan(self.layout.container_dir(name))
+            swap = (old is not None and settings.wants_running and old["runtime"] == "builtin"
+                    and options.get("runtime") in (None, "builtin")
+                    and settings.options.runtime == "builtin"
+                    and is_active(self.entries.find(self.entries.read(), name)))
+            if swap:
+                assert old is not None
+                settings.source = source
+                settings.ask(**options)
+                plan = plans.make_plan(self.layout, name, source, settings)
+                plan["replaces"] = [old["rootfs"]] if old["rootfs"] != plan["rootfs"] else []
+                settings.mark(Mark.SWITCHING)
+                settings.placed(plan["bundle"], plan["warnings"])
+                self._save(name, settings)
+                mounts.prepare(plan)  # no-op for mount-namespace plans
+                plans.write_plan(self.layout.container_dir(name), plan)
+                self._finish_switch(name, settings, old, plan["generation"], grace)
+        if not swap:
+            if settings.wants_running:
+                self.stop(name, grace)
+            self.start(name, override=override, wait=False, source=source, **options)
+
     def restart(self, name: str, grace: float = DEFAULT_GRACE,
                 min_uptime: float = MIN_UPTIME) -> ContainerStatus:
         """Stop, then start with the same settings (and the bundle as it is now)."""
@@ -143,6 +186,39 @@ class Containers:
                 settings = self._settings(each)
             found.append(self._status_of(each, entries.get(each), settings))
         return found
+
+    def status_if_any(self, name: str) -> Optional[ContainerStatus]:
+        """The status of container ``name``; None if it has none."""
+        try:
+            return self.status(name)[0]
+        except NoSuchContainerError:
+            return None
+
+    def instance(self, name: str) -> Instance:
+        """The instance of the plan written last (a switch's new release): its pid while
+        it runs, its spawns; the health check's view (vzslave/health.py)."""
+        plan = plans.load_plan(self.layout.container_dir(name)) or {}
+        record = read_run_record(self._run_path(name))
+        if record.get("generation", "") != plan.get("generation", ""):
+            return Instance(None, 0, ContainerState.STARTING, "")  # not yet respawned
+        status = self._status_of(name)
+        return Instance(status.pid if status.state == ContainerState.RUNNING else None,
+                        record_number(record, "spawns"), status.state,
+                        status.last_error or status.last_exit or "")
+
+    def repair(self, name: str) -> None:
+        """Finish what a killed vzslave left of a start, stop or switch of ``name``."""
+        with self._lock(name):
+            self.entries.reload_if_pending()
+            self._repair(name)
+
+    def detach(self, name: str) -> None:
+        """Forget the release a stopped app container would start (apps.py: the failed
+        first release of an app)."""
+        with self._lock(name):
+            settings = self._settings(name)
+            settings.source = ""
+            self._save(name, settings)
 
     def forget(self, name: str) -> None:
         """Remove a stopped container's state and logs (its bundle is being removed)."""
@@ -213,9 +289,30 @@ class Containers:
         self._with_space(name, lambda: self._save(name, settings))
         self.bundles.collect_garbage(name)
 
+    def _finish_switch(self, name: str, settings: Settings, old: plans.Plan,
+                       generation: str, grace: float) -> None:
+        """End the instance of the ``old`` plan, replaced by the written plan of
+        ``generation``; init respawns the runner into the new one."""
+        plans.replace(old, self.layout, grace, generation)
+        self.entries.nudge()  # BusyBox init out of its sleep; sysvinit's count reset
+        settings.unmark(Mark.SWITCHING)
+        self._save(name, settings)
+
     def _repair(self, name: str) -> None:
-        """Finish a start or stop that a killed vzslave left half done (lock held)."""
+        """Finish a start, stop or switch that a killed vzslave left half done (lock held)."""
         settings = self._settings(name)
+        if settings.marked(Mark.SWITCHING):
+            plan = plans.load_plan(self.layout.container_dir(name))
+            if plan is not None:
+                # The plan on disk is the one init runs from now on: what it replaces ends.
+                settings.placed(plan["bundle"], plan["warnings"])
+                if settings.source:
+                    settings.source = plan["bundle"]
+                for rootfs in plan.get("replaces") or ():
+                    plans.replace(dict(plan, rootfs=rootfs), self.layout, DEFAULT_GRACE,
+                                  plan["generation"])
+            settings.unmark(Mark.SWITCHING)
+            self._save(name, settings)
         if settings.marked(Mark.STOPPING):
             self._finish_stop(name, settings, DEFAULT_GRACE)
         elif settings.marked(Mark.STARTING):

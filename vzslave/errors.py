@@ -46,6 +46,11 @@ class ErrorCode(enum.IntEnum):
     WRONG_STATE = 36
     POLICY_DENIED = 37
 
+    NO_SUCH_APP = 40
+    NO_SUCH_RELEASE = 41
+    HEALTH_FAILED = 42
+    RELEASE_FAILED = 43
+
     DISK_FULL = 80
     PERMISSION_DENIED = 81
     BUSY = 82
@@ -213,6 +218,37 @@ class PolicyDeniedError(VzError):
     """
 
     code = ErrorCode.POLICY_DENIED
+
+
+class NoSuchAppError(VzError):
+    """No app of that name was ever deployed on the node (or it was removed)."""
+
+    code = ErrorCode.NO_SUCH_APP
+
+
+class NoSuchReleaseError(VzError):
+    """The app has no release of that number (never made, pruned, or none to go back to)."""
+
+    code = ErrorCode.NO_SUCH_RELEASE
+
+
+class HealthCheckError(VzError):
+    """A new release did not come up healthy; the previous one runs again.
+
+    ``details``: ``release``, ``output`` (what the check saw), ``log`` (the release's last
+    log lines), ``restored`` (the release running now, or None).
+    """
+
+    code = ErrorCode.HEALTH_FAILED
+
+
+class ReleaseCommandError(VzError):
+    """The release command of a new release failed; nothing was switched.
+
+    ``details``: ``release``, ``exit`` (its exit status or signal), ``output``.
+    """
+
+    code = ErrorCode.RELEASE_FAILED
 
 
 class DiskFullError(VzError):

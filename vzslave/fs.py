@@ -175,12 +175,19 @@ class LockHolder(NamedTuple):
     program: str  # "vzslave" if the holder recorded itself, else its /proc comm or ""
     op: str  # "" if unknown
     since: Optional[float]  # unix time it was taken
+    client: str = ""  # the SSH client's address (SSH_CLIENT) of a vzslave holder
+    user: str = ""  # the user that vzslave runs as
 
     def describe(self) -> str:
-        """'vzslave pid 123 (container.stop since 12:00:01)', or what is known of it."""
+        """'vzslave pid 123 of root from 192.0.2.1 (app.deploy since 12:00:01)', or what
+        is known of it."""
         if not self.pid:
             return "another process"
         who = "{} pid {}".format(self.program or "process", self.pid)
+        if self.user:
+            who += " of {}".format(self.user)
+        if self.client:
+            who += " from {}".format(self.client)
         if self.since is None:
             return who
         return "{} ({}since {})".format(who, self.op + " " if self.op else "",
@@ -189,7 +196,8 @@ class LockHolder(NamedTuple):
     def to_wire(self) -> Dict[str, Any]:
         """The ``holder`` map of a BUSY error's details."""
         return {"pid": self.pid, "program": self.program or None, "op": self.op or None,
-                "since": self.since}
+                "since": self.since, "client": self.client or None,
+                "user": self.user or None}
 
 
 @contextlib.contextmanager
@@ -206,9 +214,15 @@ def exclusive_lock(path: str, what: str, blocking: bool = True) -> Iterator[int]
     try:
         if not flock_until(fd, time.monotonic() + (LOCK_WAIT if blocking else 0.0)):
             holder = lock_holder(path)
+            for _ in range(10):  # a holder of ours writes its record just after its flock
+                if holder.program == "vzslave":
+                    break
+                _pause(0.01)
+                holder = lock_holder(path)
             raise BusyError("{} is in use by {}; try again when it has finished".format(
                 what, holder.describe()), {"holder": holder.to_wire()})
-        _write_record(fd, "{} {} {:.3f}\n".format(os.getpid(), _activity or "-", time.time()))
+        _write_record(fd, "{} {} {:.3f} {} {}\n".format(
+            os.getpid(), _activity or "-", time.time(), _client(), _user()))
         try:
             yield fd
         finally:
@@ -228,6 +242,20 @@ def _write_record(fd: int, record: str) -> None:
         pass
 
 
+def _client() -> str:
+    """The address the SSH client connected from (sshd's SSH_CLIENT), "-" if local."""
+    words = os.environ.get("SSH_CLIENT", "").split()
+    return words[0] if words and all(c in "0123456789abcdefABCDEF.:" for c in words[0]) else "-"
+
+
+def _user() -> str:
+    try:
+        import pwd
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
 def lock_holder(path: str) -> LockHolder:
     """Who holds the flock on ``path``: its record if it is ours, else /proc/locks."""
     try:
@@ -241,7 +269,9 @@ def lock_holder(path: str) -> LockHolder:
     except (IndexError, ValueError):
         pid = 0  # empty (just taken, or by a tool of someone else's) or garbage
     if pid > 0 and _alive(pid):
-        return LockHolder(pid, "vzslave", "" if op == "-" else op, since)
+        client, user = (fields[3:5] + ["-", "-"])[:2]
+        return LockHolder(pid, "vzslave", "" if op == "-" else op, since,
+                          "" if client == "-" else client, "" if user == "-" else user)
     return flock_holder(st)
 
 

@@ -8,6 +8,7 @@ whatever a handler raises into a wire error. docs/protocol.md documents each op.
 import math
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
+from vzslave.apps import Apps
 from vzslave.bundles import BundleStore
 from vzslave.config import MAX_IMAGE_SIZE, Layout, Limits
 from vzslave.containers import Containers
@@ -30,6 +31,7 @@ class Node:
         self.containers = Containers(layout, self.bundles)
         self.bundles.in_use = self.containers.trees_in_use
         self.bundles.forget = self.containers.forget
+        self.apps = Apps(layout, self.images, self.bundles, self.containers)
 
 
 class Call:
@@ -325,6 +327,66 @@ def op_container_logs(node: Node, call: Call, args: Args) -> Result:
         follower.close()
 
 
+def _start_options(args: Args) -> Dict[str, Any]:
+    return {key: args[key] for key in ("runtime", "runtime_args", "log_max", "log_keep",
+                                       "syslog", "monitor")}
+
+
+def op_app_deploy(node: Node, call: Call, args: Args) -> Result:
+    """Unpack an image as an app's next release and switch to it once healthy."""
+    info = node.apps.deploy(
+        args["app"], args["image"], env=args["env"], secrets=args["secrets"],
+        volumes=args["volumes"], health_spec=args["health"], release_command=args["release"],
+        keep=args["keep"], override=args["override"], grace=args["grace"],
+        options=_start_options(args))
+    return {"release": to_wire(info)}
+
+
+def op_app_rollback(node: Node, call: Call, args: Args) -> Result:
+    """Switch an app back to an earlier release, health-checked."""
+    return {"release": to_wire(node.apps.rollback(args["app"], args["release"],
+                                                  args["grace"]))}
+
+
+def op_app_releases(node: Node, call: Call, args: Args) -> Result:
+    """An app's kept releases, newest first."""
+    return {"releases": [to_wire(info) for info in node.apps.releases(args["app"])]}
+
+
+def op_app_list(node: Node, call: Call, args: Args) -> Result:
+    """Every app on the node."""
+    return {"apps": [to_wire(info) for info in node.apps.list()]}
+
+
+def op_app_remove(node: Node, call: Call, args: Args) -> Result:
+    """Stop an app and delete its releases, settings and secrets (volumes if asked)."""
+    node.apps.remove(args["app"], args["volumes"], args["grace"])
+    return {}
+
+
+def op_app_run(node: Node, call: Call, args: Args) -> Result:
+    """Run a one-off command in an app's current release."""
+    return {"result": to_wire(node.apps.run(args["app"], args["argv"], args["timeout"]))}
+
+
+def op_app_volumes(node: Node, call: Call, args: Args) -> Result:
+    """An app's volumes."""
+    return {"volumes": [to_wire(info) for info in node.apps.volumes(args["app"])]}
+
+
+def op_app_volume_remove(node: Node, call: Call, args: Args) -> Result:
+    """Delete one of an app's volumes."""
+    node.apps.remove_volume(args["app"], args["name"])
+    return {}
+
+
+START_OPTIONS: Dict[str, Tuple[Spec, Any]] = {
+    "runtime": (Choice(RUNTIMES), None),
+    "runtime_args": (Array(str, MAX_RUNTIME_ARGS), None),
+    "log_max": (Num(int, 1024, 1024 ** 3, "bytes"), None),
+    "log_keep": (Num(int, 0, 100, "files"), None),
+    "syslog": (bool, None), "monitor": (bool, None)}
+
 OPS: Dict[str, Op] = {
     "hello": Op(op_hello, {"versions": Array(VERSION, 64)}, {"client": (str, "")}),
     "image.list": Op(op_image_list, {}, {}),
@@ -336,13 +398,8 @@ OPS: Dict[str, Op] = {
                         {"keep_setid": (bool, False)}),
     "bundle.list": Op(op_bundle_list, {}, {}),
     "bundle.remove": Op(op_bundle_remove, {"name": str}, {}),
-    "container.start": Op(op_container_start, {"name": str}, {
-        "override": (bool, False), "runtime": (Choice(RUNTIMES), None),
-        "runtime_args": (Array(str, MAX_RUNTIME_ARGS), None),
-        "log_max": (Num(int, 1024, 1024 ** 3, "bytes"), None),
-        "log_keep": (Num(int, 0, 100, "files"), None),
-        "syslog": (bool, None), "monitor": (bool, None), "wait": (bool, True),
-        "min_uptime": (UPTIME, 1.0)}),
+    "container.start": Op(op_container_start, {"name": str}, dict(
+        START_OPTIONS, override=(bool, False), wait=(bool, True), min_uptime=(UPTIME, 1.0))),
     "container.stop": Op(op_container_stop, {"name": str}, {"grace": (GRACE, 10.0)}),
     "container.restart": Op(op_container_restart, {"name": str}, {"grace": (GRACE, 10.0),
                                                                   "min_uptime": (UPTIME, 1.0)}),
@@ -351,4 +408,19 @@ OPS: Dict[str, Op] = {
         "lines": (Num(int, 0, 100000, "lines"), 100),
         "cursor": (Fixed((Num(int, 0, UINT64_MAX), Num(int, 0, INT64_MAX, "bytes"))), None),
         "follow": (bool, False)}),
+    "app.deploy": Op(op_app_deploy, {"app": str, "image": str}, dict(
+        START_OPTIONS, env=(dict, None), secrets=(dict, None), volumes=(dict, None),
+        health=(dict, None), release=(Array(str, 256), None),
+        keep=(Num(int, 1, 100, "releases"), 3), override=(bool, False),
+        grace=(GRACE, 10.0))),
+    "app.rollback": Op(op_app_rollback, {"app": str}, {
+        "release": (Num(int, 1, INT64_MAX), None), "grace": (GRACE, 10.0)}),
+    "release.list": Op(op_app_releases, {"app": str}, {}),
+    "app.list": Op(op_app_list, {}, {}),
+    "app.remove": Op(op_app_remove, {"app": str}, {"volumes": (bool, False),
+                                                   "grace": (GRACE, 10.0)}),
+    "app.run": Op(op_app_run, {"app": str, "argv": Array(str, 256)}, {
+        "timeout": (Num(float, 0.1, 86400, "seconds"), 600.0)}),
+    "volume.list": Op(op_app_volumes, {"app": str}, {}),
+    "volume.remove": Op(op_app_volume_remove, {"app": str, "name": str}, {}),
 }

@@ -347,14 +347,26 @@ def open_bind_source(plan: "Plan", mount: "Dict[str, Any]") -> int:
         raise RunnerError("mounts", "cannot open {} {}: {}".format(
             what, source, exc.strerror)) from exc
     real = os.readlink("/proc/self/fd/{}".format(fd))
-    # vzslave's containers: every bundle tree; runch's: the bundle it was given.
-    store = plan.get("store") or plan["bundle"]
-    if real == store or real.startswith(store.rstrip("/") + "/"):
-        os.close(fd)
-        raise RunnerError("mounts", "{} {} leads into vz's bundle store ({}), whose files "
-                          "are the images'; name a path relative to the bundle "
-                          "instead".format(what, source, real))
+    # vzslave's containers: every bundle tree and app release; runch's: its bundle.
+    stores = plan.get("store") or plan["bundle"]
+    for store in [stores] if isinstance(stores, str) else stores:
+        if real == store or real.startswith(store.rstrip("/") + "/"):
+            os.close(fd)
+            raise RunnerError("mounts", "{} {} leads into vz's bundle store ({}), whose "
+                              "files are the images'; name a path relative to the bundle "
+                              "instead".format(what, source, real))
     return fd
+
+
+def make_mount_point(rootfs: str, dest: str, what: str) -> None:
+    """Create directory ``dest`` in ``rootfs`` (walked without following a symlink) for
+    a mount to land on; RunnerError if it goes through a symlink or is not a directory."""
+    root = os.open(rootfs, _DIR)
+    try:
+        fd = _open_target(root, dest, directory=True, create=True, what=what)
+    finally:
+        os.close(root)
+    os.close(fd)
 
 
 def _make_device(root: int, device: "Dict[str, Any]") -> None:

@@ -7,13 +7,14 @@ what this node can do: pivot_root into the rootfs (else a chroot, warned, where 
 policy allows it) and the capabilities of its bounding set.
 """
 
+import binascii
 import marshal
 import os
 import shutil
 import subprocess
 from typing import Any, Dict, List, Optional
 
-from vzslave import fs, linux, mounts, oci, procs
+from vzslave import fs, linux, mounts, oci, procs, releases
 from vzslave.config import Layout
 from vzslave.errors import (BadRequestError, BusyError, NoRuntimeError, NoSuchBundleError,
                             PolicyDeniedError)
@@ -62,6 +63,11 @@ def make_plan(layout: Layout, name: str, tree: str, settings: Settings) -> Plan:
     policy = load_policy(layout.policy)
     policy.check_config(config, tree)  # first: a refusal names the policy's field
     plan = oci.build_plan(config, tree, name)
+    release = releases.read(tree)
+    if release is not None:  # an app's release: its env, volumes and secrets on top
+        releases.apply_overlay(plan, release, layout)
+        releases.make_volumes(layout, release, plan)
+    plan["store"] = [layout.trees, layout.apps]  # the images' files: no bind source
     mounts.check_bind_sources(plan)
     options = settings.options
     kind = options.runtime
@@ -69,6 +75,13 @@ def make_plan(layout: Layout, name: str, tree: str, settings: Settings) -> Plan:
         raise BadRequestError("runtime must be one of {}, not {!r}".format(
             ", ".join(RUNTIMES), kind))
     policy.check_start(kind, options.runtime_args)
+    if kind != "builtin" and release is not None and (
+            release.env or release.secrets or release.volumes):
+        # runc and crun read config.json, which vz never rewrites: the overlay would be
+        # lost, and secrets written into a config would leave the secret store.
+        raise BadRequestError("the env, secrets and volumes of an app's release need "
+                              "runtime builtin; {} runs config.json as the image has "
+                              "it".format(kind), {"argument": "runtime"})
     path = None
     if kind != "builtin":
         path = shutil.which(kind, path=_RUNTIME_PATH)
@@ -82,7 +95,9 @@ def make_plan(layout: Layout, name: str, tree: str, settings: Settings) -> Plan:
         _choose_entry(plan, policy.chroot_fallback)
     plan.update(
         runtime=kind, runtime_path=path, runtime_args=options.runtime_args if path else [],
-        state_dir=layout.container_dir(name), store=layout.trees,
+        state_dir=layout.container_dir(name),
+        # Tells a switched-to release's first spawn from a respawn (runner.pace_restarts).
+        generation=binascii.hexlify(os.urandom(6)).decode(),
         log={"path": layout.log_file(name), "max_bytes": options.log_max,
              "keep": options.log_keep, "syslog": options.syslog},
         backoff=dict(BACKOFF),
@@ -126,6 +141,35 @@ def end(plan: Plan, layout: Layout, grace: float) -> None:
     if stuck:
         raise BusyError("container {!r} is stopped, but these mounts could not be "
                         "released: {}".format(name, ", ".join(stuck)), {"mounts": stuck})
+
+
+def replace(old: Plan, layout: Layout, grace: float, generation: str) -> None:
+    """End the instance of ``old``, the plan a switch replaced with the plan of
+    ``generation`` (TERM, KILL after ``grace``), then release its mounts.
+
+    Ended: what runs in its rootfs, and the process group of the run record's pid while
+    that record is still the old instance's. Never a ``vzrun NAME`` by its command line
+    (as ``end`` does): that is the new instance, which init respawns meanwhile.
+    """
+    name = old["name"]
+    record = read_run_record(os.path.join(layout.container_dir(name), "run"))
+    pid = record_number(record, "pid")
+    groups = []
+    if (pid > 0 and record.get("generation", "") != generation
+            and procs.same_process(pid, record.get("ticks"))):
+        group = procs.process_group(pid)
+        groups = [group] if group else []
+    survivors = procs.end_processes(
+        lambda: procs.container_processes(old["rootfs"], groups), grace, poll=0.01)
+    if survivors:
+        raise BusyError("container {!r}: processes {} of the replaced release survive "
+                        "SIGKILL (stuck in the kernel?)".format(name, survivors),
+                        {"pids": survivors})
+    stuck = mounts.release(old)
+    if stuck:
+        raise BusyError("container {!r} runs its new release, but these mounts of the "
+                        "replaced one could not be released: {}".format(
+                            name, ", ".join(stuck)), {"mounts": stuck})
 
 
 def release(plan: Plan) -> List[str]:

@@ -81,6 +81,52 @@ class ContainerStatus(NamedTuple):
     warnings: List[str] = []  # what the node could not honour as asked (at start)
 
 
+class ReleaseInfo(NamedTuple):
+    """One release of an app: an unpacked image plus the release's own settings."""
+
+    app: str
+    release: int  # 1, 2, 3, ... never reused
+    image: str  # the image it was unpacked from
+    sha256: str  # that image's sha256 at the time
+    created: float  # unix time it was unpacked
+    current: bool  # the release the app's container runs (or ran, when stopped)
+    env: List[str]  # the names of the variables it sets over the image's
+    secrets: List[str]  # the names of its secrets (never their values)
+    volumes: Dict[str, str]  # volume name -> path in the container
+    health: Optional[Dict[str, Any]]  # its health check; None: up for min_uptime
+    release_command: Optional[List[str]]  # run once before the switch, if any
+
+
+class AppInfo(NamedTuple):
+    """An app on the node: its releases and the state of its container."""
+
+    app: str
+    current: Optional[int]  # the release its container runs, None before any
+    releases: List[int]  # the kept releases, newest first
+    keep: int  # how many releases deploy keeps
+    state: str  # the container's state (ContainerStatus.state), "stopped" if none
+    volumes: List[str]  # its volumes' names
+
+
+class VolumeInfo(NamedTuple):
+    """A volume of an app: a directory that outlives releases, mounted read-write."""
+
+    app: str
+    name: str
+    path: str  # on the node: ROOT/volumes/APP/NAME
+    bytes: int  # the space its files take
+
+
+class RunResult(NamedTuple):
+    """A one-off command's end: ``app.run``."""
+
+    release: int
+    exit: str  # "exit N" or "signal N" ("timeout" after the deadline's KILL)
+    status: int  # the shell's convention: N, 128 + signal
+    output: str  # stdout and stderr, merged; the end of it when long
+    truncated: bool  # the head of a long output was dropped
+
+
 def to_wire(record: Any) -> Dict[str, Any]:
     """The wire map of a record."""
     return dict(record._asdict())

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MARKER = "mounts"  # in the container's state directory
 RUN_KEYS = ("pid", "ticks", "state", "started", "next_start", "streak", "spawns",
-            "last_run", "last_exit", "last_error", "supervisor", "recent")
+            "last_run", "last_exit", "last_error", "supervisor", "recent",
+            "generation")  # the plan's (plans.make_plan): a switch's first spawn starts afresh
 
 
 class RunState(object):

@@ -169,11 +169,20 @@ def pace_restarts(spawn: Spawn, now: float) -> None:
         elif old.get("state") != RunState.EXITED:  # the monitor wrote both for an exited app
             record["last_run"] = "{:.3f}".format(lasted)
         streak = record_number(old, "streak") + 1 if lasted < backoff["stable"] else 0
+    generation = spawn.plan.get("generation", "")
+    if generation != old.get("generation", generation):
+        # The first spawn of a release switched to (containers.switch): its counts start
+        # afresh, and what the replaced release left runs on until end_previous ends it.
+        old = {}
+        record = {}
+        streak = 0
+        spawn.leftovers_possible = True
     recent = (old.get("recent", "").split() + ["{:.3f}".format(now)])[-10:]
     record.update(pid=str(os.getpid()), ticks=str(start_time(os.getpid()) or ""),
                   state=RunState.RUNNING, started="{:.3f}".format(now), next_start="",
                   streak=str(streak), spawns=str(record_number(old, "spawns") + 1),
-                  supervisor=spawn.plan["runtime"], recent=" ".join(recent))
+                  supervisor=spawn.plan["runtime"], recent=" ".join(recent),
+                  generation=generation)
     spawn.record = record
     delay = backoff_delay(streak, backoff["initial"], backoff["max"])
     if delay > 0:
@@ -233,14 +242,21 @@ def end_previous(spawn: Spawn) -> None:
     if not spawn.leftovers_possible:
         return
     from vzslave import procs
-    rootfs = spawn.plan["rootfs"]
-    left = procs.container_processes(rootfs)
+    # A switched-to release also ends what runs in the rootfs it replaced.
+    roots = [spawn.plan["rootfs"]] + list(spawn.plan.get("replaces") or ())
+
+    def left_behind() -> "Dict[int, int]":
+        found = {}
+        for rootfs in roots:
+            found.update(procs.container_processes(rootfs))
+        return found
+
+    left = left_behind()
     if not left:
         return
     spawn.say("ending {} process(es) left by the previous instance: {}".format(
         len(left), " ".join(str(pid) for pid in sorted(left))))
-    stuck = procs.end_processes(lambda: procs.container_processes(rootfs),
-                                procs.LEFTOVER_GRACE)
+    stuck = procs.end_processes(left_behind, procs.LEFTOVER_GRACE)
     if stuck:
         raise RunnerError("clean", "processes {} of the previous instance survive SIGKILL "
                           "(stuck in the kernel?)".format(stuck))
@@ -289,6 +305,25 @@ def set_up_host_mounts(spawn: Spawn) -> None:
 
 def _has_namespace(plan: "Plan", kind: str) -> bool:
     return any(ns["type"] == kind for ns in plan["namespaces"])
+
+
+def add_secrets(spawn: Spawn) -> None:
+    """Step 7b: an app release's secrets into the app's environment, read at every spawn
+    from the node's secret store (0600; the plan names the file, never a value)."""
+    path = spawn.plan.get("secrets")
+    if not path:
+        return
+    try:
+        with open(path, "rb") as source:
+            data = source.read()
+    except OSError as exc:
+        raise RunnerError("secrets", "cannot read the secret store {}: {}; deploy the "
+                          "release again".format(path, exc.strerror)) from exc
+    secrets = [item.decode("utf-8", "surrogateescape") for item in data.split(b"\0") if item]
+    names = set(item.split("=", 1)[0] for item in secrets)
+    process = spawn.plan["process"]
+    process["env"] = [item for item in process["env"]
+                      if item.split("=", 1)[0] not in names] + secrets
 
 
 def start_monitor(spawn: Spawn) -> None:
@@ -735,7 +770,8 @@ def exec_app(spawn: Spawn) -> None:
 
 _STEPS = (("log", open_log), ("session", start_session), ("clean", end_previous),
           ("runtime", exec_runtime), ("mounts", set_up_host_mounts),
-          ("monitor", start_monitor), ("namespaces", enter_namespaces),
+          ("secrets", add_secrets), ("monitor", start_monitor),
+          ("namespaces", enter_namespaces),
           ("mounts", set_up_mounts), ("oom_score_adj", set_oom_score_adj),
           ("sysctl", set_sysctls),
           ("record", record_running), ("root", enter_root), ("rlimits", set_rlimits),

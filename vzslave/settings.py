@@ -6,6 +6,7 @@ where it runs from, and the marks of a start or stop under way.
     stopping        ... a stop: a vzslave killed midway leaves it for the repair
     id              the inittab entry's id (sysvinit), kept until the stop has finished
     tree            the bundle tree the container runs from (never garbage meanwhile)
+    source          an app's container: the release bundle it runs (else its bundle's)
     warnings        what the plan could not honour, as status reports it
     runtime, runtime_args, log_max, log_keep, syslog, monitor: the options of the last
                     start that gave them (the others keep their earlier values)
@@ -112,6 +113,15 @@ class Settings:
     def tree(self) -> str:
         """The bundle tree a started container runs from; "" when stopped."""
         return str(self.values.get("tree") or "")
+
+    @property
+    def source(self) -> str:
+        """The release bundle an app's container runs; "" for a bundle's container."""
+        return str(self.values.get("source") or "")
+
+    @source.setter
+    def source(self, value: str) -> None:
+        self.values["source"] = value
 
     @property
     def warnings(self) -> List[str]:

@@ -47,7 +47,8 @@ class Mark(object):
 
     STARTING = "starting"  # set before the entry is written, cleared after the reload
     STOPPING = "stopping"  # set before the entry is removed, cleared once all is ended
-    ALL = (STARTING, STOPPING)
+    SWITCHING = "switching"  # set before a new release's plan replaces the running one's
+    ALL = (STARTING, STOPPING, SWITCHING)
 
 
 def derive(wanted: "Optional[str]", entry_active: bool, record: "Mapping[str, str]",

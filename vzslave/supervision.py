@@ -156,6 +156,12 @@ class Entries:
         self.supervision.reload()
         fs.unlink_quietly(self._pending_path)
 
+    def nudge(self) -> None:
+        """Have init re-read an unchanged inittab: it respawns at once (BusyBox init may
+        be in its one-second sleep) and forgets its respawn counts (sysvinit's limit)."""
+        with self.locked():
+            self.supervision.reload()
+
     @property
     def _pending_path(self) -> str:
         return os.path.join(self.layout.containers, RELOAD_PENDING)

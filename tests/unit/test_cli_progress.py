@@ -2,7 +2,7 @@
 
 import io
 
-from vzmaster.cli import ProgressBar
+from vzmaster.output import ProgressBar
 
 
 class Terminal(io.StringIO):
@@ -28,7 +28,7 @@ def test_the_bar_is_silent_when_not_on_a_terminal():
 
 def test_a_resumed_upload_counts_its_rate_from_where_it_resumed(monkeypatch):
     clock = iter([0.0, 0.0, 1.0])
-    monkeypatch.setattr("vzmaster.cli.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("vzmaster.output.time.monotonic", lambda: next(clock))
     out = Terminal()
     bar = ProgressBar("x", out)
     bar(900_000_000, 1_000_000_000)

@@ -62,8 +62,20 @@ def test_busy_names_the_holder_its_op_and_since_when(tmp_path, pauses, monkeypat
     assert holder["pid"] == os.getpid() and holder["op"] == "container.stop"
     since = time.strftime("%H:%M:%S", time.localtime(holder["since"]))
     assert caught.value.message == (
-        "container 'web' is in use by vzslave pid {} (container.stop since {}); try again "
-        "when it has finished".format(os.getpid(), since))
+        "container 'web' is in use by vzslave pid {} of {} (container.stop since {}); try "
+        "again when it has finished".format(os.getpid(), holder["user"], since))
+
+
+def test_busy_names_the_ssh_client_and_user_of_the_holder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSH_CLIENT", "192.0.2.7 50022 22")
+    path = str(tmp_path / "lock")
+    with fs.exclusive_lock(path, "app 'web'"):
+        with pytest.raises(BusyError) as caught:
+            with fs.exclusive_lock(path, "app 'web'", blocking=False):
+                pass
+    holder = caught.value.details["holder"]
+    assert holder["client"] == "192.0.2.7" and holder["user"] == "root"
+    assert "of root from 192.0.2.7" in caught.value.message
 
 
 def test_a_lock_freed_during_the_wait_is_taken(tmp_path, monkeypatch):
@@ -116,7 +128,7 @@ def test_a_stale_record_of_a_dead_process_is_not_believed(tmp_path):
     fd = os.open(str(path), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        assert fs.lock_holder(str(path)) == (os.getpid(), fs._comm(os.getpid()), "", None)
+        assert fs.lock_holder(str(path))[:4] == (os.getpid(), fs._comm(os.getpid()), "", None)
     finally:
         os.close(fd)
 

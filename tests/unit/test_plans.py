@@ -33,7 +33,8 @@ def test_a_plan_carries_the_settings_and_where_the_runner_keeps_its_state(layout
     settings = Settings({"log_max": 4096, "log_keep": 1, "syslog": True, "monitor": False})
     plan = plans.make_plan(layout, "app", tree, settings)
     assert plan["runtime"] == "builtin" and plan["runtime_path"] is None
-    assert plan["state_dir"] == layout.container_dir("app") and plan["store"] == layout.trees
+    assert plan["state_dir"] == layout.container_dir("app")
+    assert plan["store"] == [layout.trees, layout.apps]
     assert plan["log"] == {"path": os.path.join(layout.logs, "app.log"), "max_bytes": 4096,
                            "keep": 1, "syslog": True}
     assert plan["backoff"] == plans.BACKOFF and plan["monitor"] is False

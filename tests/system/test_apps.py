@@ -1,0 +1,146 @@
+"""Apps under a real init (busybox init and sysvinit), through real sshd: releases of a
+busybox httpd, health-gated switch, rollback, volumes, secrets, pruning, locking."""
+
+import os
+import threading
+
+import pytest
+
+from tests import tarballs as tb
+from tests.system.conftest import ROOT, connect
+from vzmaster import BadRequestError, BusyError, HealthCheckError, NoSuchReleaseError
+
+PORT = 8080
+
+
+def web_image(tmp_path, version, port=PORT, *extra, **config):
+    """An image of busybox httpd serving ``version`` at / on ``port``, writing the page
+    it served into /data when that is a volume."""
+    path = tmp_path / "web-{}-{}.tar".format(version, port)
+    script = ("echo {v} > /www/index.html; [ -d /data ] && echo {v} >> /data/seen; "
+              "exec httpd -f -p {p} -h /www").format(v=version, p=port)
+    path.write_bytes(tb.busybox_image(["sh", "-c", script], tb.directory("rootfs/www"),
+                                      *extra, **config))
+    return str(path)
+
+
+def page(box, port=PORT):
+    """What the app answers at / (asked from inside the box), or None if refused."""
+    result = box.exec(["python3", "-c", "import sys, urllib.request; sys.stdout.write("
+                       "urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())",
+                       "http://127.0.0.1:{}/".format(port)], check=False)
+    return result.stdout.decode().strip() if result.returncode == 0 else None
+
+
+def push(node, path):
+    return node.upload_image(path, os.path.basename(path)).name
+
+
+HEALTH = {"http": "http://127.0.0.1:{}/".format(PORT), "timeout": 10, "min_uptime": 1}
+
+
+def test_a_second_release_replaces_the_first_and_counts_no_restart(box, digests, tmp_path):
+    with connect(box, digests) as node:
+        first = node.deploy("web", push(node, web_image(tmp_path, "v1")), health=HEALTH)
+        assert (first.release, first.current) == (1, True)
+        assert page(box) == "v1"
+        second = node.deploy("web", push(node, web_image(tmp_path, "v2")), health=HEALTH)
+        assert page(box) == "v2"
+        status = node.status("web")
+        releases = node.releases("web")
+    assert second.release == 2
+    assert [(r.release, r.current) for r in releases] == [(2, True), (1, False)]
+    assert status.state == "running" and status.restarts == 0
+
+
+def test_a_release_that_fails_its_check_leaves_the_previous_one_serving(box, digests,
+                                                                        tmp_path):
+    with connect(box, digests) as node:
+        node.deploy("web", push(node, web_image(tmp_path, "v2")), health=HEALTH)
+        bad = push(node, web_image(tmp_path, "v3", port=9090))
+        with pytest.raises(HealthCheckError) as failed:
+            node.deploy("web", bad, health=dict(HEALTH, timeout=3))
+        assert page(box) == "v2"
+        assert [r.release for r in node.releases("web")] == [1]
+    assert failed.value.details["restored"] == 1
+    assert "8080" in failed.value.details["output"]
+
+
+def test_rollback_runs_the_earlier_release_and_volumes_survive(box, digests, tmp_path):
+    volumes = {"data": "/data"}
+    with connect(box, digests) as node:
+        node.deploy("web", push(node, web_image(tmp_path, "v1")), health=HEALTH,
+                    volumes=volumes)
+        node.deploy("web", push(node, web_image(tmp_path, "v2")), health=HEALTH,
+                    volumes=volumes)
+        back = node.rollback("web")
+        assert page(box) == "v1"
+        [volume] = node.volumes("web")
+    assert back.release == 1 and back.current
+    seen = box.read_file(volume.path + "/seen").decode().split()
+    assert seen == ["v1", "v2", "v1"]
+
+
+def test_secrets_reach_the_app_and_no_file_under_the_root(box, digests, tmp_path):
+    canary = "canary-{}".format(os.urandom(8).hex())
+    image = web_image(tmp_path, "s1")
+    with connect(box, digests) as node:
+        info = node.deploy("web", push(node, image), health=HEALTH,
+                           secrets={"API_TOKEN": canary}, env={"MODE": "prod"})
+        result = node.run("web", ["sh", "-c", "echo token=$API_TOKEN mode=$MODE"])
+        listed = repr(node.releases("web")) + repr(node.apps()) + repr(node.status())
+    assert info.secrets == ["API_TOKEN"] and canary not in listed
+    assert result.output.strip() == "token={} mode=prod".format(canary)
+    # Every file under the root but the secret store (devices and the container's own
+    # /proc and /sys mounts are not files of vz's), and the inittab.
+    found = box.exec(["grep", "-rl", "-D", "skip", "--exclude-dir=secrets",
+                      "--exclude-dir=proc", "--exclude-dir=sys", canary, ROOT, "/etc/inittab"],
+                     check=False, timeout=120).stdout.decode().split()
+    assert found == []
+
+
+def test_two_deploys_at_once_one_is_busy(box, digests, tmp_path):
+    with connect(box, digests) as node:
+        image = push(node, web_image(tmp_path, "v1"))
+    errors = []
+
+    def deploy():
+        try:
+            with connect(box, digests) as node:
+                node.deploy("web", image, health=dict(HEALTH, min_uptime=2))
+        except BusyError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deploy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(errors) == 1
+    assert errors[0].details["holder"]["op"] == "app.deploy", errors[0]
+
+
+def test_bad_arguments_are_refused_and_change_nothing(box, digests, tmp_path):
+    with connect(box, digests) as node:
+        image = push(node, web_image(tmp_path, "v1"))
+        node.deploy("web", image, health=HEALTH)
+        for bad in ({"health": {"tcp": 0}}, {"volumes": {"data": "/../etc"}},
+                    {"secrets": {"1BAD": "x"}}, {"env": {"A-B": "x"}}):
+            with pytest.raises(BadRequestError):
+                node.deploy("web", image, **bad)
+        with pytest.raises(NoSuchReleaseError):
+            node.rollback("web", 7)
+        assert [r.release for r in node.releases("web")] == [1]
+    assert page(box) == "v1"
+
+
+def test_fifty_deploys_keep_the_disk_bounded(box, digests, tmp_path):
+    with connect(box, digests) as node:
+        images = [push(node, web_image(tmp_path, v)) for v in ("v1", "v2")]
+        for index in range(12 if os.environ.get("VZ_QUICK") else 50):
+            node.deploy("web", images[index % 2], keep=3,
+                        health={"min_uptime": 0.2, "timeout": 10})
+        releases = node.releases("web")
+    assert len(releases) == 3
+    names = box.exec(["ls", ROOT + "/apps/web/releases"]).stdout.decode().split()
+    assert sorted(names) == sorted(str(r.release) for r in releases)
