@@ -26,7 +26,6 @@ is removed if it never ran.
 """
 
 import os
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from vzslave import fs, health, logs, oneoff, plans, procs, releases
@@ -44,7 +43,6 @@ from vzslave.states import ContainerState
 
 LOG_TAIL = 20  # log lines a HEALTH_FAILED error carries
 RELEASE_TIMEOUT = 600.0  # seconds a release command may run
-_PAUSE = ".pause"  # in ROOT/apps: "STEP SECONDS" lines, the crash tests' hook
 
 
 class Apps:
@@ -89,18 +87,18 @@ class Apps:
                 n + 1 for n in releases.numbers(self.layout, app)])
             state.update(next=number + 1, deploying=number, keep=keep)
             releases.write_app(self.layout, app, state)
-            _checkpoint(self.layout, "reserved")
+            fs.checkpoint(self.layout.root, "reserved")
             try:
                 release = self._unpack(app, number, image, image_info.sha256, env,
                                        secret_values, volume_map, spec, command, options)
-                _checkpoint(self.layout, "published")
+                fs.checkpoint(self.layout.root, "published")
                 if command is not None:
                     self._release_command(release, command)
-                _checkpoint(self.layout, "release-command")
+                fs.checkpoint(self.layout.root, "release-command")
                 self._switch(release, grace, override)
-                _checkpoint(self.layout, "switched")
+                fs.checkpoint(self.layout.root, "switched")
                 passed, seen = self._wait_healthy(release)
-                _checkpoint(self.layout, "checked")
+                fs.checkpoint(self.layout.root, "checked")
                 if not passed:
                     restored = self._restore(app, previous, grace)
                     raise HealthCheckError(
@@ -118,8 +116,9 @@ class Apps:
             state.update(current=number)
             state.pop("deploying", None)
             releases.write_app(self.layout, app, state)
-            _checkpoint(self.layout, "recorded")
+            fs.checkpoint(self.layout.root, "recorded")
             self._prune(app, keep, number)
+            fs.checkpoint(self.layout.root, "pruned")
             return self._info(app, number, number)
 
     def rollback(self, app: str, release: Optional[int] = None,
@@ -263,7 +262,7 @@ class Apps:
         try:
             releases.write(release)
             releases.write_secrets(self.layout, app, number, secrets)
-            _checkpoint(self.layout, "unpacked")
+            fs.checkpoint(self.layout.root, "unpacked")
             final = releases.release_dir(self.layout, app, number)
             os.rename(staging, final)
             fs.fsync_dir(parent)
@@ -491,18 +490,3 @@ def _disk_usage(path: str) -> int:
             except OSError:
                 pass
     return total
-
-
-def _checkpoint(layout: Layout, step: str) -> None:
-    """The crash tests' hook: pause at ``step`` if ROOT/apps/.pause names it (saying so
-    in ROOT/apps/.reached), so a test can SIGKILL vzslave right there."""
-    try:
-        with open(os.path.join(layout.apps, _PAUSE), "rb") as source:
-            lines = source.read().decode("ascii", "replace").splitlines()
-    except OSError:
-        return
-    for line in lines:
-        words = line.split()
-        if len(words) == 2 and words[0] == step:
-            fs.atomic_write(os.path.join(layout.apps, ".reached"), step.encode(), 0o600)
-            time.sleep(min(float(words[1]), 600.0))

@@ -154,9 +154,12 @@ class Containers:
                 settings.mark(Mark.SWITCHING)
                 settings.placed(plan["bundle"], plan["warnings"])
                 self._save(name, settings)
+                fs.checkpoint(self.layout.root, "switch-marked")
                 mounts.prepare(plan)  # no-op for mount-namespace plans
                 plans.write_plan(self.layout.container_dir(name), plan)
-                self._finish_switch(name, settings, old, plan["generation"], grace)
+                written = procs.boot_ticks()
+                fs.checkpoint(self.layout.root, "switch-planned")
+                self._finish_switch(name, settings, old, plan["generation"], written, grace)
         if not swap:
             if settings.wants_running:
                 self.stop(name, grace)
@@ -290,11 +293,14 @@ class Containers:
         self.bundles.collect_garbage(name)
 
     def _finish_switch(self, name: str, settings: Settings, old: plans.Plan,
-                       generation: str, grace: float) -> None:
-        """End the instance of the ``old`` plan, replaced by the written plan of
-        ``generation``; init respawns the runner into the new one."""
-        plans.replace(old, self.layout, grace, generation)
-        self.entries.nudge()  # BusyBox init out of its sleep; sysvinit's count reset
+                       generation: str, written: int, grace: float) -> None:
+        """End the instance of the ``old`` plan, replaced by the plan of ``generation``
+        written at ``written`` (boot ticks); init respawns the runner into the new one."""
+        # First: sysvinit forgets its respawn count (10 in 2 minutes disables an entry
+        # for 5), so the respawn the end of the old instance causes is never refused.
+        self.entries.nudge()
+        plans.replace(old, self.layout, grace, generation, written)
+        fs.checkpoint(self.layout.root, "switch-ended")
         settings.unmark(Mark.SWITCHING)
         self._save(name, settings)
 
@@ -308,9 +314,14 @@ class Containers:
                 settings.placed(plan["bundle"], plan["warnings"])
                 if settings.source:
                     settings.source = plan["bundle"]
+                if plan.get("replaces"):
+                    self.entries.nudge()  # as _finish_switch: before the respawn
+                # A runner started before the plan's write may hold the old plan.
+                written = procs.boot_ticks(os.stat(os.path.join(
+                    self.layout.container_dir(name), plans.PLAN)).st_mtime)
                 for rootfs in plan.get("replaces") or ():
                     plans.replace(dict(plan, rootfs=rootfs), self.layout, DEFAULT_GRACE,
-                                  plan["generation"])
+                                  plan["generation"], written)
             settings.unmark(Mark.SWITCHING)
             self._save(name, settings)
         if settings.marked(Mark.STOPPING):

@@ -143,15 +143,18 @@ def end(plan: Plan, layout: Layout, grace: float) -> None:
                         "released: {}".format(name, ", ".join(stuck)), {"mounts": stuck})
 
 
-def replace(old: Plan, layout: Layout, grace: float, generation: str) -> None:
+def replace(old: Plan, layout: Layout, grace: float, generation: str, written: int) -> None:
     """End the instance of ``old``, the plan a switch replaced with the plan of
-    ``generation`` (TERM, KILL after ``grace``), then release its mounts.
+    ``generation``, written at ``written`` (procs.boot_ticks), then release its mounts.
 
-    Ended: what runs in its rootfs, and the process group of the run record's pid while
-    that record is still the old instance's. Never a ``vzrun NAME`` by its command line
-    (as ``end`` does): that is the new instance, which init respawns meanwhile.
+    Ended (TERM, KILL after ``grace``): what runs in its rootfs, the process group of the
+    run record's pid while that record is still the old instance's, and a ``vzrun NAME``
+    runner started before the new plan was written (it may have read the old one, and
+    not be in its rootfs yet). A runner started later is the new instance: init respawns
+    it meanwhile.
     """
     name = old["name"]
+    command = "{}\0{}\0".format(layout.launcher, name).encode()
     record = read_run_record(os.path.join(layout.container_dir(name), "run"))
     pid = record_number(record, "pid")
     groups = []
@@ -159,8 +162,13 @@ def replace(old: Plan, layout: Layout, grace: float, generation: str) -> None:
             and procs.same_process(pid, record.get("ticks"))):
         group = procs.process_group(pid)
         groups = [group] if group else []
-    survivors = procs.end_processes(
-        lambda: procs.container_processes(old["rootfs"], groups), grace, poll=0.01)
+
+    def find() -> Dict[int, int]:
+        found = procs.container_processes(old["rootfs"], groups)
+        found.update(procs.started_before(command, written))
+        return found
+
+    survivors = procs.end_processes(find, grace, poll=0.01)
     if survivors:
         raise BusyError("container {!r}: processes {} of the replaced release survive "
                         "SIGKILL (stuck in the kernel?)".format(name, survivors),

@@ -143,6 +143,29 @@ def container_processes(rootfs: str, groups: "Iterable[int]" = (),
     return found
 
 
+def boot_ticks(when: "Optional[float]" = None) -> int:
+    """Now (or unix time ``when``) in the unit of ``start_time``: clock ticks since boot."""
+    with open("/proc/uptime", "rb") as uptime:
+        seconds = float(uptime.read().split()[0])
+    if when is not None:
+        seconds -= time.time() - when
+    return int(seconds * os.sysconf("SC_CLK_TCK"))
+
+
+def started_before(command: bytes, ticks: int) -> "Found":
+    """The live processes whose command line holds ``command`` that started at or before
+    ``ticks`` (``boot_ticks``); init and the caller are never among them."""
+    me = os.getpid()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (1, me) and command in (
+                _read("/proc/{}/cmdline".format(entry)) or b""):
+            started = start_time(int(entry))
+            if started is not None and started <= ticks:
+                found[int(entry)] = started
+    return found
+
+
 def signal_all(found: "Found", signum: int) -> None:
     """Send ``signum`` to each pid that is still the process found (not a reused pid)."""
     for pid, started in found.items():

@@ -157,8 +157,8 @@ class Entries:
         fs.unlink_quietly(self._pending_path)
 
     def nudge(self) -> None:
-        """Have init re-read an unchanged inittab: it respawns at once (BusyBox init may
-        be in its one-second sleep) and forgets its respawn counts (sysvinit's limit)."""
+        """Have init re-read an unchanged inittab: sysvinit forgets its respawn counts
+        (``fail_cancel``), so a respawn vz causes never trips its rate limit."""
         with self.locked():
             self.supervision.reload()
 

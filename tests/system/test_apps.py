@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from tests import tarballs as tb
-from tests.system.conftest import ROOT, connect
-from vzmaster import BadRequestError, BusyError, HealthCheckError, NoSuchReleaseError
+from tests.system.conftest import ROOT, connect, wait_for
+from vzmaster import (BadRequestError, BusyError, ConnectionLostError, DiskFullError,
+                      HealthCheckError, NoSuchReleaseError)
 
 PORT = 8080
 
@@ -144,3 +145,63 @@ def test_fifty_deploys_keep_the_disk_bounded(box, digests, tmp_path):
     assert len(releases) == 3
     names = box.exec(["ls", ROOT + "/apps/web/releases"]).stdout.decode().split()
     assert sorted(names) == sorted(str(r.release) for r in releases)
+
+
+def deploy_until_lost(box, digests, image, lost):
+    """Deploy ``image`` (with a release command) until the node is killed midway."""
+    try:
+        with connect(box, digests) as node:
+            node.deploy("web", image, health=HEALTH, keep=2, release=["true"])
+    except ConnectionLostError as exc:
+        lost.append(exc)
+
+
+KILL_POINTS = ("reserved", "unpacked", "published", "release-command", "switch-marked",
+               "switch-planned", "switch-ended", "switched", "checked", "recorded", "pruned")
+
+
+def test_a_deploy_killed_at_any_point_leaves_one_release_serving_and_a_retry_works(
+        box, digests, tmp_path):
+    files = {v: web_image(tmp_path, v) for v in ("v1", "v2")}
+    with connect(box, digests) as node:
+        node.deploy("web", push(node, files["v1"]), health=HEALTH)
+    for index, point in enumerate(KILL_POINTS):
+        old, new = ("v1", "v2") if index % 2 == 0 else ("v2", "v1")
+        with connect(box, digests) as node:
+            image = push(node, files[new])  # pruning removes images no kept release uses
+        box.write_file(ROOT + "/.pause", "{} 30\n".format(point).encode())
+        box.exec(["rm", "-f", ROOT + "/.reached"])
+        lost: list = []
+        thread = threading.Thread(target=deploy_until_lost, args=(box, digests, image, lost))
+        thread.start()
+        wait_for(lambda point=point: box.exec(["cat", ROOT + "/.reached"], check=False)
+                 .stdout == point.encode(), timeout=30, what="the deploy at " + point)
+        box.exec(["pkill", "-KILL", "-f", "python -m vzslave"])
+        thread.join()
+        box.exec(["rm", "-f", ROOT + "/.pause"])
+        assert lost, point
+        serving = wait_for(lambda: page(box), timeout=10, what="a page after " + point)
+        assert serving in (old, new), point
+        with connect(box, digests) as node:
+            listed = node.releases("web")
+            for release in listed:
+                assert box.exec(["test", "-f", "{}/apps/web/releases/{}/release.json".format(
+                    ROOT, release.release)], check=False).returncode == 0, (point, release)
+            node.deploy("web", push(node, files[new]), health=HEALTH, keep=2)
+        assert page(box) == new, point
+
+
+def test_a_deploy_that_fills_the_disk_keeps_the_old_release_serving(make_box, digests,
+                                                                    tmp_path):
+    box = make_box("busybox", disk_size="48m")
+    big = web_image(tmp_path, "big", PORT, tb.file("rootfs/big", bytes(64 << 20)),
+                    fmt="tar.gz")  # 64 MiB of zeros: a small upload, too big to unpack
+    with connect(box, digests) as node:
+        node.deploy("web", push(node, web_image(tmp_path, "v1")), health=HEALTH)
+        with pytest.raises(DiskFullError):
+            node.deploy("web", push(node, big), health=HEALTH)
+        assert [(r.release, r.current) for r in node.releases("web")] == [(1, True)]
+        assert node.status("web").state == "running"
+    assert page(box) == "v1"
+    assert box.exec(["ls", "-a", ROOT + "/apps/web/releases"]).stdout.split() == [
+        b".", b"..", b"1"]
