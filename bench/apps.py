@@ -114,10 +114,16 @@ def disk(box: Box, work: str, deploys: int, keep: int = 3) -> tuple[int, int]:
             node.deploy("disk", images[index % 2], keep=keep, health={"min_uptime": 0})
         release = next(r for r in node.releases("disk") if r.current)
         image_size = next(i.size for i in node.images() if i.name == release.image)
-    used = int(box.exec(["du", "-sbx", ROOT], check=False).stdout.split()[0])
-    one = int(box.exec(["du", "-sbx", "{}/apps/disk/releases/{}".format(
-        ROOT, release.release)], check=False).stdout.split()[0]) + image_size
+    used = _du(box, ROOT)
+    one = _du(box, "{}/apps/disk/releases/{}".format(ROOT, release.release)) + image_size
     return used, one
+
+
+def _du(box: Box, path: str) -> int:
+    """Bytes of the files under ``path``: a running container's /proc, /sys and /dev
+    mounts (chroot nodes mount them in the rootfs) are not vz's."""
+    return int(box.exec(["du", "-sb", "--exclude=proc", "--exclude=sys", "--exclude=dev",
+                         path], check=False).stdout.split()[0])
 
 
 def ms(values: list[float]) -> str:

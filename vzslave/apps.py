@@ -180,17 +180,20 @@ class Apps:
                 app=app, current=self._current(app, state),
                 releases=kept, keep=int(state.get("keep") or releases.DEFAULT_KEEP),
                 state=statuses.state if statuses else ContainerState.STOPPED,
-                volumes=[volume.name for volume in self.volumes(app)]))
+                volumes=self._volume_names(app)))
         return found
 
     def volumes(self, app: str) -> List[VolumeInfo]:
         """The app's volumes (those of a removed app too, until removed themselves)."""
         validate_name("app", app)
         directory = os.path.join(self.layout.volumes, app)
-        names = fs.visible_names(directory) if os.path.isdir(directory) else []
         return [VolumeInfo(app, name, os.path.join(directory, name),
                            _disk_usage(os.path.join(directory, name)))
-                for name in names]
+                for name in self._volume_names(app)]
+
+    def _volume_names(self, app: str) -> List[str]:
+        directory = os.path.join(self.layout.volumes, app)
+        return fs.visible_names(directory) if os.path.isdir(directory) else []
 
     # -- one-offs ---------------------------------------------------------------------
 

@@ -156,8 +156,10 @@ class Containers:
                 self._save(name, settings)
                 fs.checkpoint(self.layout.root, "switch-marked")
                 mounts.prepare(plan)  # no-op for mount-namespace plans
-                plans.write_plan(self.layout.container_dir(name), plan)
+                # Taken before the write: a runner started since may read the new plan
+                # (init respawns one within a tick of the old instance's end, on sysvinit).
                 written = procs.boot_ticks()
+                plans.write_plan(self.layout.container_dir(name), plan)
                 fs.checkpoint(self.layout.root, "switch-planned")
                 self._finish_switch(name, settings, old, plan["generation"], written, grace)
         if not swap:

@@ -149,9 +149,9 @@ def replace(old: Plan, layout: Layout, grace: float, generation: str, written: i
 
     Ended (TERM, KILL after ``grace``): what runs in its rootfs, the process group of the
     run record's pid while that record is still the old instance's, and a ``vzrun NAME``
-    runner started before the new plan was written (it may have read the old one, and
-    not be in its rootfs yet). A runner started later is the new instance: init respawns
-    it meanwhile.
+    runner started in a tick before ``written`` (it may have read the old plan, and not
+    be in its rootfs yet). A runner started later is the new instance: init respawns it
+    meanwhile.
     """
     name = old["name"]
     command = "{}\0{}\0".format(layout.launcher, name).encode()

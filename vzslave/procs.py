@@ -153,7 +153,7 @@ def boot_ticks(when: "Optional[float]" = None) -> int:
 
 
 def started_before(command: bytes, ticks: int) -> "Found":
-    """The live processes whose command line holds ``command`` that started at or before
+    """The live processes whose command line holds ``command`` that started before
     ``ticks`` (``boot_ticks``); init and the caller are never among them."""
     me = os.getpid()
     found = {}
@@ -161,7 +161,7 @@ def started_before(command: bytes, ticks: int) -> "Found":
         if entry.isdigit() and int(entry) not in (1, me) and command in (
                 _read("/proc/{}/cmdline".format(entry)) or b""):
             started = start_time(int(entry))
-            if started is not None and started <= ticks:
+            if started is not None and started < ticks:
                 found[int(entry)] = started
     return found
 
