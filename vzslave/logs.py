@@ -424,16 +424,23 @@ class Follower:
 
     def _successor(self) -> "Optional[int]":
         """An fd on the file after ours if ours was rotated away, else None."""
-        for _attempt in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
             current = _stat(self._path)
             if current is None or current.st_ino == self._inode:
                 return None
             generations = _generations(self._path, self._keep)
             ours = [n for n, inode in generations if inode == self._inode]
+            if not ours and attempt < _ATTEMPTS - 1:
+                # Missed while a rotation moved it from one name to the next (the names
+                # are stat'ed one by one): look again before taking it for gone.
+                continue
             # Not found: ours was the oldest and is gone, so the oldest left comes next.
             n = ours[0] if ours else 1 + max([n for n, _ in generations] or [0])
             fd = _open(generation(self._path, n - 1))
             if fd is None:
+                continue
+            if os.fstat(fd).st_ino == self._inode:  # ours, moved meanwhile: never next
+                os.close(fd)
                 continue
             # A rotation may have shifted the chain meanwhile. Files only move up, so if
             # ours (or nothing) is still at n and this one still at n - 1, it is next.
