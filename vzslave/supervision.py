@@ -157,8 +157,13 @@ class Entries:
         fs.unlink_quietly(self._pending_path)
 
     def nudge(self) -> None:
-        """Have init re-read an unchanged inittab: sysvinit forgets its respawn counts
-        (``fail_cancel``), so a respawn vz causes never trips its rate limit."""
+        """Before vz makes init respawn an entry: sysvinit re-reads the (unchanged)
+        inittab and forgets its respawn counts (``fail_cancel``), so back-to-back
+        deploys never trip its limit. Nothing elsewhere: BusyBox init has no limit, and
+        a SIGHUP would only put it into its 1 s sleep before it reaps the old instance
+        (a switch then waited two sleeps, not one)."""
+        if self.supervision.name != "sysvinit":
+            return
         with self.locked():
             self.supervision.reload()
 
