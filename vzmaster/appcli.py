@@ -129,12 +129,14 @@ def add_commands(add: Add) -> None:
     add("rm-volume", cmd_rm_volume, ("app", "app name"), ("name", "volume name"))
 
 
-def _pairs(items: list[str], option: str) -> dict[str, str]:
+def _pairs(items: list[str], option: str, sep: str = "=",
+           form: str = "NAME=VALUE") -> dict[str, str]:
+    """``option``'s NAME<sep>VALUE words as a map; BadRequestError for a malformed one."""
     found = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise BadRequestError("{} takes NAME=VALUE, not {!r}".format(option, item))
+        name, found_sep, value = item.partition(sep)
+        if not found_sep or not name:
+            raise BadRequestError("{} takes {}, not {!r}".format(option, form, item))
         found[name] = value
     return found
 
@@ -155,13 +157,7 @@ def _secrets(items: list[str]) -> dict[str, str]:
 
 
 def _volumes(items: list[str]) -> dict[str, str]:
-    found = {}
-    for item in items:
-        name, sep, path = item.partition(":")
-        if not sep or not name:
-            raise BadRequestError("--volume takes NAME:/PATH, not {!r}".format(item))
-        found[name] = path
-    return found
+    return _pairs(items, "--volume", ":", "NAME:/PATH")
 
 
 def _health(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -100,13 +100,7 @@ class Apps:
                 passed, seen = self._wait_healthy(release)
                 fs.checkpoint(self.layout.root, "checked")
                 if not passed:
-                    restored = self._restore(app, previous, grace)
-                    raise HealthCheckError(
-                        "release {} of app {} did not come up healthy: {}; {}".format(
-                            number, app, seen, "release {} runs again".format(restored)
-                            if restored else "the app is stopped (it had no release before)"),
-                        {"release": number, "output": seen, "restored": restored,
-                         "log": self._log_tail(app)})
+                    raise self._unhealthy(app, number, seen, self._restore(app, previous, grace))
             except BaseException:
                 if not self._runs(app, number):  # else the switch back failed: it stays
                     self._drop(app, number)
@@ -142,13 +136,7 @@ class Apps:
             self._switch(target, grace, override=False)
             passed, seen = self._wait_healthy(target)
             if not passed:
-                restored = self._restore(app, current, grace)
-                raise HealthCheckError(
-                    "release {} of app {} did not come up healthy: {}; {}".format(
-                        release, app, seen, "release {} runs again".format(restored)
-                        if restored else "the app is stopped"),
-                    {"release": release, "output": seen, "restored": restored,
-                     "log": self._log_tail(app)})
+                raise self._unhealthy(app, release, seen, self._restore(app, current, grace))
             state["current"] = release
             releases.write_app(self.layout, app, state)
             return self._info(app, release, release)
@@ -324,6 +312,17 @@ class Apps:
 
         return health.wait_healthy(spec, min_uptime,
                                    lambda: self.containers.instance(release.app), check)
+
+    def _unhealthy(self, app: str, number: int, seen: str,
+                   restored: Optional[int]) -> HealthCheckError:
+        """HEALTH_FAILED for release ``number``: what the check saw, what runs now, and
+        the app's last log lines."""
+        return HealthCheckError(
+            "release {} of app {} did not come up healthy: {}; {}".format(
+                number, app, seen, "release {} runs again".format(restored) if restored
+                else "the app is stopped (it had no release before)"),
+            {"release": number, "output": seen, "restored": restored,
+             "log": self._log_tail(app)})
 
     def _restore(self, app: str, previous: Optional[int], grace: float) -> Optional[int]:
         """After a failed check: the release that ran before runs again (or none)."""

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from vzslave import linux
 from vzslave.errors import BadRequestError
+from vzslave.runio import read_to_end
 
 DEFAULTS = {"timeout": 30.0, "interval": 0.5, "min_uptime": 2.0}
 LIMITS = {"timeout": (0.1, 3600.0), "interval": (0.05, 60.0), "min_uptime": (0.0, 600.0)}
@@ -141,12 +142,7 @@ def probe_in(pid: Optional[int], spec: Dict[str, Any], timeout: float) -> Tuple[
             os._exit(0)
     os.close(writer)
     try:
-        data = b""
-        while True:
-            chunk = os.read(reader, 4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_end(reader)
     finally:
         os.close(reader)
         os.waitpid(child, 0)

@@ -19,7 +19,7 @@ from vzslave.config import Layout
 from vzslave.errors import (BadRequestError, BusyError, NoRuntimeError, NoSuchBundleError,
                             PolicyDeniedError)
 from vzslave.policy import load_policy
-from vzslave.runio import RunnerError, os_message, read_run_record, record_number
+from vzslave.runio import RunnerError, os_message, read_run_record, read_to_end, record_number
 from vzslave.runner import pivot_into, runtime_command
 from vzslave.settings import Settings
 
@@ -237,12 +237,7 @@ def probe_pivot_root(rootfs: str) -> "Optional[str]":
             os._exit(0)
     os.close(writer)
     try:
-        verdict = b""
-        while True:
-            data = os.read(reader, 4096)
-            if not data:
-                break
-            verdict += data
+        verdict = read_to_end(reader)
     finally:
         os.close(reader)
         os.waitpid(child, 0)

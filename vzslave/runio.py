@@ -77,6 +77,16 @@ def write_all(fd: int, data: bytes) -> int:
     return len(data)
 
 
+def read_to_end(fd: int) -> bytes:
+    """Everything left to read on ``fd`` (a pipe a child reports through), to EOF."""
+    chunks: "List[bytes]" = []
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
 def write_quietly(fd: int, data: bytes) -> None:
     """write_all for diagnostics, best effort: a failed write has nowhere left to go."""
     try:
