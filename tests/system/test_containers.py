@@ -198,9 +198,16 @@ def test_a_flooding_app_under_a_monitor_stays_within_its_log_cap(box, digests, t
         wait_for(lambda: box.exec(["test", "-e", second], check=False).returncode == 0,
                  timeout=30, what="two rotations")
         time.sleep(1)
-        sizes = [int(size) for size in box.exec(
-            ["sh", "-c", "cd " + ROOT + "/logs && for f in flood.log*; do "
-             "stat -c %s $f 2>/dev/null; done; true"]).stdout.split()]  # rotating meanwhile
+
+        def sizes_now():
+            # Rotations go on many times a second: a name the glob found may be renamed
+            # before its stat. Look again until a listing caught at least two files.
+            found = [int(size) for size in box.exec(
+                ["sh", "-c", "cd " + ROOT + "/logs && for f in flood.log*; do "
+                 "stat -c %s $f 2>/dev/null; done; true"]).stdout.split()]
+            return found if len(found) >= 2 else None
+
+        sizes = wait_for(sizes_now, timeout=10, what="a listing of the rotating log")
         node.stop("flood", grace=1)
     assert 2 <= len(sizes) <= 3
     assert all(size <= 64 * 1024 for size in sizes), sizes
