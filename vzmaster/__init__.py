@@ -52,6 +52,7 @@ from vzslave.errors import (
     WrongStateError,
 )
 from vzslave.records import (
+    AppDiff,
     AppInfo,
     BundleInfo,
     ContainerStatus,
@@ -64,7 +65,7 @@ from vzslave.records import (
 )
 
 __all__ = [
-    "AppInfo", "AuthenticationError", "BadConfigError", "BadFrameError",
+    "AppDiff", "AppInfo", "AuthenticationError", "BadConfigError", "BadFrameError",
     "BadImageError", "BadNameError", "BadRequestError", "BundleInfo", "BusyError",
     "ChecksumMismatchError", "Client", "ConnectError", "ConnectionLostError",
     "ContainerStatus", "DisabledByAdminError", "DiskFullError", "Error", "ErrorCode",

@@ -49,6 +49,7 @@ from vzslave.protocol import (
     encode,
 )
 from vzslave.records import (
+    AppDiff,
     AppInfo,
     BundleInfo,
     ContainerStatus,
@@ -310,7 +311,7 @@ class Client:
                secrets: dict[str, str] | None = None, volumes: dict[str, str] | None = None,
                health: dict[str, Any] | None = None, release: Sequence[str] | None = None,
                keep: int = 3, override: bool = False, grace: float = 10.0,
-               **start_options: Any) -> ReleaseInfo:
+               labels: dict[str, str] | None = None, **start_options: Any) -> ReleaseInfo:
         """Deploy image ``image`` (already on the node) as ``app``'s next release.
 
         The node unpacks it, runs ``release`` (a command, e.g. migrations) once in it,
@@ -319,24 +320,27 @@ class Client:
         check raises HealthCheckError, with the previous release running again. ``env``
         is set over the image's environment; ``secrets`` likewise, but kept out of every
         file, listing and log; ``volumes`` maps names to paths in the container.
+        ``labels`` are the caller's own marks, kept with the release (the fleet's name).
         ``start_options``: runtime, runtime_args, log_max, log_keep, syslog, monitor.
         """
-        unknown = sorted(set(start_options) - _START_OPTIONS)
-        if unknown:
-            raise TypeError("deploy() got unexpected keyword arguments: {}".format(
-                ", ".join(unknown)))
-        args: dict[str, Any] = {"app": app, "image": image, "keep": keep,
-                                "grace": float(grace)}
-        for key, value in (("env", env), ("secrets", secrets), ("volumes", volumes),
-                           ("health", health)):
-            if value is not None:
-                args[key] = dict(value)
-        if release is not None:
-            args["release"] = list(release)
+        args = _release_args("deploy", env, secrets, volumes, health, release, labels,
+                             start_options)
+        args.update(app=app, image=image, keep=keep, grace=float(grace))
         if override:
             args["override"] = True
-        args.update({key: value for key, value in start_options.items() if value is not None})
         return from_wire(ReleaseInfo, self._call("app.deploy", **args)["release"])
+
+    def diff(self, app: str, sha256: str, *, env: dict[str, str] | None = None,
+             secrets: dict[str, str] | None = None, volumes: dict[str, str] | None = None,
+             health: dict[str, Any] | None = None, release: Sequence[str] | None = None,
+             labels: dict[str, str] | None = None, **start_options: Any) -> AppDiff:
+        """What ``deploy`` of the image whose sha256 is ``sha256``, with these settings,
+        would change in ``app``: ``changes`` names the fields that differ from its
+        current release (empty: nothing). The image need not be on the node."""
+        args = _release_args("diff", env, secrets, volumes, health, release, labels,
+                             start_options)
+        args.update(app=app, sha256=sha256)
+        return from_wire(AppDiff, self._call("app.diff", **args)["diff"])
 
     def releases(self, app: str) -> list[ReleaseInfo]:
         """``app``'s kept releases, newest first; ``current`` marks the one it runs."""
@@ -555,6 +559,24 @@ class Client:
         # The stream may be mid-frame: no way to resynchronise, so end the session.
         self.close()
         raise exc
+
+
+def _release_args(method: str, env: dict[str, str] | None, secrets: dict[str, str] | None,
+                  volumes: dict[str, str] | None, health: dict[str, Any] | None,
+                  release: Sequence[str] | None, labels: dict[str, str] | None,
+                  start_options: dict[str, Any]) -> dict[str, Any]:
+    """The arguments a release's settings make, for app.deploy and app.diff alike."""
+    unknown = sorted(set(start_options) - _START_OPTIONS)
+    if unknown:
+        raise TypeError("{}() got unexpected keyword arguments: {}".format(
+            method, ", ".join(unknown)))
+    args: dict[str, Any] = {key: dict(value) for key, value in (
+        ("env", env), ("secrets", secrets), ("volumes", volumes), ("health", health),
+        ("labels", labels)) if value is not None}
+    if release is not None:
+        args["release"] = list(release)
+    args.update({key: value for key, value in start_options.items() if value is not None})
+    return args
 
 
 def _sha256_of(source: BinaryIO, length: int) -> Any:

@@ -29,7 +29,8 @@ def facts(facts: NodeFacts) -> View:
         "kernel": facts.kernel, "arch": facts.arch, "init": facts.init,
         "python": facts.python, "root": facts.root, "uid": facts.uid,
         "free_bytes": facts.free_bytes, "free_inodes": facts.free_inodes,
-        "formats": facts.formats}
+        "formats": facts.formats, "mem_total": facts.mem_total,
+        "mem_available": facts.mem_available}
     text = "\n".join("{:12} {}".format(key, value) for key, value in fields.items())
     return View(fields, {key: str(value) for key, value in fields.items()}, text)
 

@@ -36,7 +36,8 @@ from vzslave.errors import (BadRequestError, BusyError, HealthCheckError, NoSuch
                             NoSuchImageError, NoSuchReleaseError, ReleaseCommandError)
 from vzslave.images import ImageStore
 from vzslave.names import validate_name
-from vzslave.records import AppInfo, ReleaseInfo, RunResult, VolumeInfo
+from vzslave.records import (DIFF_FIELDS, AppDiff, AppInfo, ReleaseInfo, RunResult,
+                             VolumeInfo)
 from vzslave.releases import Release
 from vzslave.settings import Settings
 from vzslave.states import ContainerState
@@ -63,20 +64,14 @@ class Apps:
                health_spec: Optional[Dict[str, Any]] = None,
                release_command: Optional[List[str]] = None, keep: int = releases.DEFAULT_KEEP,
                override: bool = False, grace: float = DEFAULT_GRACE,
-               options: Optional[Dict[str, Any]] = None) -> ReleaseInfo:
+               options: Optional[Dict[str, Any]] = None,
+               labels: Optional[Dict[str, Any]] = None) -> ReleaseInfo:
         """Unpack ``image`` as the app's next release and switch to it once healthy."""
         validate_name("app", app)
         validate_name("image", image)
-        env = releases.check_env(env or {})
-        secret_values = releases.check_env(secrets or {}, "secrets")
-        volume_map = releases.check_volumes(volumes or {})
-        spec = health.check_spec(health_spec)
-        command = (None if release_command is None
-                   else releases.check_command(release_command, "release"))
+        asked = _checked(env, secrets, volumes, health_spec, release_command, options, labels)
+        env, secret_values, volume_map, spec, command, options, label_map = asked
         keep = releases.check_keep(keep)
-        options = {key: value for key, value in (options or {}).items() if value is not None}
-        if options.get("runtime_args") is not None:
-            plans.check_runtime_args(options["runtime_args"])
         image_info = self.images.get(image)  # NO_SUCH_IMAGE before anything changes
         self._refuse_bundle_container(app)
         with self._lock(app):
@@ -90,7 +85,8 @@ class Apps:
             fs.checkpoint(self.layout.root, "reserved")
             try:
                 release = self._unpack(app, number, image, image_info.sha256, env,
-                                       secret_values, volume_map, spec, command, options)
+                                       secret_values, volume_map, spec, command, options,
+                                       label_map)
                 fs.checkpoint(self.layout.root, "published")
                 if command is not None:
                     self._release_command(release, command)
@@ -141,6 +137,33 @@ class Apps:
             releases.write_app(self.layout, app, state)
             return self._info(app, release, release)
 
+    def diff(self, app: str, sha256: str, env: Optional[Dict[str, Any]] = None,
+             secrets: Optional[Dict[str, Any]] = None,
+             volumes: Optional[Dict[str, Any]] = None,
+             health_spec: Optional[Dict[str, Any]] = None,
+             release_command: Optional[List[str]] = None,
+             options: Optional[Dict[str, Any]] = None,
+             labels: Optional[Dict[str, Any]] = None) -> AppDiff:
+        """What deploying the image of ``sha256`` with these settings would change: the
+        fields (DIFF_FIELDS) in which it differs from the release the app runs. Checked as
+        a deploy checks them, so equal settings written differently compare equal;
+        nothing changes on the node."""
+        validate_name("app", app)
+        asked = _checked(env, secrets, volumes, health_spec, release_command, options, labels)
+        statuses = self.containers.status_if_any(app)
+        state = statuses.state if statuses else ContainerState.STOPPED
+        release = self._current_release(app, releases.read_app(self.layout, app))
+        if release is None:
+            return AppDiff(app=app, current=None, changes=["new"], state=state)
+        current = release.number
+        have = (release.env, releases.read_secrets(self.layout, app, current),
+                release.volumes, release.health, release.release_command, release.options,
+                release.labels)
+        changes = ["image"] if release.sha256 != sha256 else []
+        changes += [field for field, old, new in zip(DIFF_FIELDS[1:], have, asked)
+                    if old != new]
+        return AppDiff(app=app, current=current, changes=changes, state=state)
+
     # -- reading ----------------------------------------------------------------------
 
     def releases(self, app: str) -> List[ReleaseInfo]:
@@ -164,11 +187,13 @@ class Apps:
             statuses = self.containers.status_if_any(app)
             if not state or not (kept or statuses):
                 continue  # a first deploy that failed: only its numbering is kept
+            current = self._current_release(app, state)
             found.append(AppInfo(
                 app=app, current=self._current(app, state),
                 releases=kept, keep=int(state.get("keep") or releases.DEFAULT_KEEP),
                 state=statuses.state if statuses else ContainerState.STOPPED,
-                volumes=self._volume_names(app)))
+                volumes=self._volume_names(app),
+                labels=dict(current.labels) if current else {}))
         return found
 
     def volumes(self, app: str) -> List[VolumeInfo]:
@@ -241,7 +266,7 @@ class Apps:
     def _unpack(self, app: str, number: int, image: str, sha256: str, env: Dict[str, str],
                 secrets: Dict[str, str], volumes: Dict[str, str],
                 spec: Optional[Dict[str, Any]], command: Optional[List[str]],
-                options: Dict[str, Any]) -> Release:
+                options: Dict[str, Any], labels: Dict[str, str]) -> Release:
         """Unpack release ``number`` into a staging directory, write its settings and
         secrets, and publish it under its number in one rename."""
         parent = releases.releases_dir(self.layout, app)
@@ -249,7 +274,7 @@ class Apps:
         staging = os.path.join(parent, ".{}.{}".format(number, os.getpid()))
         info = self.bundles.extract(image, staging, app)
         release = Release(app, number, staging, image, sha256, info.created, env,
-                          sorted(secrets), volumes, spec, command, options)
+                          sorted(secrets), volumes, spec, command, options, labels)
         try:
             releases.write(release)
             releases.write_secrets(self.layout, app, number, secrets)
@@ -423,6 +448,11 @@ class Apps:
         current = state.get("current")
         return int(current) if isinstance(current, int) else None
 
+    def _current_release(self, app: str, state: Dict[str, Any]) -> Optional[Release]:
+        current = self._current(app, state)
+        return None if current is None else releases.read(
+            releases.release_dir(self.layout, app, current))
+
     def _running_release(self, app: str) -> Optional[int]:
         settings = Settings.load(self.layout.container_dir(app))
         source = settings.source
@@ -461,12 +491,28 @@ class Apps:
                                  "app {!r}".format(app), blocking=False)
 
 
+def _checked(env: Optional[Dict[str, Any]], secrets: Optional[Dict[str, Any]],
+             volumes: Optional[Dict[str, Any]], health_spec: Optional[Dict[str, Any]],
+             release_command: Optional[List[str]], options: Optional[Dict[str, Any]],
+             labels: Optional[Dict[str, Any]]) -> Tuple[Any, ...]:
+    """A deploy's settings checked and in the form a release records them (the order of
+    DIFF_FIELDS after "image"): BadRequestError before anything changes."""
+    options = {key: value for key, value in (options or {}).items() if value is not None}
+    if options.get("runtime_args") is not None:
+        plans.check_runtime_args(options["runtime_args"])
+    return (releases.check_env(env or {}), releases.check_env(secrets or {}, "secrets"),
+            releases.check_volumes(volumes or {}), health.check_spec(health_spec),
+            None if release_command is None
+            else releases.check_command(release_command, "release"),
+            options, releases.check_labels(labels or {}))
+
+
 def _release_info(release: Release, current: bool) -> ReleaseInfo:
     return ReleaseInfo(app=release.app, release=release.number, image=release.image,
                        sha256=release.sha256, created=release.created, current=current,
                        env=sorted(release.env), secrets=sorted(release.secrets),
                        volumes=dict(release.volumes), health=release.health,
-                       release_command=release.release_command)
+                       release_command=release.release_command, labels=release.labels)
 
 
 def _listed(numbers: List[int]) -> str:

@@ -2,6 +2,7 @@
 
 import os
 import sys
+from typing import Dict, Tuple
 
 from vzslave import __version__, fs
 from vzslave.config import Layout
@@ -45,10 +46,30 @@ def detect_init(proc: str = "/proc") -> str:
     return name if name in ("systemd", "busybox", "upstart") else "unknown"
 
 
+def memory(meminfo: str = "/proc/meminfo") -> Tuple[int, int]:
+    """(total, available) bytes of RAM; (0, 0) if unreadable. Kernels before 3.14 (OpenVZ
+    6's 2.6.32) lack MemAvailable: free + buffers + page cache stands in for it."""
+    fields: Dict[str, int] = {}
+    try:
+        with open(meminfo) as source:
+            for line in source:
+                name, _, rest = line.partition(":")
+                words = rest.split()
+                if words and words[0].isdigit():
+                    fields[name] = int(words[0]) * 1024  # the file says kB, meaning KiB
+    except OSError:
+        return 0, 0
+    available = fields.get("MemAvailable")
+    if available is None:
+        available = sum(fields.get(name, 0) for name in ("MemFree", "Buffers", "Cached"))
+    return fields.get("MemTotal", 0), available
+
+
 def node_facts(layout: Layout) -> NodeFacts:
     """The facts of this node, read now."""
     uname = os.uname()
     free = fs.free_space(layout.root)
+    mem_total, mem_available = memory()
     return NodeFacts(
         protocol=PROTOCOL_VERSION,
         version=__version__,
@@ -62,4 +83,6 @@ def node_facts(layout: Layout) -> NodeFacts:
         free_bytes=free.bytes,
         free_inodes=free.inodes,
         formats=available_formats(),
+        mem_total=mem_total,
+        mem_available=mem_available,
     )

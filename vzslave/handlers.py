@@ -338,8 +338,18 @@ def op_app_deploy(node: Node, call: Call, args: Args) -> Result:
         args["app"], args["image"], env=args["env"], secrets=args["secrets"],
         volumes=args["volumes"], health_spec=args["health"], release_command=args["release"],
         keep=args["keep"], override=args["override"], grace=args["grace"],
-        options=_start_options(args))
+        options=_start_options(args), labels=args["labels"])
     return {"release": to_wire(info)}
+
+
+def op_app_diff(node: Node, call: Call, args: Args) -> Result:
+    """What a deploy of an image with these settings would change in an app."""
+    diff = node.apps.diff(
+        args["app"], args["sha256"], env=args["env"], secrets=args["secrets"],
+        volumes=args["volumes"], health_spec=args["health"],
+        release_command=args["release"], options=_start_options(args),
+        labels=args["labels"])
+    return {"diff": to_wire(diff)}
 
 
 def op_app_rollback(node: Node, call: Call, args: Args) -> Result:
@@ -412,7 +422,10 @@ OPS: Dict[str, Op] = {
         START_OPTIONS, env=(dict, None), secrets=(dict, None), volumes=(dict, None),
         health=(dict, None), release=(Array(str, 256), None),
         keep=(Num(int, 1, 100, "releases"), 3), override=(bool, False),
-        grace=(GRACE, 10.0))),
+        grace=(GRACE, 10.0), labels=(dict, None))),
+    "app.diff": Op(op_app_diff, {"app": str, "sha256": str}, dict(
+        START_OPTIONS, env=(dict, None), secrets=(dict, None), volumes=(dict, None),
+        health=(dict, None), release=(Array(str, 256), None), labels=(dict, None))),
     "app.rollback": Op(op_app_rollback, {"app": str}, {
         "release": (Num(int, 1, INT64_MAX), None), "grace": (GRACE, 10.0)}),
     "release.list": Op(op_app_releases, {"app": str}, {}),

@@ -56,6 +56,8 @@ class NodeFacts(NamedTuple):
     free_bytes: int  # under the state root
     free_inodes: int
     formats: List[str]  # image formats this node can unpack
+    mem_total: int = 0  # bytes of RAM (0: the node did not say; older vzslave)
+    mem_available: int = 0  # bytes a new process could have without swapping
 
 
 class ContainerStatus(NamedTuple):
@@ -95,6 +97,7 @@ class ReleaseInfo(NamedTuple):
     volumes: Dict[str, str]  # volume name -> path in the container
     health: Optional[Dict[str, Any]]  # its health check; None: up for min_uptime
     release_command: Optional[List[str]]  # run once before the switch, if any
+    labels: Dict[str, str] = {}  # the deployer's own marks, as given at deploy
 
 
 class AppInfo(NamedTuple):
@@ -106,6 +109,7 @@ class AppInfo(NamedTuple):
     keep: int  # how many releases deploy keeps
     state: str  # the container's state (ContainerStatus.state), "stopped" if none
     volumes: List[str]  # its volumes' names
+    labels: Dict[str, str] = {}  # its current release's labels
 
 
 class VolumeInfo(NamedTuple):
@@ -125,6 +129,20 @@ class RunResult(NamedTuple):
     status: int  # the shell's convention: N, 128 + signal
     output: str  # stdout and stderr, merged; the end of it when long
     truncated: bool  # the head of a long output was dropped
+
+
+class AppDiff(NamedTuple):
+    """What deploying an image with given settings would change in an app: ``app.diff``."""
+
+    app: str
+    current: Optional[int]  # the release the app's container runs, None before any
+    changes: List[str]  # what differs from that release (DIFF_FIELDS); ["new"] if none
+    state: str  # the container's state (ContainerStatus.state), "stopped" if none
+
+
+# What app.diff compares, in this order: the image's bytes, then the release's settings.
+DIFF_FIELDS = ("image", "env", "secrets", "volumes", "health", "release_command", "options",
+               "labels")
 
 
 def to_wire(record: Any) -> Dict[str, Any]:

@@ -33,7 +33,10 @@ MAX_VARIABLES = 1000  # env entries, and likewise secrets
 MAX_VALUE = 128 * 1024  # bytes of one env or secret value
 MAX_VOLUMES = 64
 MAX_ARGS = 256  # words of a release or one-off command
+MAX_LABELS = 32
+MAX_LABEL_VALUE = 256  # characters
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}\Z")
+_LABEL_NAME = re.compile(r"[a-z0-9][a-z0-9._/-]{0,62}\Z")
 
 
 class Release(NamedTuple):
@@ -51,6 +54,7 @@ class Release(NamedTuple):
     health: Optional[Dict[str, Any]]
     release_command: Optional[List[str]]
     options: Dict[str, Any]  # start options: runtime, runtime_args, log_max, ...
+    labels: Dict[str, str] = {}  # the deployer's own marks (vzmaster's fleet: its name)
 
 
 # -- checking what a deploy asks (before anything changes) ------------------------------
@@ -117,6 +121,24 @@ def check_command(argv: Any, what: str) -> List[str]:
     return list(argv)
 
 
+def check_labels(labels: Dict[str, Any]) -> Dict[str, str]:
+    """``labels`` if there are at most MAX_LABELS, each name lowercase letters, digits and
+    ``._/-`` (64 at most) and each value a string of at most MAX_LABEL_VALUE characters."""
+    if len(labels) > MAX_LABELS:
+        raise BadRequestError("labels: {} given, at most {}".format(len(labels), MAX_LABELS),
+                              {"argument": "labels"})
+    for name, value in labels.items():
+        if not isinstance(name, str) or not _LABEL_NAME.match(name):
+            raise BadRequestError("labels: {!r} is not a label name (lowercase letters, "
+                                  "digits and ._/-, at most 64)".format(name),
+                                  {"argument": "labels"})
+        if not isinstance(value, str) or "\0" in value or len(value) > MAX_LABEL_VALUE:
+            raise BadRequestError("labels: the value of {} must be a string of at most {} "
+                                  "characters without NUL".format(name, MAX_LABEL_VALUE),
+                                  {"argument": "labels", "name": name})
+    return dict(labels)
+
+
 def check_keep(keep: int) -> int:
     """How many releases an app keeps: 1 to MAX_KEEP."""
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= MAX_KEEP:
@@ -170,7 +192,8 @@ def read(directory: str) -> Optional[Release]:
             created=float(value["created"]), env=dict(value.get("env") or {}),
             secrets=list(value.get("secrets") or []), volumes=dict(value.get("volumes") or {}),
             health=value.get("health"), release_command=value.get("release_command"),
-            options=dict(value.get("options") or {}))
+            options=dict(value.get("options") or {}),
+            labels=dict(value.get("labels") or {}))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -181,7 +204,7 @@ def write(release: Release) -> None:
              "sha256": release.sha256, "created": release.created, "env": release.env,
              "secrets": sorted(release.secrets), "volumes": release.volumes,
              "health": release.health, "release_command": release.release_command,
-             "options": release.options}
+             "options": release.options, "labels": release.labels}
     fs.atomic_write(os.path.join(release.directory, RELEASE),
                     json.dumps(value, sort_keys=True, indent=1).encode(), 0o600)
 
@@ -195,6 +218,18 @@ def write_secrets(layout: Layout, app: str, number: int, secrets: Dict[str, str]
     data = b"".join("{}={}".format(name, value).encode("utf-8", "surrogateescape") + b"\0"
                     for name, value in sorted(secrets.items()))
     fs.atomic_write(secret_file(layout, app, number), data, 0o600)
+
+
+def read_secrets(layout: Layout, app: str, number: int) -> Dict[str, str]:
+    """A release's secrets from the store ({} if it has none)."""
+    try:
+        with open(secret_file(layout, app, number), "rb") as source:
+            data = source.read()
+    except FileNotFoundError:
+        return {}
+    pairs = (item.decode("utf-8", "surrogateescape").split("=", 1)
+             for item in data.split(b"\0") if item)
+    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
 
 
 def read_app(layout: Layout, app: str) -> Dict[str, Any]:

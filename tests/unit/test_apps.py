@@ -538,3 +538,63 @@ def test_an_image_that_fails_to_unpack_leaves_no_reserved_release(apps, images, 
     with pytest.raises(BadImageError):
         deploy(apps, "junk.tar")
     assert "deploying" not in app_json(layout) and apps.list() == []
+
+
+# -- labels and diff ------------------------------------------------------------------------
+
+
+def test_labels_are_kept_with_the_release_and_shown_by_the_app_list(apps):
+    info = deploy(apps, labels={"vz.fleet": "shop"})
+    assert info.labels == {"vz.fleet": "shop"}
+    assert apps.releases("web")[0].labels == {"vz.fleet": "shop"}
+    assert apps.list()[0].labels == {"vz.fleet": "shop"}
+
+
+@pytest.mark.parametrize("labels", [{"Fleet": "x"}, {"a b": "x"}, {"fleet": 3},
+                                    {"fleet": "x" * 257},
+                                    {str(n): "x" for n in range(33)}])
+def test_bad_labels_are_refused_before_anything_is_written(apps, layout, labels):
+    with pytest.raises(BadRequestError, match="labels"):
+        deploy(apps, labels=labels)
+    assert app_json(layout) == {}
+
+
+def image_sha(images, name="a.tgz"):
+    return images.get(name).sha256
+
+
+def test_the_diff_of_an_app_without_releases_is_new(apps, images):
+    diff = apps.diff("web", image_sha(images))
+    assert (diff.current, diff.changes, diff.state) == (None, ["new"], "stopped")
+
+
+def test_the_diff_of_the_same_image_and_settings_is_empty(apps, images):
+    deploy(apps, env={"LANG": "C"}, secrets={"TOKEN": SECRET}, volumes={"data": "/data"},
+           labels={"vz.fleet": "shop"}, options={"log_max": 4096})
+    diff = apps.diff("web", image_sha(images), env={"LANG": "C"}, secrets={"TOKEN": SECRET},
+                     volumes={"data": "/data/"}, health_spec=QUICK,
+                     labels={"vz.fleet": "shop"}, options={"log_max": 4096, "syslog": None})
+    assert (diff.current, diff.changes) == (1, [])
+
+
+def test_the_diff_names_each_setting_that_differs(apps, images):
+    deploy(apps, env={"LANG": "C"}, secrets={"TOKEN": SECRET})
+    diff = apps.diff("web", image_sha(images, "b.tgz"), env={"LANG": "C.UTF-8"},
+                     secrets={"TOKEN": "other"}, health_spec={"tcp": 80},
+                     release_command=["/migrate"], options={"log_keep": 1},
+                     labels={"a": "b"}, volumes={"v": "/v"})
+    assert diff.changes == ["image", "env", "secrets", "volumes", "health",
+                            "release_command", "options", "labels"]
+
+
+def test_the_diff_compares_secret_values_without_returning_them(apps, images):
+    deploy(apps, secrets={"TOKEN": SECRET})
+    diff = apps.diff("web", image_sha(images), secrets={"TOKEN": SECRET + "x"},
+                     health_spec=QUICK)
+    assert diff.changes == ["secrets"]
+    assert SECRET not in repr(diff)
+
+
+def test_the_diff_refuses_bad_settings_as_deploy_does(apps, images):
+    with pytest.raises(BadRequestError):
+        apps.diff("web", image_sha(images), env={"1BAD": "x"})

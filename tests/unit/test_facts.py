@@ -47,3 +47,21 @@ def test_node_facts_describe_this_machine(layout):
     assert node.root == layout.root
     assert node.uid == os.geteuid()
     assert "tar" in node.formats and node.free_bytes > 0
+
+
+def test_memory_is_read_from_meminfo_in_bytes(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  524288 kB\nMemFree:  1000 kB\nMemAvailable:  262144 kB\n")
+    assert facts.memory(str(meminfo)) == (512 << 20, 256 << 20)
+
+
+def test_memory_available_on_an_old_kernel_is_free_plus_buffers_plus_cache(tmp_path):
+    """When the kernel predates MemAvailable (OpenVZ 6's 2.6.32), free + buffers +
+    cache stands in for it."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 524288 kB\nMemFree: 100 kB\nBuffers: 20 kB\nCached: 3 kB\n")
+    assert facts.memory(str(meminfo)) == (512 << 20, 123 * 1024)
+
+
+def test_memory_of_an_unreadable_meminfo_is_zero(tmp_path):
+    assert facts.memory(str(tmp_path / "missing")) == (0, 0)
