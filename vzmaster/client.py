@@ -53,6 +53,7 @@ from vzslave.records import (
     AppInfo,
     BundleInfo,
     ContainerStatus,
+    HealthResult,
     ImageInfo,
     NodeFacts,
     PartialInfo,
@@ -355,6 +356,10 @@ class Client:
         if release is not None:
             args["release"] = release
         return from_wire(ReleaseInfo, self._call("app.rollback", **args)["release"])
+
+    def check(self, app: str) -> HealthResult:
+        """``app``'s health check tried once now (no retries)."""
+        return from_wire(HealthResult, self._call("app.check", app=app)["health"])
 
     def apps(self) -> list[AppInfo]:
         """Every app on the node."""

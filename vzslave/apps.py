@@ -36,8 +36,8 @@ from vzslave.errors import (BadRequestError, BusyError, HealthCheckError, NoSuch
                             NoSuchImageError, NoSuchReleaseError, ReleaseCommandError)
 from vzslave.images import ImageStore
 from vzslave.names import validate_name
-from vzslave.records import (DIFF_FIELDS, AppDiff, AppInfo, ReleaseInfo, RunResult,
-                             VolumeInfo)
+from vzslave.records import (DIFF_FIELDS, AppDiff, AppInfo, HealthResult, ReleaseInfo,
+                             RunResult, VolumeInfo)
 from vzslave.releases import Release
 from vzslave.settings import Settings
 from vzslave.states import ContainerState
@@ -163,6 +163,23 @@ class Apps:
         changes += [field for field, old, new in zip(DIFF_FIELDS[1:], have, asked)
                     if old != new]
         return AppDiff(app=app, current=current, changes=changes, state=state)
+
+    def check(self, app: str) -> HealthResult:
+        """The app's health now: its current release's check tried once (no retries, no
+        min_uptime); without a check, whether its container runs."""
+        validate_name("app", app)
+        release = self._current_release(app, self._state(app))
+        statuses = self.containers.status_if_any(app)
+        state = statuses.state if statuses else ContainerState.STOPPED
+        if release is None or state != ContainerState.RUNNING:
+            return HealthResult(app=app, release=release.number if release else None,
+                                passed=False, output="the app is {}".format(state))
+        spec = release.health
+        if spec is None or not set(spec) & {"tcp", "http", "cmd"}:
+            return HealthResult(app=app, release=release.number, passed=True,
+                                output="running (no check declared)")
+        passed, seen = self._probe(release, spec, spec["timeout"])
+        return HealthResult(app=app, release=release.number, passed=passed, output=seen)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -320,23 +337,24 @@ class Apps:
     def _wait_healthy(self, release: Release) -> Tuple[bool, str]:
         spec = release.health
         min_uptime = spec["min_uptime"] if spec else health.DEFAULTS["min_uptime"]
+        return health.wait_healthy(
+            spec, min_uptime, lambda: self.containers.instance(release.app),
+            lambda spec, timeout: self._probe(release, spec, timeout))
+
+    def _probe(self, release: Release, spec: Dict[str, Any],
+               timeout: float) -> Tuple[bool, str]:
+        """One try of a tcp, http or cmd check of ``release``, as it runs now."""
+        if "cmd" in spec:
+            outcome = self._one_off(release, spec["cmd"], timeout)
+            return outcome.status == 0, "{}: {}{}".format(
+                " ".join(spec["cmd"]), outcome.exit,
+                ": " + outcome.output[-500:].strip() if outcome.output.strip() else "")
         plan = plans.load_plan(self.layout.container_dir(release.app)) or {}
-        own_net = any(ns["type"] == "network" for ns in plan.get("namespaces") or ())
-
-        def check(spec: Dict[str, Any], timeout: float) -> Tuple[bool, str]:
-            if "cmd" in spec:
-                outcome = self._one_off(release, spec["cmd"], timeout)
-                return outcome.status == 0, "{}: {}{}".format(
-                    " ".join(spec["cmd"]), outcome.exit,
-                    ": " + outcome.output[-500:].strip() if outcome.output.strip() else "")
-            pid = None
-            if own_net:
-                inside = procs.container_processes(plan["rootfs"])
-                pid = min(inside) if inside else None
-            return health.probe_in(pid, spec, timeout)
-
-        return health.wait_healthy(spec, min_uptime,
-                                   lambda: self.containers.instance(release.app), check)
+        pid = None
+        if any(ns["type"] == "network" for ns in plan.get("namespaces") or ()):
+            inside = procs.container_processes(plan["rootfs"])
+            pid = min(inside) if inside else None
+        return health.probe_in(pid, spec, timeout)
 
     def _unhealthy(self, app: str, number: int, seen: str,
                    restored: Optional[int]) -> HealthCheckError:

@@ -352,6 +352,11 @@ def op_app_diff(node: Node, call: Call, args: Args) -> Result:
     return {"diff": to_wire(diff)}
 
 
+def op_app_check(node: Node, call: Call, args: Args) -> Result:
+    """An app's health check, tried once now."""
+    return {"health": to_wire(node.apps.check(args["app"]))}
+
+
 def op_app_rollback(node: Node, call: Call, args: Args) -> Result:
     """Switch an app back to an earlier release, health-checked."""
     return {"release": to_wire(node.apps.rollback(args["app"], args["release"],
@@ -426,6 +431,7 @@ OPS: Dict[str, Op] = {
     "app.diff": Op(op_app_diff, {"app": str, "sha256": str}, dict(
         START_OPTIONS, env=(dict, None), secrets=(dict, None), volumes=(dict, None),
         health=(dict, None), release=(Array(str, 256), None), labels=(dict, None))),
+    "app.check": Op(op_app_check, {"app": str}, {}),
     "app.rollback": Op(op_app_rollback, {"app": str}, {
         "release": (Num(int, 1, INT64_MAX), None), "grace": (GRACE, 10.0)}),
     "release.list": Op(op_app_releases, {"app": str}, {}),

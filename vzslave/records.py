@@ -140,6 +140,15 @@ class AppDiff(NamedTuple):
     state: str  # the container's state (ContainerStatus.state), "stopped" if none
 
 
+class HealthResult(NamedTuple):
+    """An app's health check tried once: ``app.check``."""
+
+    app: str
+    release: Optional[int]  # the release checked, None before any
+    passed: bool
+    output: str  # what the check saw (the end of a cmd check's output)
+
+
 # What app.diff compares, in this order: the image's bytes, then the release's settings.
 DIFF_FIELDS = ("image", "env", "secrets", "volumes", "health", "release_command", "options",
                "labels")

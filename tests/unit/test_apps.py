@@ -598,3 +598,21 @@ def test_the_diff_compares_secret_values_without_returning_them(apps, images):
 def test_the_diff_refuses_bad_settings_as_deploy_does(apps, images):
     with pytest.raises(BadRequestError):
         apps.diff("web", image_sha(images), env={"1BAD": "x"})
+
+
+def test_the_check_of_a_running_app_without_a_check_passes(apps):
+    deploy(apps)
+    apps.containers.status_if_any = lambda name: type("S", (), {"state": "running"})()
+    result = apps.check("web")
+    assert (result.release, result.passed) == (1, True)
+
+
+def test_the_check_of_a_stopped_app_fails_naming_its_state(apps):
+    deploy(apps)
+    result = apps.check("web")
+    assert (result.passed, result.output) == (False, "the app is stopped")
+
+
+def test_the_check_of_an_unknown_app_says_so(apps):
+    with pytest.raises(NoSuchAppError):
+        apps.check("nope")

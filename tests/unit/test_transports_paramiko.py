@@ -59,3 +59,30 @@ def test_on_an_open_link_a_failure_is_a_lost_connection_saying_what_was_under_wa
 def test_vz_errors_raised_inside_pass_through_unchanged():
     mine = HostKeyError("unknown key")
     assert raised(mine) is mine
+
+
+def test_a_vanished_peer_is_noticed_by_keepalives_and_a_tcp_user_timeout():
+    """When a node's VPS vanishes mid-call (no FIN, no RST), keepalives put bytes in
+    flight and TCP_USER_TIMEOUT drops the link once they stay unacknowledged."""
+    import socket
+
+    from vzmaster.transports import paramiko as transport_module
+
+    class FakeTransport:
+        keepalive = None
+
+        def set_keepalive(self, interval):
+            self.keepalive = interval
+
+    class FakeClient:
+        transport = FakeTransport()
+
+        def get_transport(self):
+            return self.transport
+
+    client = FakeClient()
+    with socket.socket() as sock:
+        transport_module.notice_a_vanished_peer(client, sock)
+        timeout_ms = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+    assert client.transport.keepalive == transport_module.KEEPALIVE
+    assert timeout_ms == transport_module.DEAD_AFTER * 1000
