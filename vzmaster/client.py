@@ -54,6 +54,7 @@ from vzslave.records import (
     BundleInfo,
     ContainerStatus,
     HealthResult,
+    FirewallStatus,
     ImageInfo,
     NodeFacts,
     PartialInfo,
@@ -384,6 +385,33 @@ class Client:
         """Delete volume ``name`` of ``app`` (refused while a running release mounts it)."""
         self._call("volume.remove", app=app, name=name)
 
+    # -- the firewall --------------------------------------------------------
+
+    def firewall(self) -> FirewallStatus:
+        """The node's firewall chain: what vz applied, whether it is active, and its
+        ``drift`` (how it was changed by hand since)."""
+        return from_wire(FirewallStatus, self._call("firewall.status")["firewall"])
+
+    def apply_firewall(self, ports: Sequence[str | tuple[int, str]], ssh_port: int = 22,
+                       backend: str | None = None) -> FirewallStatus:
+        """Make the node's own chain accept SSH and ``ports`` ("8080/tcp", "53/udp",
+        "8080" for tcp, or (8080, "tcp")) and drop every other packet that comes in.
+
+        The port of this SSH session and those the node's sshd listens on always stay
+        open, and ``ssh_port`` too (0: no other). ``backend`` forces "iptables" or
+        "nft" (default: iptables-restore where the node has it, else nft). One
+        transaction: on FirewallError the node's rules are as they were.
+        """
+        args: dict[str, Any] = {"ports": [_port_arg(port) for port in ports],
+                                "ssh_port": ssh_port}
+        if backend is not None:
+            args["backend"] = backend
+        return from_wire(FirewallStatus, self._call("firewall.apply", **args)["firewall"])
+
+    def remove_firewall(self) -> FirewallStatus:
+        """Delete vz's chain and its jump from INPUT (or vz's nft table), and nothing else."""
+        return from_wire(FirewallStatus, self._call("firewall.remove")["firewall"])
+
     # -- calls ---------------------------------------------------------------
 
     def _hello(self) -> NodeInfo:
@@ -582,6 +610,19 @@ def _release_args(method: str, env: dict[str, str] | None, secrets: dict[str, st
         args["release"] = list(release)
     args.update({key: value for key, value in start_options.items() if value is not None})
     return args
+
+
+def _port_arg(port: str | tuple[int, str]) -> dict[str, Any]:
+    """{"port": 8080, "proto": "tcp"} from "8080/tcp", "8080" or (8080, "tcp"); the node
+    checks the range and the protocol."""
+    if isinstance(port, tuple):
+        number, proto = port
+    else:
+        text, _, proto = str(port).partition("/")
+        if not text.strip().isdigit():
+            raise ValueError("a port is 'NUMBER/PROTO' such as '8080/tcp', not {!r}".format(port))
+        number = int(text)
+    return {"port": number, "proto": proto or "tcp"}
 
 
 def _sha256_of(source: BinaryIO, length: int) -> Any:

@@ -112,6 +112,11 @@ class Layout(NamedTuple):
         return os.path.join(self.root, "policy.json")
 
     @property
+    def firewall(self) -> str:
+        """What the node's firewall chain was last asked and applied (vzslave/firewall.py)."""
+        return os.path.join(self.root, "firewall.json")
+
+    @property
     def reserve(self) -> str:
         """Space kept for a stop on a full disk (fs.keep_reserve)."""
         return os.path.join(self.root, ".reserve")

@@ -5,8 +5,8 @@ naming its code, so ``CODE_TO_ERROR`` is found from the subclasses, never listed
 hand. Domain code on the node raises a ``VzError`` subclass; ``server.py`` is the one
 place that turns exceptions into wire errors and the client turns them back
 (``error_from_code``) into the same class. Codes are append-only and grouped by
-decade: 1x protocol, 2x images, 3x bundles and containers, 4x logs, 8x node
-resources, 9x internal. A code this side does not know decodes to plain ``VzError``.
+decade: 1x protocol, 2x images, 3x bundles and containers, 4x logs, 5x the firewall,
+8x node resources, 9x internal. A code this side does not know decodes to plain ``VzError``.
 
 The master hangs its own families under ``Error`` too (the transport errors, the
 build and test-node errors): vzmaster/errors.py draws the whole tree, once.
@@ -50,6 +50,8 @@ class ErrorCode(enum.IntEnum):
     NO_SUCH_RELEASE = 41
     HEALTH_FAILED = 42
     RELEASE_FAILED = 43
+
+    FIREWALL_FAILED = 50
 
     DISK_FULL = 80
     PERMISSION_DENIED = 81
@@ -249,6 +251,17 @@ class ReleaseCommandError(VzError):
     """
 
     code = ErrorCode.RELEASE_FAILED
+
+
+class FirewallError(VzError):
+    """The node's firewall tool failed, is missing, or vz's chain is not vz's to change.
+
+    ``details``: ``tool``, ``exit`` and ``stderr`` when a tool failed (a failed
+    transaction changed nothing, as the message says); ``missing`` (the tools to
+    install) when there is none.
+    """
+
+    code = ErrorCode.FIREWALL_FAILED
 
 
 class DiskFullError(VzError):

@@ -6,6 +6,7 @@ whatever a handler raises into a wire error. docs/protocol.md documents each op.
 """
 
 import math
+import os
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from vzslave.apps import Apps
@@ -14,6 +15,7 @@ from vzslave.config import MAX_IMAGE_SIZE, Layout, Limits
 from vzslave.containers import Containers
 from vzslave.errors import BadRequestError, VersionMismatchError
 from vzslave.facts import node_facts
+from vzslave.firewall import BACKENDS, MAX_PORTS, PROTOS, Firewall
 from vzslave.images import ImageStore
 from vzslave.plans import MAX_RUNTIME_ARGS, RUNTIMES
 from vzslave.protocol import MAX_DATA, MAX_FRAME, MAX_ITEMS, SUPPORTED_VERSIONS
@@ -32,6 +34,7 @@ class Node:
         self.bundles.in_use = self.containers.trees_in_use
         self.bundles.forget = self.containers.forget
         self.apps = Apps(layout, self.images, self.bundles, self.containers)
+        self.firewall = Firewall(layout)
 
 
 class Call:
@@ -97,7 +100,13 @@ class Choice(NamedTuple):
     values: Tuple[str, ...]
 
 
-Spec = Union[type, Num, Array, Fixed, Choice]  # a plain type (str, bool, ...): its type only
+class Map(NamedTuple):
+    """A map argument with exactly the keys of ``fields``, the value of key k ``fields[k]``."""
+
+    fields: Dict[str, Any]  # Specs
+
+
+Spec = Union[type, Num, Array, Fixed, Choice, Map]  # a plain type (str, bool, ...): its type only
 
 
 class Op(NamedTuple):
@@ -141,6 +150,14 @@ def _checked(what: str, key: str, value: Any, spec: Spec) -> Any:
             raise BadRequestError("{} must be one of {}, not {!r}".format(
                 what, ", ".join(spec.values), value), {"argument": key})
         return value
+    if isinstance(spec, Map):
+        value = _checked(what, key, value, dict)
+        if set(value) != set(spec.fields):
+            raise BadRequestError("{} must be a map of exactly {}, not of {}".format(
+                what, ", ".join(sorted(spec.fields)),
+                ", ".join(sorted(map(str, value))) or "nothing"), {"argument": key})
+        return {name: _checked("{}.{}".format(what, name), key, value[name], item_spec)
+                for name, item_spec in spec.fields.items()}
     if isinstance(spec, (Array, Fixed)):
         value = _checked(what, key, value, list)
         if isinstance(spec, Fixed) and len(value) != len(spec.items):
@@ -187,7 +204,7 @@ def _wire_type(value: Any) -> str:
 
 
 _TYPE_WORDS = {str: "a string", int: "an integer", bool: "a boolean", list: "an array",
-               float: "a number"}
+               float: "a number", dict: "a map"}
 _WIRE_WORDS = {type(None): "nil", bool: "a boolean", int: "an integer", float: "a float",
                str: "a string", bytes: "binary", list: "an array", dict: "a map"}
 
@@ -395,6 +412,24 @@ def op_app_volume_remove(node: Node, call: Call, args: Args) -> Result:
     return {}
 
 
+def op_firewall_apply(node: Node, call: Call, args: Args) -> Result:
+    """Make the node's firewall chain accept SSH and the declared ports, and drop the rest."""
+    return {"firewall": to_wire(node.firewall.apply(
+        args["ports"], args["ssh_port"], args["backend"], os.environ.get("SSH_CONNECTION")))}
+
+
+def op_firewall_status(node: Node, call: Call, args: Args) -> Result:
+    """The node's firewall chain: what vz applied, whether it is active, its drift."""
+    return {"firewall": to_wire(node.firewall.status())}
+
+
+def op_firewall_remove(node: Node, call: Call, args: Args) -> Result:
+    """Delete vz's chain and its jump (or vz's nft table); nothing else."""
+    return {"firewall": to_wire(node.firewall.remove())}
+
+
+PORT = Map({"port": Num(int, 1, 65535), "proto": Choice(PROTOS)})
+
 START_OPTIONS: Dict[str, Tuple[Spec, Any]] = {
     "runtime": (Choice(RUNTIMES), None),
     "runtime_args": (Array(str, MAX_RUNTIME_ARGS), None),
@@ -442,4 +477,8 @@ OPS: Dict[str, Op] = {
         "timeout": (Num(float, 0.1, 86400, "seconds"), 600.0)}),
     "volume.list": Op(op_app_volumes, {"app": str}, {}),
     "volume.remove": Op(op_app_volume_remove, {"app": str, "name": str}, {}),
+    "firewall.apply": Op(op_firewall_apply, {"ports": Array(PORT, MAX_PORTS)}, {
+        "ssh_port": (Num(int, 0, 65535), 22), "backend": (Choice(BACKENDS), None)}),
+    "firewall.status": Op(op_firewall_status, {}, {}),
+    "firewall.remove": Op(op_firewall_remove, {}, {}),
 }

@@ -154,6 +154,18 @@ DIFF_FIELDS = ("image", "env", "secrets", "volumes", "health", "release_command"
                "labels")
 
 
+class FirewallStatus(NamedTuple):
+    """The node's firewall chain (vzslave/firewall.py): what vz applied, and how it stands."""
+
+    backend: Optional[str]  # "iptables" or "nft"; None where the node has neither tool
+    active: bool  # vz's chain is there and INPUT goes through it (nft: its table is hooked)
+    ports: List[str]  # the declared ports vz opened: "8080/tcp", ...
+    ssh_ports: List[int]  # the SSH ports it keeps open
+    drift: List[str]  # how the chain differs from what vz applied, in words; [] if not at all
+    applied: Optional[float]  # unix time of the last apply; None if none stands
+    families: List[str] = []  # "ipv4", "ipv6": what the applied chain covers
+
+
 def to_wire(record: Any) -> Dict[str, Any]:
     """The wire map of a record."""
     return dict(record._asdict())

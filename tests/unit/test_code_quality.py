@@ -11,7 +11,7 @@ import pytest
 from vzslave import oci
 from vzslave.config import Layout, Limits
 from vzslave.errors import ErrorCode
-from vzslave.handlers import OPS, Array, Fixed, Node, Num
+from vzslave.handlers import OPS, Array, Fixed, Map, Node, Num
 from vzslave.protocol import Cancel, Data, Decoder, Request, encode
 from vzslave.server import serve
 
@@ -60,7 +60,8 @@ def test_the_protocol_reference_documents_every_op():
 
 def documented_ranges():
     """(op, argument, is_float, min, max) for each row of the numeric arguments table."""
-    rows = re.findall(r"^\| `([a-z.]+)` \| `([a-z_]+(?:\[\d*\])?)` \| (\w+) \| ([\d.]+) \| "
+    rows = re.findall(r"^\| `([a-z.]+)` \| `([a-z_]+(?:\[\d*\])?(?:\.[a-z_]+)?)` \| (\w+) \| "
+                      r"([\d.]+) \| "
                       r"([\d.]+) \|", protocol_doc(), re.M)
     return {(op, arg, kind == "float", float(low), float(high))
             for op, arg, kind, low, high in rows}
@@ -78,6 +79,9 @@ def schema_ranges():
         elif isinstance(spec, Fixed):
             for index, item in enumerate(spec.items):
                 walk(op_name, "{}[{}]".format(name, index), item)
+        elif isinstance(spec, Map):
+            for key, item in spec.fields.items():
+                walk(op_name, "{}.{}".format(name, key), item)
 
     for op_name, op in OPS.items():
         for name, spec in op.required.items():

@@ -6,7 +6,7 @@ import pytest
 
 from vzslave.config import MAX_IMAGE_SIZE
 from vzslave.errors import BadRequestError, VersionMismatchError
-from vzslave.handlers import OPS, Array, Fixed, Num, check_args, choose_version
+from vzslave.handlers import OPS, Array, Fixed, Map, Num, check_args, choose_version
 
 
 def test_optional_arguments_get_their_defaults():
@@ -104,6 +104,9 @@ def test_every_number_in_every_schema_has_a_finite_range():
             yield from numbers(spec.item)
         elif isinstance(spec, Fixed):
             for item in spec.items:
+                yield from numbers(item)
+        elif isinstance(spec, Map):
+            for item in spec.fields.values():
                 yield from numbers(item)
         else:
             assert spec not in (int, float), "a bare number type has no range"
