@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import Callable, Sequence
 
-from vzmaster import views
+from vzmaster import fleetcli, views
 from vzmaster.appcli import add_commands as add_app_commands
 from vzmaster.client import Client
 from vzmaster.errors import TransportError
@@ -210,11 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep printing new lines until interrupted")
     add_app_commands(add)
     add_build_commands(commands)
+    fleetcli.add_commands(commands)
+    # One argument: the fleet form (``logs APP``: every replica); two: one node's.
+    for name, fleet_func in (("logs", fleetcli.cmd_logs),
+                             ("releases", fleetcli.cmd_releases),
+                             ("rollback", fleetcli.cmd_rollback)):
+        sub = commands.choices[name]
+        for action in sub._actions:  # noqa: SLF001 (argparse has no API to relax one)
+            if action.dest == "app":
+                action.nargs = "?"
+        fleetcli.add_fleet_form(sub, fleet_func)
     return parser
 
 
 def ssh_options(args: argparse.Namespace, host: str) -> SSHOptions:
-    """How to reach ``host``, from the connection options of the command line."""
+    """How to reach ``host``: a node of vz.yml (-c, $VZ_CONFIG or found here or above)
+    with the command line's options over its own, or a host name as given."""
+    if vz_yml_may_name(host):
+        options = fleetcli.node_options(args, host)
+        if options is not None:
+            return options
     return SSHOptions(host, user=args.user, port=args.port, key_filename=args.identity,
                       known_hosts=args.known_hosts, trust_new_host=args.trust_new_host,
                       via=args.via, connect_timeout=args.timeout)
@@ -257,8 +272,25 @@ def run(args: argparse.Namespace, host: str, output: Output) -> int:
     return shown.status
 
 
+def vz_yml_may_name(host: str) -> bool:
+    """Whether ``host`` could be a node name of vz.yml (not local[:ROOT], not user@host)."""
+    return not host.startswith("local") and "@" not in host
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command on each of its hosts; the worst exit status."""
+    fleet_run = getattr(args, "fleet_run", None)
+    if fleet_run is None and getattr(args, "fleet_form", None) and args.app is None:
+        fleet_run = args.fleet_form
+    if fleet_run is not None:
+        try:
+            status: int = fleet_run(args)
+        except Error as exc:
+            from vzmaster.fleet.config import ConfigError
+
+            print("vzmaster: " + describe(exc), file=sys.stderr)
+            return fleetcli.EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_REMOTE
+        return status
     hosts = [h for h in args.host.split(",") if h] if args.on_node else [""]
     together = len(hosts) > 1 and bool(getattr(args, "follow", False))
     output = Output(json_mode=args.json, hosts=hosts, together=together)

@@ -291,3 +291,22 @@ def test_a_killed_runner_takes_its_boxes_and_the_next_hub_sweeps_its_netns(hub, 
     sweep_stale()
     assert not [n for n in netns_names() if n.startswith(prefix + "-")]
     assert not glob.glob(os.path.join(tempfile.gettempdir(), f"{prefix}-*"))
+
+
+def test_a_vanished_box_answers_nothing_not_even_a_reset(make_box):
+    gone = make_box()
+    gone.vanish()
+    assert not gone.running()
+    with pytest.raises(OSError):
+        gone.connect(timeout=1)
+    gone.close()
+
+
+def test_a_disconnected_box_runs_on_unreachable_until_reconnected(make_box):
+    cut = make_box()
+    cut.disconnect()
+    with pytest.raises(OSError):
+        cut.connect(timeout=1)
+    assert cut.running()
+    cut.reconnect()
+    cut.connect().close()

@@ -559,6 +559,22 @@ class Box:
         if self._console is not None:
             self._console.stop()
 
+    def vanish(self) -> None:
+        """The VPS and its vendor are gone: a power cut (``kill``) and its network deleted,
+        so its address answers nothing, not even a reset."""
+        self.kill()
+        if os.path.exists(f"/run/netns/{self.netns}"):
+            host.run(["ip", "netns", "del", self.netns])
+
+    def disconnect(self) -> None:
+        """A network partition: the box runs on, but nothing reaches it (its hub-side veth
+        is down, so packets are dropped, not refused)."""
+        host.run(["ip", "-n", self.hub.netns, "link", "set", f"vb{self.index}", "down"])
+
+    def reconnect(self) -> None:
+        """End a ``disconnect``."""
+        host.run(["ip", "-n", self.hub.netns, "link", "set", f"vb{self.index}", "up"])
+
     def close(self) -> None:
         """Kill the box, delete its netns and state dir; idempotent."""
         with self._lock:
