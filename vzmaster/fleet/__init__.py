@@ -1,0 +1,1 @@
+"""The fleet: vz.yml (config, inventory), placement, plan, deploy."""
