@@ -23,7 +23,11 @@ setup(
     extras_require={
         # The master side (vzmaster) needs Python 3.9+.
         # Building images (vzmaster build): ELF reading, zstd packing.
-        "master": ["paramiko>=3.2", "cryptography>=41", "pyelftools>=0.29", "zstandard>=0.22"],
+        # The fleet (vz.yml): YAML, its checking, the terminal output.
+        "master": ["paramiko>=3.2", "cryptography>=41", "pyelftools>=0.29", "zstandard>=0.22",
+                   "pyyaml>=5.4", "pydantic>=2.5", "rich>=13"],
+        # vz.yml's inventory: an Ansible inventory, read by ansible-core itself.
+        "ansible": ["ansible-core>=2.14"],
         # Only on nodes whose PID 1 ignores /etc/inittab (systemd, upstart): the
         # vz supervisor of initscripts/ daemonises with it.
         "supervisor": ["python-daemon>=2.2"],
@@ -31,6 +35,7 @@ setup(
             "paramiko>=3.2", "cryptography>=41", "pytest>=7", "hypothesis>=6",
             "pytest-mock>=3", "mypy>=1.8", "ruff>=0.4", "vermin>=1.6",
             "types-paramiko", "zstandard>=0.22", "python-daemon>=2.2", "pyelftools>=0.29",
+            "pyyaml>=5.4", "pydantic>=2.5", "rich>=13", "types-PyYAML", "ansible-core>=2.14",
         ],
     },
     entry_points={

@@ -9,6 +9,8 @@ import pytest
 
 import vzmaster
 from vzmaster import errors
+from vzmaster.fleet.config import ConfigError
+from vzmaster.fleet.inventory import InventoryError
 from vzmaster.imaging.errors import BuildError
 from vzmaster.testing.box import BoxError
 from vzslave.errors import Error, VzError
@@ -19,7 +21,8 @@ EXPORTED_ERRORS = sorted(name for name in vzmaster.__all__
                          and issubclass(getattr(vzmaster, name), BaseException))
 
 
-@pytest.mark.parametrize("family", [VzError, errors.TransportError, BuildError, BoxError],
+@pytest.mark.parametrize("family", [VzError, errors.TransportError, BuildError, ConfigError,
+                                    InventoryError, BoxError],
                          ids=lambda c: c.__name__)
 def test_every_family_hangs_straight_from_the_one_root(family):
     assert family.__bases__ == (Error,)
@@ -35,7 +38,8 @@ def test_the_tree_drawn_in_the_docstring_names_every_family_and_transport_error(
     transport_errors = [value.__name__ for value in vars(errors).values()
                         if isinstance(value, type) and issubclass(value, Error)
                         and value is not Error]
-    for name in transport_errors + ["Error", "VzError", "BuildError", "BoxError"]:
+    for name in transport_errors + ["Error", "VzError", "BuildError", "ConfigError",
+                                    "InventoryError", "BoxError"]:
         assert "── " + name + " " in drawn, name
 
 
