@@ -130,8 +130,8 @@ def test_the_count_is_met_when_enough_eligible_nodes_answer(fleet):
     reachable = {node.name for node in candidates}
     for demand in demands:
         available = len(set(demand.eligible) & reachable)
-        assert len(placed.nodes[demand.app]) == min(demand.count, available)
-        assert placed.short.get(demand.app, 0) == demand.count - min(demand.count, available)
+        assert len(placed.nodes[demand.app]) == min(demand.replicas, available)
+        assert placed.short.get(demand.app, 0) == demand.replicas - min(demand.replicas, available)
 
 
 @settings(max_examples=300, deadline=None)
@@ -143,7 +143,7 @@ def test_nodes_that_run_an_app_keep_it_up_to_its_count(fleet):
         running = [node.name for node in candidates
                    if demand.app in node.runs and node.name in demand.eligible]
         kept = [node for node in placed.nodes[demand.app] if node in running]
-        assert len(kept) == min(len(running), demand.count)
+        assert len(kept) == min(len(running), demand.replicas)
 
 
 @settings(max_examples=200, deadline=None)

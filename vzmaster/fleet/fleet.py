@@ -210,6 +210,10 @@ class Fleet:
         states = self.survey({})
         rows: list[Replica] = []
 
+        def health_of(node: str, name: str) -> str:
+            result = self._call(node, lambda c: c.check(name))
+            return "passing" if result.passed else "failing: " + result.output
+
         def node_rows(state: NodeState) -> list[Replica]:
             found = []
             for name, info in sorted(state.apps.items()):
@@ -220,10 +224,7 @@ class Fleet:
                     continue
                 status = state.statuses.get(name)
                 release = self._release(state.name, name, info.current)
-                health = ""
-                if check:
-                    result = self._call(state.name, lambda c: c.check(name))
-                    health = "passing" if result.passed else "failing: " + result.output
+                health = health_of(state.name, name) if check else ""
                 found.append(_replica(name, state.name, info.current, release, status,
                                       info.state, health))
             return found
@@ -338,9 +339,7 @@ class Fleet:
                 assert image is not None
                 events.stage(node, app, "push", "{} bytes".format(image.size))
                 try:
-                    self._call(node, lambda c: c.upload_image(
-                        image.path, image.name,
-                        progress=lambda done, total: events.progress(node, app, done, total)))
+                    self._upload(node, app, image, events)
                 except Error as exc:
                     lost = isinstance(exc, TransportError)
                     outcomes.append(Outcome(node, app, "push", "lost" if lost else "failed",
@@ -353,6 +352,12 @@ class Fleet:
 
         list(self._each(list(wanted), push_node))
         return pushed
+
+    def _upload(self, node: str, app: str, image: images.LocalImage, events: Events) -> None:
+        def progress(done: int, total: int) -> None:
+            events.progress(node, app, done, total)
+
+        self._call(node, lambda c: c.upload_image(image.path, image.name, progress=progress))
 
     def _roll_app(self, app: str, plan: Plan, want: Desired | None,
                   pushed: set[tuple[str, str]], override: bool,
