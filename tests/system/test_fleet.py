@@ -16,6 +16,7 @@ import pytest
 
 from tests import tarballs as tb
 from tests.system.conftest import ROOT
+from tests.system.test_firewall import reachable, serve
 from vzmaster import Client
 from vzmaster.fleet import Events, Fleet, load_config
 
@@ -343,3 +344,26 @@ def test_the_nodes_that_do_not_answer_are_reported_within_the_timeout(nodes):
     done = nodes.cli("plan", "--connect-timeout", "2")
     assert "? n1 did not answer" in done.stdout
     assert time.monotonic() - started < 15
+
+
+def test_the_firewall_opens_the_ports_of_the_apps_placed_there_and_keeps_ssh(nodes):
+    box = nodes.boxes["n1"]
+    serve(box, 9090)  # something of the node's own, not declared by any app
+    web_image(nodes.directory, "v1")
+    app = web_app().replace("replicas: 2", "nodes: [n1]")
+    nodes.write(app, top="")
+    path = os.path.join(str(nodes.directory), "vz.yml")
+    text = open(path).read().replace("  n1: {{host: {}}}".format(box.ip),
+                                     "  n1: {{host: {}, firewall: true}}".format(box.ip))
+    with open(path, "w") as config:
+        config.write(text)
+    nodes.cli("deploy")
+    assert reachable(box, PORT) and not reachable(box, 9090) and reachable(box, 22)
+    assert "firewall" not in nodes.cli("plan").stdout  # as applied: no drift
+    box.exec(["iptables", "-I", "VZ-INPUT", "1", "-p", "tcp", "--dport", "9090",
+              "-j", "ACCEPT"])
+    assert "! firewall on n1: edited by hand" in nodes.cli("plan").stdout
+    with open(path, "w") as config:
+        config.write(text.replace(", firewall: true", ""))
+    done = nodes.cli("deploy")
+    assert reachable(box, 9090), done.stdout + done.stderr
