@@ -16,6 +16,7 @@ gets a ``Call`` (its arguments, host and output), returns what it shows
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import queue
@@ -273,8 +274,13 @@ def run(args: argparse.Namespace, host: str, output: Output) -> int:
 
 
 def vz_yml_may_name(host: str) -> bool:
-    """Whether ``host`` could be a node name of vz.yml (not local[:ROOT], not user@host)."""
-    return not host.startswith("local") and "@" not in host
+    """Whether ``host`` could be a node name of vz.yml: not local[:ROOT], not user@host,
+    not an IP address (so a broken vz.yml nearby never stands in the way of one)."""
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        return not host.startswith("local") and "@" not in host
 
 
 def dispatch(args: argparse.Namespace) -> int:

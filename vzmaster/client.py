@@ -66,6 +66,7 @@ from vzslave.records import (
 )
 
 Progress = Callable[[int, int], None]  # (bytes the node holds, total bytes)
+Steps = Callable[[str, str], None]  # (stage, detail) of a deploy or rollback on the node
 
 _HASH_BLOCK = 1024 * 1024
 _START_OPTIONS = {"runtime", "runtime_args", "log_max", "log_keep", "syslog", "monitor"}
@@ -313,7 +314,8 @@ class Client:
                secrets: dict[str, str] | None = None, volumes: dict[str, str] | None = None,
                health: dict[str, Any] | None = None, release: Sequence[str] | None = None,
                keep: int = 3, override: bool = False, grace: float = 10.0,
-               labels: dict[str, str] | None = None, **start_options: Any) -> ReleaseInfo:
+               labels: dict[str, str] | None = None, progress: Steps | None = None,
+               **start_options: Any) -> ReleaseInfo:
         """Deploy image ``image`` (already on the node) as ``app``'s next release.
 
         The node unpacks it, runs ``release`` (a command, e.g. migrations) once in it,
@@ -323,6 +325,8 @@ class Client:
         is set over the image's environment; ``secrets`` likewise, but kept out of every
         file, listing and log; ``volumes`` maps names to paths in the container.
         ``labels`` are the caller's own marks, kept with the release (the fleet's name).
+        ``progress(stage, detail)`` hears each step as the node starts it: unpack,
+        release, switch, health.
         ``start_options``: runtime, runtime_args, log_max, log_keep, syslog, monitor.
         """
         args = _release_args("deploy", env, secrets, volumes, health, release, labels,
@@ -330,7 +334,8 @@ class Client:
         args.update(app=app, image=image, keep=keep, grace=float(grace))
         if override:
             args["override"] = True
-        return from_wire(ReleaseInfo, self._call("app.deploy", **args)["release"])
+        return from_wire(ReleaseInfo,
+                         self._call_with_steps("app.deploy", progress, **args)["release"])
 
     def diff(self, app: str, sha256: str, *, env: dict[str, str] | None = None,
              secrets: dict[str, str] | None = None, volumes: dict[str, str] | None = None,
@@ -350,13 +355,14 @@ class Client:
                 for item in self._call("release.list", app=app)["releases"]]
 
     def rollback(self, app: str, release: int | None = None,
-                 grace: float = 10.0) -> ReleaseInfo:
+                 grace: float = 10.0, progress: Steps | None = None) -> ReleaseInfo:
         """Switch ``app`` to ``release`` (default: the one before the current one),
-        health-checked as a deploy; nothing is transferred."""
+        health-checked as a deploy; nothing is transferred. ``progress`` as for deploy."""
         args: dict[str, Any] = {"app": app, "grace": float(grace)}
         if release is not None:
             args["release"] = release
-        return from_wire(ReleaseInfo, self._call("app.rollback", **args)["release"])
+        return from_wire(ReleaseInfo,
+                         self._call_with_steps("app.rollback", progress, **args)["release"])
 
     def check(self, app: str) -> HealthResult:
         """``app``'s health check tried once now (no retries)."""
@@ -428,6 +434,23 @@ class Client:
         with self._call_scope():
             self._send(Request(call_id, op, args))
             return self._result(self._receive())
+
+    def _call_with_steps(self, op: str, progress: Steps | None,
+                         **args: Any) -> dict[str, Any]:
+        """A call whose node may stream its steps (``STAGE\tDETAIL`` lines) before the
+        result; asked for only when someone listens, so older nodes are called as before."""
+        if progress is None:
+            return self._call(op, **args)
+        self._finish_stream()
+        with self._call_scope():
+            self._send(Request(next(self._ids), op, dict(args, progress=True)))
+            while True:
+                frame = self._receive()
+                if not isinstance(frame, Data):
+                    return self._result(frame)
+                for line in frame.data.decode("utf-8", "replace").splitlines():
+                    stage, _, detail = line.partition("\t")
+                    progress(stage, detail)
 
     @contextlib.contextmanager
     def _call_scope(self) -> Iterator[None]:

@@ -26,7 +26,7 @@ is removed if it never ran.
 """
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vzslave import fs, health, logs, oneoff, plans, procs, releases
 from vzslave.bundles import BundleStore
@@ -44,6 +44,9 @@ from vzslave.states import ContainerState
 
 LOG_TAIL = 20  # log lines a HEALTH_FAILED error carries
 RELEASE_TIMEOUT = 600.0  # seconds a release command may run
+# The steps a deploy (unpack, release, switch, health) or a rollback (switch, health)
+# reports as it starts each, to a client that asked (app.deploy's ``progress``).
+Report = Optional[Callable[[str, str], None]]
 
 
 class Apps:
@@ -65,8 +68,11 @@ class Apps:
                release_command: Optional[List[str]] = None, keep: int = releases.DEFAULT_KEEP,
                override: bool = False, grace: float = DEFAULT_GRACE,
                options: Optional[Dict[str, Any]] = None,
-               labels: Optional[Dict[str, Any]] = None) -> ReleaseInfo:
-        """Unpack ``image`` as the app's next release and switch to it once healthy."""
+               labels: Optional[Dict[str, Any]] = None,
+               report: Report = None) -> ReleaseInfo:
+        """Unpack ``image`` as the app's next release and switch to it once healthy;
+        ``report(stage, detail)`` hears each step as it starts (STAGES)."""
+        say = report or _silent
         validate_name("app", app)
         validate_name("image", image)
         asked = _checked(env, secrets, volumes, health_spec, release_command, options, labels)
@@ -84,15 +90,19 @@ class Apps:
             releases.write_app(self.layout, app, state)
             fs.checkpoint(self.layout.root, "reserved")
             try:
+                say("unpack", "release {} from {}".format(number, image))
                 release = self._unpack(app, number, image, image_info.sha256, env,
                                        secret_values, volume_map, spec, command, options,
                                        label_map)
                 fs.checkpoint(self.layout.root, "published")
                 if command is not None:
+                    say("release", " ".join(command))
                     self._release_command(release, command)
                 fs.checkpoint(self.layout.root, "release-command")
+                say("switch", "release {}".format(number))
                 self._switch(release, grace, override)
                 fs.checkpoint(self.layout.root, "switched")
+                say("health", _describe_check(spec))
                 passed, seen = self._wait_healthy(release)
                 fs.checkpoint(self.layout.root, "checked")
                 if not passed:
@@ -112,7 +122,7 @@ class Apps:
             return self._info(app, number, number)
 
     def rollback(self, app: str, release: Optional[int] = None,
-                 grace: float = DEFAULT_GRACE) -> ReleaseInfo:
+                 grace: float = DEFAULT_GRACE, report: Report = None) -> ReleaseInfo:
         """Switch the app to ``release`` (default: the newest older than the current one),
         health-checked as a deploy; nothing is transferred or unpacked."""
         validate_name("app", app)
@@ -129,7 +139,10 @@ class Apps:
                         "{})".format(app, current, _listed(kept)), {"releases": kept})
                 release = older[0]
             target = self._release(app, release)
+            say = report or _silent
+            say("switch", "release {}".format(release))
             self._switch(target, grace, override=False)
+            say("health", _describe_check(target.health))
             passed, seen = self._wait_healthy(target)
             if not passed:
                 raise self._unhealthy(app, release, seen, self._restore(app, current, grace))
@@ -507,6 +520,19 @@ class Apps:
     def _lock(self, app: str) -> Any:
         return fs.exclusive_lock(os.path.join(self.layout.locks, "app-{}.lock".format(app)),
                                  "app {!r}".format(app), blocking=False)
+
+
+def _silent(stage: str, detail: str) -> None:
+    """A report nobody hears."""
+
+
+def _describe_check(spec: Optional[Dict[str, Any]]) -> str:
+    if not spec:
+        return "up for {:g} s".format(health.DEFAULTS["min_uptime"])
+    kind = next((key for key in ("tcp", "http", "cmd") if key in spec), None)
+    what = "up for {:g} s".format(spec["min_uptime"]) if kind is None else "{} {}".format(
+        kind, " ".join(spec[kind]) if kind == "cmd" else spec[kind])
+    return "{}, within {:g} s".format(what, spec["timeout"]) if kind else what
 
 
 def _checked(env: Optional[Dict[str, Any]], secrets: Optional[Dict[str, Any]],

@@ -81,7 +81,8 @@ ENDS_SESSION = (ErrorCode.BAD_FRAME, ErrorCode.FRAME_TOO_LARGE, ErrorCode.VERSIO
 FATAL_ERROR = (NODE, "fatal error")
 
 # The shapes of calls: the ops that stream, and which way; any other op is a plain call.
-STREAMS = {"image.put": CLIENT_STREAM, "container.logs": NODE_STREAM}
+STREAMS = {"image.put": CLIENT_STREAM, "container.logs": NODE_STREAM,
+           "app.deploy": NODE_STREAM, "app.rollback": NODE_STREAM}
 HELLO_OP = "hello"
 
 # Who sends each type of frame (data goes either way).

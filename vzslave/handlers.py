@@ -355,8 +355,20 @@ def op_app_deploy(node: Node, call: Call, args: Args) -> Result:
         args["app"], args["image"], env=args["env"], secrets=args["secrets"],
         volumes=args["volumes"], health_spec=args["health"], release_command=args["release"],
         keep=args["keep"], override=args["override"], grace=args["grace"],
-        options=_start_options(args), labels=args["labels"])
+        options=_start_options(args), labels=args["labels"], report=_reporter(call, args))
     return {"release": to_wire(info)}
+
+
+def _reporter(call: Call, args: Args) -> Optional[Callable[[str, str], None]]:
+    """With ``progress``, each step of a deploy or rollback as a data frame: the UTF-8
+    line ``STAGE\tDETAIL\n``, sent as the step starts."""
+    if not args["progress"]:
+        return None
+
+    def report(stage: str, detail: str) -> None:
+        call.send("{}\t{}\n".format(stage, detail.replace("\n", " ")).encode("utf-8"))
+
+    return report
 
 
 def op_app_diff(node: Node, call: Call, args: Args) -> Result:
@@ -377,7 +389,7 @@ def op_app_check(node: Node, call: Call, args: Args) -> Result:
 def op_app_rollback(node: Node, call: Call, args: Args) -> Result:
     """Switch an app back to an earlier release, health-checked."""
     return {"release": to_wire(node.apps.rollback(args["app"], args["release"],
-                                                  args["grace"]))}
+                                                  args["grace"], _reporter(call, args)))}
 
 
 def op_app_releases(node: Node, call: Call, args: Args) -> Result:
@@ -462,13 +474,14 @@ OPS: Dict[str, Op] = {
         START_OPTIONS, env=(dict, None), secrets=(dict, None), volumes=(dict, None),
         health=(dict, None), release=(Array(str, 256), None),
         keep=(Num(int, 1, 100, "releases"), 3), override=(bool, False),
-        grace=(GRACE, 10.0), labels=(dict, None))),
+        grace=(GRACE, 10.0), labels=(dict, None), progress=(bool, False))),
     "app.diff": Op(op_app_diff, {"app": str, "sha256": str}, dict(
         START_OPTIONS, env=(dict, None), secrets=(dict, None), volumes=(dict, None),
         health=(dict, None), release=(Array(str, 256), None), labels=(dict, None))),
     "app.check": Op(op_app_check, {"app": str}, {}),
     "app.rollback": Op(op_app_rollback, {"app": str}, {
-        "release": (Num(int, 1, INT64_MAX), None), "grace": (GRACE, 10.0)}),
+        "release": (Num(int, 1, INT64_MAX), None), "grace": (GRACE, 10.0),
+        "progress": (bool, False)}),
     "release.list": Op(op_app_releases, {"app": str}, {}),
     "app.list": Op(op_app_list, {}, {}),
     "app.remove": Op(op_app_remove, {"app": str}, {"volumes": (bool, False),

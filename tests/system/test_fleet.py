@@ -367,3 +367,19 @@ def test_the_firewall_opens_the_ports_of_the_apps_placed_there_and_keeps_ssh(nod
         config.write(text.replace(", firewall: true", ""))
     done = nodes.cli("deploy")
     assert reachable(box, 9090), done.stdout + done.stderr
+
+
+def test_a_line_the_administrator_disabled_is_shown_left_alone_and_restored_on_override(
+        nodes):
+    deployed(nodes)
+    name = sorted(nodes.serving())[0]
+    box = nodes.boxes[name]
+    box.exec(["sed", "-i", r"s|^\([^#].*/bin/vzrun web\)$|#\1|", "/etc/inittab"])
+    box.reload_init()
+    plan = nodes.cli("plan").stdout
+    assert "! web on {}: leave".format(name) in plan
+    nodes.cli("deploy")
+    assert "#" in [line for line in box.read_file("/etc/inittab").decode().splitlines()
+                   if "vzrun web" in line][0]
+    nodes.cli("deploy", "--override")
+    assert name in nodes.serving()

@@ -616,3 +616,17 @@ def test_the_check_of_a_stopped_app_fails_naming_its_state(apps):
 def test_the_check_of_an_unknown_app_says_so(apps):
     with pytest.raises(NoSuchAppError):
         apps.check("nope")
+
+
+def test_a_deploy_reports_each_step_as_it_starts(apps):
+    steps = []
+    deploy(apps, release_command=None, report=lambda stage, detail: steps.append(stage))
+    assert steps == ["unpack", "switch", "health"]
+
+
+def test_a_rollback_reports_the_switch_and_the_check(apps):
+    deploy(apps)
+    deploy(apps)
+    steps = []
+    apps.rollback("web", report=lambda stage, detail: steps.append((stage, detail)))
+    assert steps == [("switch", "release 1"), ("health", "up for 0 s")]

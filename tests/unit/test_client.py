@@ -545,3 +545,32 @@ def test_a_closed_client_says_so(client):
     client.close()
     with pytest.raises(ConnectionLostError, match="closed"):
         client.images()
+
+
+def stepping(node, call, args):
+    """app.deploy as a node that reports two steps when asked, then answers."""
+    if args["progress"]:
+        call.send(b"unpack\trelease 1 from a.tar\n")
+        call.send(b"health\thttp http://127.0.0.1/, within 30 s\n")
+    return {"release": {"app": "web", "release": 1, "image": "a.tar", "sha256": "0" * 64,
+                        "created": 1.0, "current": True, "env": [], "secrets": [],
+                        "volumes": {}, "health": None, "release_command": None}}
+
+
+def test_deploy_with_progress_hears_each_step_the_node_streams(client, answer):
+    answer("app.deploy", stepping)
+    steps = []
+    info = client.deploy("web", "a.tar", progress=lambda stage, detail: steps.append(
+        (stage, detail)))
+    assert steps == [("unpack", "release 1 from a.tar"),
+                     ("health", "http http://127.0.0.1/, within 30 s")]
+    assert info.release == 1 and info.labels == {}
+    assert client.images() == []  # the session goes on
+
+
+def test_deploy_without_progress_asks_for_no_steps(client, answer):
+    asked = []
+    answer("app.deploy", lambda node, call, args: asked.append(args["progress"]) or stepping(
+        node, call, args))
+    client.deploy("web", "a.tar")
+    assert asked == [False]

@@ -63,3 +63,10 @@ def test_a_rollback_with_no_node_running_the_app_says_so(config):
 def test_parallel_must_be_positive(config):
     with pytest.raises(ValueError):
         Fleet(config, parallel=0)
+
+
+def test_an_image_file_that_cannot_be_read_is_refused_naming_the_app(config, tmp_path):
+    (tmp_path / "web.tar").unlink()
+    with Fleet(config, connector=unreachable) as fleet:
+        with pytest.raises(FleetError, match="app web: cannot read its image .*web.tar"):
+            fleet.deploy()

@@ -1,6 +1,7 @@
 """The fleet commands' own parts: the plan as text, exit statuses, node names as HOST."""
 
 import argparse
+import io
 
 from vzmaster import fleetcli
 from vzmaster.cli import parse_args
@@ -67,3 +68,35 @@ def test_without_a_vz_yml_host_is_a_host(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VZ_CONFIG", raising=False)
     assert fleetcli.node_options(parse_args(["hello", "fra1"]), "fra1") is None
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_progress_is_a_live_table_of_nodes_and_apps():
+    screen = Terminal()
+    with fleetcli.progress_for(screen) as events:
+        assert isinstance(events, fleetcli.LiveProgress)
+        events.stage("fra1", "web", "push", "2767554 bytes")
+        events.progress("fra1", "web", 1_000_000, 2_767_554)
+        events.stage("ams1", "web", "health", "http http://127.0.0.1:8080/, within 20 s")
+    drawn = screen.getvalue()
+    assert "fra1" in drawn and "1.0/2.8 MB" in drawn and "ams1" in drawn and "health" in drawn
+
+
+def test_elsewhere_progress_is_a_plain_line_per_stage():
+    stream = io.StringIO()
+    with fleetcli.progress_for(stream) as events:
+        events.stage("fra1", "web", "deploy", "image, env\nmore")
+        events.progress("fra1", "web", 1, 2)
+        events.stage("", "web", "build")
+    assert stream.getvalue() == "fra1 web: deploy image, env\nweb: build\n"
+
+
+def test_an_ip_address_as_host_never_reads_vz_yml():
+    from vzmaster.cli import vz_yml_may_name
+
+    assert not vz_yml_may_name("203.0.113.10") and not vz_yml_may_name("2001:db8::1")
+    assert not vz_yml_may_name("local:/tmp/x") and vz_yml_may_name("fra1")

@@ -44,6 +44,7 @@ from vzslave.records import ContainerStatus, ReleaseInfo
 T = TypeVar("T")
 Connector = Callable[[str, SSHOptions], Client]
 DEFAULT_PARALLEL = 8
+DEFAULT_GRACE = 10.0  # seconds between TERM and KILL, for an app vz.yml no longer has
 
 
 class FleetError(Error):
@@ -103,8 +104,7 @@ class Fleet:
 
     def __init__(self, config: FleetConfig, *, connect_timeout: float | None = None,
                  parallel: int = DEFAULT_PARALLEL, connector: Connector | None = None,
-                 digests: DigestCache | None = None,
-                 environ: dict[str, str] | None = None) -> None:
+                 digests: DigestCache | None = None) -> None:
         if parallel < 1:
             raise ValueError("parallel must be at least 1")
         self.config = config
@@ -113,7 +113,6 @@ class Fleet:
         self._connector = connector or (lambda name, options: Client(
             options=options, digests=self._digests))
         self._digests = digests or DigestCache()
-        self._environ = environ
         self._clients: dict[str, Client] = {}
         self._errors: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -182,7 +181,8 @@ class Fleet:
 
         def one(node: str) -> Outcome:
             events.stage(node, app, "rollback")
-            info = self._call(node, lambda c: c.rollback(app, to, grace=spec.grace))
+            info = self._call(node, lambda c: c.rollback(
+                app, to, grace=spec.grace, progress=self._steps(node, app, events)))
             return Outcome(node, app, "rollback", "ok", "release {}".format(info.release))
 
         outcomes = self._batches(app, nodes, spec.max_unavailable, "rollback", one, events)
@@ -362,52 +362,52 @@ class Fleet:
     def _roll_app(self, app: str, plan: Plan, want: Desired | None,
                   pushed: set[tuple[str, str]], override: bool,
                   events: Events) -> list[Outcome]:
-        steps = [step for step in plan.steps if step.app == app]
-        outcomes: list[Outcome] = []
+        """One app's steps: new replicas at once, stopped ones started, running ones
+        replaced ``max_unavailable`` at a time; surplus removed once none failed."""
+        steps = {step.node: step for step in plan.steps if step.app == app}
         spec = self.config.apps.get(app)
-        grace = spec.grace if spec else 10.0
+        grace = spec.grace if spec else DEFAULT_GRACE
+        outcomes: list[Outcome] = []
         if want is not None and spec is not None:
-            def change(step: Step) -> Outcome:
-                if (step.node, app) not in pushed:
-                    return Outcome(step.node, app, step.action, "skipped",
-                                   "its image is not on the node")
-                image = want.image
-                assert image is not None
-                events.stage(step.node, app, "deploy", ", ".join(step.reasons))
-                info = self._call(step.node, lambda c: c.deploy(
-                    app, image.name, keep=spec.keep,
-                    override=override, grace=grace, **want.settings))
-                events.stage(step.node, app, "healthy", "release {}".format(info.release))
-                return Outcome(step.node, app, step.action, "ok",
-                               "release {}".format(info.release))
+            def deploy(node: str) -> Outcome:
+                return self._deploy_one(steps[node], want, spec, override,
+                                        (node, app) in pushed, events)
 
-            adds = [s.node for s in steps if s.action == ADD]
-            starts = [s for s in steps if s.action == START]
-            rolling = [s.node for s in steps if s.action == REPLACE]
-            by_node = {s.node: s for s in steps}
-            outcomes += self._batches(app, adds, len(adds) or 1, ADD,
-                                      lambda node: change(by_node[node]), events)
-            for step in starts:
-                outcomes.append(self._start(step, grace, events))
-            if not [o for o in outcomes if o.result == "failed"]:
-                outcomes += self._batches(app, rolling, spec.max_unavailable, REPLACE,
-                                          lambda node: change(by_node[node]), events)
-        removals = [s for s in steps if s.action == REMOVE]
-        if [o for o in outcomes if o.result in ("failed", "lost")]:
-            outcomes += [Outcome(s.node, app, REMOVE, "skipped",
-                                 "kept while the rollout is incomplete") for s in removals]
-            return outcomes
+            adds = [node for node, step in steps.items() if step.action == ADD]
+            outcomes += self._batches(app, adds, len(adds), ADD, deploy, events)
+            outcomes += [self._start(step, grace, events) for step in steps.values()
+                         if step.action == START]
+            if not any(o.result == "failed" for o in outcomes):
+                outcomes += self._batches(app, [node for node, step in steps.items()
+                                                if step.action == REPLACE],
+                                          spec.max_unavailable, REPLACE, deploy, events)
+        removals = [node for node, step in steps.items() if step.action == REMOVE]
+        if any(o.result in ("failed", "lost") for o in outcomes):
+            return outcomes + [Outcome(node, app, REMOVE, "skipped", "kept while the "
+                                       "rollout is incomplete") for node in removals]
 
         def remove(node: str) -> Outcome:
-            events.stage(node, app, "remove", by_node_reason[node])
+            why = steps[node].reasons[0] if steps[node].reasons else "surplus"
+            events.stage(node, app, "remove", why)
             self._call(node, lambda c: c.remove_app(app, volumes=False, grace=grace))
-            return Outcome(node, app, REMOVE, "ok", "removed ({}); volumes kept".format(
-                by_node_reason[node]))
+            return Outcome(node, app, REMOVE, "ok", "removed ({}); volumes kept".format(why))
 
-        by_node_reason = {s.node: s.reasons[0] if s.reasons else "" for s in removals}
-        outcomes += self._batches(app, [s.node for s in removals], len(removals) or 1,
-                                  REMOVE, remove, events)
-        return outcomes
+        return outcomes + self._batches(app, removals, len(removals), REMOVE, remove, events)
+
+    def _deploy_one(self, step: Step, want: Desired, spec: AppSpec, override: bool,
+                    pushed: bool, events: Events) -> Outcome:
+        """The node-side deploy of one replica (its steps reported as events)."""
+        image = want.image
+        if not pushed or image is None:
+            return Outcome(step.node, step.app, step.action, "skipped",
+                           "its image is not on the node")
+        events.stage(step.node, step.app, "deploy", ", ".join(step.reasons))
+        info = self._call(step.node, lambda c: c.deploy(
+            step.app, image.name, keep=spec.keep, override=override, grace=spec.grace,
+            progress=self._steps(step.node, step.app, events), **want.settings))
+        events.stage(step.node, step.app, "healthy", "release {}".format(info.release))
+        return Outcome(step.node, step.app, step.action, "ok", "release {}".format(
+            info.release))
 
     def _start(self, step: Step, grace: float, events: Events) -> Outcome:
         """A replica stopped by hand runs its current release again, health-checked."""
@@ -415,11 +415,21 @@ class Fleet:
         try:
             current = self._call(step.node, lambda c: next(
                 (r.release for r in c.releases(step.app) if r.current), None))
-            info = self._call(step.node, lambda c: c.rollback(step.app, current, grace=grace))
+            info = self._call(step.node, lambda c: c.rollback(
+                step.app, current, grace=grace,
+                progress=self._steps(step.node, step.app, events)))
         except Error as exc:
             return _failed(step.node, step.app, START, exc, events)
         events.stage(step.node, step.app, "healthy", "release {}".format(info.release))
         return Outcome(step.node, step.app, START, "ok", "release {}".format(info.release))
+
+    @staticmethod
+    def _steps(node: str, app: str, events: Events) -> Callable[[str, str], None]:
+        """The node's steps of a deploy or rollback (unpack, switch, health) as events."""
+        def step(stage: str, detail: str) -> None:
+            events.stage(node, app, stage, detail)
+
+        return step
 
     def _batches(self, app: str, nodes: Sequence[str], size: int, action: str,
                  one: Callable[[str], Outcome], events: Events) -> list[Outcome]:
@@ -427,8 +437,9 @@ class Fleet:
         after a batch with a failure the rest are skipped (a lost node is no failure of
         the app: the rollout goes on without it)."""
         outcomes: list[Outcome] = []
-        for start in range(0, len(nodes), max(size, 1)):
-            batch = nodes[start:start + max(size, 1)]
+        size = max(size, 1)
+        for start in range(0, len(nodes), size):
+            batch = nodes[start:start + size]
 
             def guarded(node: str) -> Outcome:
                 try:
@@ -480,24 +491,35 @@ class Fleet:
 
     def _desired(self, build: bool, events: Events,
                  only: Iterable[str] | None = None) -> dict[str, Desired]:
-        """Every declared app's release settings and image; images of the apps in
-        ``only`` (default all) are built when their inputs changed, with ``build``."""
+        """Every declared app's placement needs; for the apps in ``only`` (default all)
+        also their image (built when its inputs changed, with ``build``) and settings."""
         wanted = set(self.config.apps if only is None else only)
         found = {}
         for name, spec in self.config.apps.items():
             image: images.LocalImage | None = None
-            if spec.image is not None:
-                image = images.file_image(name, spec.image, self._digests)
-            elif spec.build is not None:
-                image = images.cached_build(self.config.directory, name, spec.build)
-                if image is None and build and name in wanted:
-                    events.stage("", name, "build")
-                    image = images.build(self.config.directory, name, spec.build)
-                    events.stage("", name, "built", "{} bytes".format(image.size))
+            settings: dict[str, Any] = {}
+            if name in wanted:
+                image = self._image(spec, build, events)
+                settings = self._settings(spec)
             found[name] = Desired(
-                name, image, self._settings(spec), self.config.wanted_count(name),
+                name, image, settings, self.config.wanted_count(name),
                 tuple(self.config.eligible_nodes(name)), tuple(str(p) for p in spec.ports))
         return found
+
+    def _image(self, spec: AppSpec, build: bool, events: Events) -> images.LocalImage | None:
+        if spec.image is not None:
+            try:
+                return images.file_image(spec.name, spec.image, self._digests)
+            except OSError as exc:
+                raise FleetError("app {}: cannot read its image {}: {}".format(
+                    spec.name, spec.image, exc.strerror or exc)) from exc
+        assert spec.build is not None
+        image = images.cached_build(self.config.directory, spec.name, spec.build)
+        if image is None and build:
+            events.stage("", spec.name, "build")
+            image = images.build(self.config.directory, spec.name, spec.build)
+            events.stage("", spec.name, "built", "{} bytes".format(image.size))
+        return image
 
     def _settings(self, spec: AppSpec) -> dict[str, Any]:
         settings: dict[str, Any] = dict(spec.start)
