@@ -25,7 +25,9 @@ setup(
         # Building images (vzmaster build): ELF reading, zstd packing.
         # The fleet (vz.yml): YAML, its checking, the terminal output.
         "master": ["paramiko>=3.2", "cryptography>=41", "pyelftools>=0.29", "zstandard>=0.22",
-                   "pyyaml>=5.4", "pydantic>=2.5", "rich>=13"],
+                   "pyyaml>=5.4", "pydantic>=2.5", "rich>=13",
+                   # node add writes vz.yml keeping its comments: a round-trip YAML.
+                   "ruamel.yaml>=0.17"],
         # vz.yml's inventory: an Ansible inventory, read by ansible-core itself.
         "ansible": ["ansible-core>=2.14"],
         # Only on nodes whose PID 1 ignores /etc/inittab (systemd, upstart): the
@@ -36,6 +38,7 @@ setup(
             "pytest-mock>=3", "mypy>=1.8", "ruff>=0.4", "vermin>=1.6",
             "types-paramiko", "zstandard>=0.22", "python-daemon>=2.2", "pyelftools>=0.29",
             "pyyaml>=5.4", "pydantic>=2.5", "rich>=13", "types-PyYAML", "ansible-core>=2.14",
+            "ruamel.yaml>=0.17",
         ],
     },
     entry_points={

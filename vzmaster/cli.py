@@ -24,7 +24,7 @@ import sys
 import threading
 from typing import Callable, Sequence
 
-from vzmaster import fleetcli, views
+from vzmaster import fleetcli, nodecli, views
 from vzmaster.appcli import add_commands as add_app_commands
 from vzmaster.client import Client
 from vzmaster.errors import TransportError
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_app_commands(add)
     add_build_commands(commands)
     fleetcli.add_commands(commands)
+    nodecli.add_commands(commands)
     # One argument: the fleet form (``logs APP``: every replica); two: one node's.
     for name, fleet_func in (("logs", fleetcli.cmd_logs),
                              ("releases", fleetcli.cmd_releases),
@@ -285,12 +286,16 @@ def vz_yml_may_name(host: str) -> bool:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command on each of its hosts; the worst exit status."""
+    node_run = getattr(args, "node_run", None)
+    if node_run is not None:
+        status: int = node_run(args)
+        return status
     fleet_run = getattr(args, "fleet_run", None)
     if fleet_run is None and getattr(args, "fleet_form", None) and args.app is None:
         fleet_run = args.fleet_form
     if fleet_run is not None:
         try:
-            status: int = fleet_run(args)
+            status = fleet_run(args)
         except Error as exc:
             from vzmaster.fleet.config import ConfigError
 

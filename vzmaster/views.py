@@ -31,7 +31,7 @@ def facts(facts: NodeFacts) -> View:
         "free_bytes": facts.free_bytes, "free_inodes": facts.free_inodes,
         "formats": facts.formats, "mem_total": facts.mem_total,
         "mem_available": facts.mem_available}
-    text = "\n".join("{:12} {}".format(key, value) for key, value in fields.items())
+    text = "\n".join("{:13} {}".format(key, value) for key, value in fields.items())
     return View(fields, {key: str(value) for key, value in fields.items()}, text)
 
 

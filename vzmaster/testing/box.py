@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import concurrent.futures
+import glob
 import os
 import re
 import shlex
@@ -131,8 +132,16 @@ class Hub:
 
     def box(self, init: str = "busybox", inittab: Sequence[str] = (), disk_size: str = "512m",
             vzslave_command: str | None = None, ready_timeout: float = 10.0,
-            init_path: str | None = None) -> Box:
-        """Start a box, wait until ``ssh true`` works; on failure clean up, raise BoxError."""
+            init_path: str | None = None, root_password: str | None = None,
+            sshd_include: bool = True) -> Box:
+        """Start a box, wait until ``ssh true`` works; on failure clean up, raise BoxError.
+
+        With ``root_password`` the box is a VPS as its activation email leaves it: root
+        logs in with that password (no key is authorized), sshd has no vzslave
+        Subsystem, and the system Python sees no site-packages (no msgpack, no vz).
+        ``sshd_include=False`` leaves the ``Include sshd_config.d`` line out of its
+        sshd_config, as on sshd before 7.3.
+        """
         if init not in INITS:
             raise BoxError(f"unknown init {init!r}; expected one of {INITS}")
         if not _SIZE.fullmatch(disk_size):
@@ -149,6 +158,8 @@ class Hub:
                 raise BoxError(f"all {MAX_BOXES} box addresses are in use")
             self._cursor = index
             box = self._boxes[index] = Box(self, index, init)
+            box.root_password = root_password
+            box.sshd_include = sshd_include
         try:
             box._start(list(inittab), disk_size, vzslave_command, ready_timeout, init_path)
             with self._lock:
@@ -231,6 +242,8 @@ class Box:
         self._lock = threading.Lock()
         self._ready = False
         self._closed = False
+        self.root_password: str | None = None  # a fresh VPS: password login, no vz
+        self.sshd_include = True
 
     def __enter__(self) -> Box:  # noqa: PYI034 (typing.Self is 3.11+)
         return self
@@ -297,9 +310,18 @@ class Box:
         put(seed, "etc/ssh/sshd_config", self._sshd_config())
         put(seed, "etc/ssh/ssh_host_ed25519_key", Path(hub.host_key).read_bytes(), 0o600)
         put(seed, "etc/ssh/ssh_host_ed25519_key.pub", Path(hub.host_key + ".pub").read_bytes())
-        put(seed, "etc/ssh/authorized_keys_root", Path(hub.client_key + ".pub").read_bytes())
         shadow = Path("/etc/shadow").read_text()
-        if re.search(r"^root:!", shadow, re.MULTILINE):
+        if self.root_password is not None:
+            hashed = host.run(["openssl", "passwd", "-6", "-stdin"],
+                              input=self.root_password.encode()).decode().strip()
+            shadow = re.sub(r"^root:[^:]*:", lambda _: "root:{}:".format(hashed), shadow,
+                            flags=re.MULTILINE)
+            host.put_file(seed, "etc/shadow", shadow, 0o640)
+            os.chown(seed / "etc/shadow", 0, os.stat("/etc/shadow").st_gid)
+            host.mkdirs(seed, "etc/ssh/sshd_config.d")
+        else:
+            put(seed, "etc/ssh/authorized_keys_root", Path(hub.client_key + ".pub").read_bytes())
+        if self.root_password is None and re.search(r"^root:!", shadow, re.MULTILINE):
             # With UsePAM no, sshd refuses a "!"-locked root even with a valid key
             # (Ubuntu-style hosts); "*" still forbids passwords but allows keys.
             unlocked = re.sub(r"^root:![^:]*:", "root:*:", shadow, flags=re.MULTILINE)
@@ -316,6 +338,23 @@ class Box:
         return init_argv
 
     def _sshd_config(self) -> str:
+        if self.root_password is not None:
+            return "\n".join([
+                f"# {self.name}: written by vzmaster.testing.box: a fresh VPS, root's password.",
+                *(["Include /etc/ssh/sshd_config.d/*.conf"] if self.sshd_include else []),
+                "Port 22",
+                "HostKey /etc/ssh/ssh_host_ed25519_key",
+                "PidFile /run/sshd.pid",
+                "UsePAM no",
+                "UseDNS no",
+                "PermitRootLogin yes",
+                "PasswordAuthentication yes",
+                "KbdInteractiveAuthentication no",
+                "PrintMotd no",
+                "MaxStartups 100",
+                "MaxSessions 100",
+                "Subsystem sftp internal-sftp",
+                ""])
         return "\n".join([
             f"# {self.name}: written by vzmaster.testing.box. Key auth only; one host key per hub.",
             "Port 22",
@@ -385,6 +424,12 @@ class Box:
         ]
         for path in binds:
             lines += [f'mkdir -p "$R"{q(path)}', f'mount -o bind,ro {q(path)} "$R"{q(path)}']
+        if self.root_password is not None:
+            # No vz and no msgpack for the system's Python: its site-packages are empty.
+            for path in sorted(set(glob.glob("/usr/local/lib/python3*/dist-packages")
+                                   + glob.glob("/usr/lib/python3*/dist-packages")
+                                   + glob.glob("/usr/lib/python3*/site-packages"))):
+                lines.append(f'mount -t tmpfs -o size=1m,mode=755 hidden "$R"{q(path)}')
         lines += [
             'mkdir "$R/.oldroot"',
             'cd "$R"',
@@ -419,16 +464,25 @@ class Box:
 
     def _wait_ready(self, deadline: float) -> None:
         # A refused connect costs microseconds, an ssh attempt ~0.4 s: poll TCP
-        # first, then prove a key login.
+        # first, then prove a key login (a fresh VPS has none: its banner will do).
         while True:
             self._check_alive()
             try:
-                self.connect(timeout=0.5).close()
-                break
+                sock = self.connect(timeout=0.5)
+                try:
+                    sock.settimeout(max(0.5, deadline - time.monotonic()))
+                    banner = sock.recv(64)
+                finally:
+                    sock.close()
+                if banner.startswith(b"SSH-"):
+                    break
             except OSError:
-                if time.monotonic() > deadline:
-                    raise BoxError(self._report("sshd never listened on :22")) from None
-                time.sleep(0.01)
+                pass
+            if time.monotonic() > deadline:
+                raise BoxError(self._report("sshd never answered on :22")) from None
+            time.sleep(0.01)
+        if self.root_password is not None:
+            return
         while True:
             try:
                 done = self.ssh("true", check=False, timeout=max(1.0, deadline - time.monotonic()))

@@ -15,7 +15,7 @@ import getpass
 import os
 import select
 import socket
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import paramiko
 
@@ -55,10 +55,12 @@ def _known_hosts_name(host: str, port: int) -> str:
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """Refuse unknown keys with advice, or trust them on first use and record them."""
 
-    def __init__(self, trust_new_host: bool, known_hosts: str, port: int) -> None:
+    def __init__(self, trust_new_host: bool, known_hosts: str, port: int,
+                 on_new_key: Callable[[str, str], None] | None = None) -> None:
         self.trust_new_host = trust_new_host
         self.known_hosts = known_hosts
         self.port = port
+        self.on_new_key = on_new_key
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
@@ -74,6 +76,8 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         directory = os.path.dirname(self.known_hosts)
         if directory:
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        if self.on_new_key is not None:
+            self.on_new_key(hostname, "{} {}".format(key.get_name(), fingerprint))
         line = "{} {} {}\n".format(hostname, key.get_name(), key.get_base64())
         fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -100,41 +104,10 @@ class ParamikoTransport(Transport):
     @classmethod
     def connect(cls, options: SSHOptions) -> ParamikoTransport:
         """Log in to ``options.host`` (a name or an alias of ~/.ssh/config), start vzslave."""
-        entry = _config_entry(options.host, options.ssh_config)
-        hostname = entry.get("hostname", options.host)
-        port = options.port or int(entry.get("port", 22))
-        user = options.user or entry.get("user") or getpass.getuser()
-        keys = list(options.key_files)
-        keys += [os.path.expanduser(k) for k in entry.get("identityfile", [])
-                 if os.path.exists(os.path.expanduser(k))]
-        known_hosts = options.known_hosts
-        if known_hosts is None:
-            listed = entry.get("userknownhostsfile", "~/.ssh/known_hosts").split()
-            known_hosts = os.path.expanduser(listed[0])
-        trust = options.trust_new_host or entry.get("stricthostkeychecking", "") in _TOFU_VALUES
-        label = "{}@{}".format(user, options.host)
-        timeout = options.connect_timeout
-
-        client = paramiko.SSHClient()
+        client, label = login(options)
         try:
-            with paramiko_errors(label, hostname):
-                if os.path.exists("/etc/ssh/ssh_known_hosts"):
-                    client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
-                if os.path.exists(known_hosts):
-                    client.load_host_keys(known_hosts)
-                client.set_missing_host_key_policy(_HostKeyPolicy(trust, known_hosts, port))
-                sock = options.sock
-                if sock is None:
-                    sock = open_socket(hostname, port, entry.get("proxycommand"), timeout)
-                elif isinstance(sock, socket.socket) and sock.family != socket.AF_UNIX:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                client.connect(
-                    hostname, port, username=user, password=options.password,
-                    key_filename=keys or None,  # type: ignore[arg-type]  # paramiko takes lists
-                    timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
-                    transport_factory=fast_transport)
-                notice_a_vanished_peer(client, sock)
-                channel = _start_vzslave(client, label, timeout)
+            with paramiko_errors(label, options.host):
+                channel = _start_vzslave(client, label, options.connect_timeout)
         except BaseException:
             client.close()
             raise
@@ -189,6 +162,56 @@ class ParamikoTransport(Transport):
             if self._client is not None:
                 self._client.close()
         self._wait_for_stderr(5)
+
+
+def login(options: SSHOptions,
+           on_new_key: Callable[[str, str], None] | None = None) -> tuple[paramiko.SSHClient, str]:
+    """An SSH session logged in as ``options`` say (keys, or a password: paramiko tries
+    keyboard-interactive with it where the server offers only that), and its label
+    ("user@host"). ``on_new_key(hostname, fingerprint)`` hears a key trusted on first use."""
+    entry = _config_entry(options.host, options.ssh_config)
+    hostname = entry.get("hostname", options.host)
+    port = options.port or int(entry.get("port", 22))
+    user = options.user or entry.get("user") or getpass.getuser()
+    keys = list(options.key_files)
+    keys += [os.path.expanduser(k) for k in entry.get("identityfile", [])
+             if os.path.exists(os.path.expanduser(k))]
+    known_hosts = options.known_hosts
+    if known_hosts is None:
+        listed = entry.get("userknownhostsfile", "~/.ssh/known_hosts").split()
+        known_hosts = os.path.expanduser(listed[0])
+    trust = options.trust_new_host or entry.get("stricthostkeychecking", "") in _TOFU_VALUES
+    label = "{}@{}".format(user, options.host)
+    timeout = options.connect_timeout
+
+    client = paramiko.SSHClient()
+    try:
+        with paramiko_errors(label, hostname):
+            if os.path.exists("/etc/ssh/ssh_known_hosts"):
+                client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+            if os.path.exists(known_hosts):
+                client.load_host_keys(known_hosts)
+            client.set_missing_host_key_policy(
+                _HostKeyPolicy(trust, known_hosts, port, on_new_key))
+            sock = options.sock
+            if sock is None:
+                sock = open_socket(hostname, port, entry.get("proxycommand"), timeout)
+            elif isinstance(sock, socket.socket) and sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A password alone: no key files or agent tried first (each refusal counts
+            # against sshd's MaxAuthTries).
+            only_password = options.password is not None and not keys
+            client.connect(
+                hostname, port, username=user, password=options.password,
+                key_filename=keys or None,  # type: ignore[arg-type]  # paramiko takes lists
+                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock,
+                transport_factory=fast_transport, look_for_keys=not only_password,
+                allow_agent=not only_password)
+            notice_a_vanished_peer(client, sock)
+    except BaseException:
+        client.close()
+        raise
+    return client, label
 
 
 @contextlib.contextmanager

@@ -1,0 +1,194 @@
+"""``vzmaster node add`` against fresh VPS in boxes (busybox init and sysvinit): root's
+password only, no authorized key, no vz, a system Python with no site-packages (so no
+msgpack). Run as the command, in the hub's network namespace, as a user would."""
+
+import os
+import subprocess
+import sys
+
+import paramiko
+import pytest
+
+from tests import tarballs as tb
+from vzmaster.testing.box import Box
+
+PASSWORD = "correct horse battery staple"
+VZMASTER = os.path.join(os.path.dirname(sys.executable), "vzmaster")
+
+
+class Project:
+    """A directory with a vz.yml that knows the hub's key, and its own known_hosts."""
+
+    def __init__(self, box: Box, directory):
+        self.box, self.directory = box, str(directory)
+        self.known_hosts = os.path.join(self.directory, "known_hosts")
+        self.config = os.path.join(self.directory, "vz.yml")
+        with open(self.config, "w") as config:
+            config.write("# the fleet\nssh: {{key: {}, known_hosts: known_hosts}}\n".format(
+                box.hub.client_key))
+        self.password_file = os.path.join(self.directory, "password")
+        with open(self.password_file, "w") as secret:
+            secret.write(PASSWORD + "\n")
+
+    def vzmaster(self, *args, check=True):
+        done = subprocess.run(["ip", "netns", "exec", self.box.hub.netns, VZMASTER, *args],
+                              cwd=self.directory, capture_output=True, text=True, timeout=120)
+        if check and done.returncode != 0:
+            pytest.fail("vzmaster {} exited {}:\n{}{}".format(
+                " ".join(args), done.returncode, done.stdout, done.stderr))
+        return done
+
+    def add(self, *extra, check=True):
+        return self.vzmaster("node", "add", "n1", self.box.ip, "--password-file",
+                             self.password_file, *extra, check=check)
+
+    def password_login(self, password=PASSWORD):
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect(self.box.ip, username="root", password=password,
+                           sock=self.box.connect(), look_for_keys=False, allow_agent=False)
+        finally:
+            client.close()
+
+
+@pytest.fixture(params=["busybox", "sysv"])
+def fresh(request, make_box, tmp_path):
+    return Project(make_box(init=request.param, root_password=PASSWORD), tmp_path)
+
+
+def test_node_add_makes_a_fresh_vps_a_node_that_takes_a_deploy(fresh):
+    done = fresh.add()
+    assert "new host key" in done.stdout and "SHA256:" in done.stdout
+    assert "nodes:\n  n1: {host: " + fresh.box.ip + "}" in open(fresh.config).read()
+    assert open(fresh.config).read().startswith("# the fleet\n")
+    with open(os.path.join(fresh.directory, "web.tar"), "wb") as image:
+        image.write(tb.busybox_image(["sh", "-c", "echo up > /www/index.html; "
+                                      "exec httpd -f -p 8080 -h /www"],
+                                     tb.directory("rootfs/www")))
+    with open(fresh.config, "a") as config:
+        config.write("apps:\n  web: {image: web.tar, health: {tcp: 8080}}\n")
+    fresh.vzmaster("deploy")
+    assert "running" in fresh.vzmaster("status", "n1").stdout
+
+
+def test_node_add_again_changes_nothing_and_says_so(fresh):
+    fresh.add()
+    before = fresh.box.read_file("/etc/ssh/sshd_config.d/vzslave.conf")
+    again = fresh.add()
+    assert "nothing to change" in again.stdout
+    assert "changed:" not in again.stdout
+    assert fresh.box.read_file("/root/.ssh/authorized_keys").count(b"\n") == 1
+    assert fresh.box.read_file("/etc/ssh/sshd_config.d/vzslave.conf") == before
+
+
+def test_disable_password_login_refuses_the_password_and_keeps_the_key(fresh):
+    fresh.add("--disable-password-login")
+    with pytest.raises(paramiko.AuthenticationException):
+        fresh.password_login()
+    assert "version" in fresh.vzmaster("hello", "n1").stdout
+
+
+def test_an_sshd_without_include_gets_a_marked_block(make_box, tmp_path):
+    old = Project(make_box(root_password=PASSWORD, sshd_include=False), tmp_path)
+    old.add()
+    config = old.box.read_file("/etc/ssh/sshd_config").decode()
+    assert config.startswith("# BEGIN vz") and "Subsystem vzslave /usr/local/bin/vzslave" in config
+    assert old.box.read_file("/etc/ssh/sshd_config.vz-backup")
+    old.vzmaster("hello", "n1")
+
+
+def test_a_broken_sshd_config_is_restored_and_ssh_still_works(make_box, tmp_path):
+    broken = Project(make_box(root_password=PASSWORD, sshd_include=False), tmp_path)
+    box = broken.box
+    config = box.read_file("/etc/ssh/sshd_config") + b"NoSuchSshdOption yes\n"
+    box.write_file("/etc/ssh/sshd_config", config)
+    done = broken.add(check=False)
+    assert done.returncode == 1
+    assert "sshd -t refused" in done.stderr and "NoSuchSshdOption" in done.stderr
+    assert box.read_file("/etc/ssh/sshd_config") == config
+    broken.password_login()
+
+
+def test_a_wrong_password_is_one_line_and_changes_nothing(fresh):
+    with open(fresh.password_file, "w") as secret:
+        secret.write("wrong\n")
+    done = fresh.add(check=False)
+    assert done.returncode == 3
+    assert len(done.stderr.strip().splitlines()) == 1 and "login refused" in done.stderr
+    assert fresh.box.exec(["test", "-e", "/usr/local/lib/vz"], check=False).returncode == 1
+    assert "n1" not in open(fresh.config).read()
+
+
+def test_a_host_key_that_changed_is_refused(fresh):
+    with open(fresh.known_hosts, "w") as known:
+        known.write("{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9o"
+                    "kWi0dh2l9GKJl\n".format(fresh.box.ip))
+    done = fresh.add(check=False)
+    assert done.returncode == 3 and "CHANGED" in done.stderr
+
+
+@pytest.fixture
+def three(make_box, tmp_path):
+    """Three fresh VPS added as n1, n2, n3 of one vz.yml (busybox, sysv, busybox)."""
+    boxes = [make_box(init=init, root_password=PASSWORD) for init in ("busybox", "sysv",
+                                                                     "busybox")]
+    project = Project(boxes[0], tmp_path)
+    for index, box in enumerate(boxes, 1):
+        project.vzmaster("node", "add", "n{}".format(index), box.ip, "--password-file",
+                         project.password_file)
+    project.boxes = boxes
+    return project
+
+
+def plant_old_agent(box):
+    """The agent as an earlier node add left it: another zipapp, the launcher on it."""
+    launcher = box.read_file("/usr/local/bin/vzslave").decode()
+    pyz = launcher.split()[-2]
+    box.exec(["cp", pyz, "/usr/local/lib/vz/vzslave-0.0.9.pyz"])
+    box.write_file("/usr/local/bin/vzslave",
+                   launcher.replace(pyz, "/usr/local/lib/vz/vzslave-0.0.9.pyz").encode(), 0o755)
+    return pyz
+
+
+def test_node_upgrade_switches_every_node_while_the_app_answers_then_rolls_back(three):
+    with open(os.path.join(three.directory, "web.tar"), "wb") as image:
+        image.write(tb.busybox_image(["sh", "-c", "echo up > /www/index.html; "
+                                      "exec httpd -f -p 8080 -h /www"],
+                                     tb.directory("rootfs/www")))
+    with open(three.config, "a") as config:
+        config.write("apps:\n  web: {image: web.tar, nodes: all, health: {tcp: 8080}}\n")
+    three.vzmaster("deploy")
+    pyz = {box.ip: plant_old_agent(box) for box in three.boxes}
+    pids = {row["node"]: row["pid"] for row in __import__("json").loads(
+        three.vzmaster("ps", "--json", "--no-check").stdout)}
+    done = three.vzmaster("node", "upgrade")
+    assert done.stdout.count("vzslave-0.0.9.pyz -> ") == 3
+    for box in three.boxes:
+        assert pyz[box.ip] in box.read_file("/usr/local/bin/vzslave").decode()
+    after = {row["node"]: row["pid"] for row in __import__("json").loads(
+        three.vzmaster("ps", "--json").stdout)}
+    assert after == pids  # no container was restarted
+    back = three.vzmaster("node", "upgrade", "--rollback", "n1")
+    assert "-> vzslave-0.0.9.pyz" in back.stdout
+    assert "nothing to change" in three.vzmaster("node", "upgrade", "n2").stdout
+
+
+def test_node_check_finds_each_planted_problem(make_box, tmp_path):
+    box = make_box(root_password=PASSWORD, disk_size="256m")
+    project = Project(box, tmp_path)
+    project.add()
+    assert project.vzmaster("node", "check").stdout == "n1: ok\n"
+    box.exec(["rm", "/etc/ssh/sshd_config.d/vzslave.conf"])
+    box.exec(["sh", "-c", "kill -HUP $(cat /run/sshd.pid)"])
+    box.write_file("/usr/local/bin/vzslave", b"#!/bin/sh\necho vzslave 0.0.1\n", 0o755)
+    box.exec(["mount", "--bind", "-o", "ro", "/etc/inittab", "/etc/inittab"])
+    box.exec(["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=240 2>/dev/null; true"])
+    done = project.vzmaster("node", "check", check=False)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert any("no vzslave Subsystem" in line and "fix: vzmaster node add" in line
+               for line in lines)
+    assert any("agent 0.0.1, master" in line and "node upgrade n1" in line for line in lines)
+    assert any("/etc/inittab is not writable" in line for line in lines)
+    assert any("MiB free on /" in line for line in lines)

@@ -1,0 +1,41 @@
+"""node add's own parts: the launcher, the vz.yml entry, the public key found."""
+
+import pytest
+
+from vzmaster.provision import add
+from vzmaster.provision.remote import ProvisionError
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me"
+
+
+def test_the_launcher_pins_the_nodes_python_and_the_zipapp():
+    text = add.launcher_text("/usr/bin/python3.6", "/usr/local/lib/vz/vzslave-1.pyz")
+    assert text.startswith(b"#!/bin/sh\n")
+    assert text.endswith(b'exec /usr/bin/python3.6 /usr/local/lib/vz/vzslave-1.pyz "$@"\n')
+
+
+def ask(**fields):
+    values = dict(name="n1", host="203.0.113.10", config="vz.yml", public_key=KEY,
+                  private_key="/k", known_hosts="/kh")
+    values.update(fields)
+    return add.NodeAdd(**values)
+
+
+def test_the_vz_yml_entry_holds_only_what_differs_from_the_defaults():
+    assert add._entry(ask()) == {"host": "203.0.113.10"}  # noqa: SLF001
+    assert add._entry(ask(user="deploy", port=2222, groups=("eu",))) == {  # noqa: SLF001
+        "host": "203.0.113.10", "user": "deploy", "port": 2222, "groups": ["eu"]}
+
+
+def test_the_public_key_is_the_private_keys_pub_file(tmp_path):
+    (tmp_path / "id").write_text("private")
+    (tmp_path / "id.pub").write_text(KEY + "\n")
+    assert add.public_key_for(str(tmp_path / "id")) == (KEY, str(tmp_path / "id"))
+
+
+def test_a_missing_or_bad_public_key_is_refused(tmp_path):
+    (tmp_path / "bad.pub").write_text("hello\n")
+    with pytest.raises(ProvisionError, match="public key"):
+        add.public_key_for(str(tmp_path / "none"))
+    with pytest.raises(ProvisionError, match="not an OpenSSH public key"):
+        add.public_key_for(str(tmp_path / "x"), str(tmp_path / "bad.pub"))

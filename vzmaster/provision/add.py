@@ -1,0 +1,283 @@
+"""``vzmaster node add``: a fresh VPS, from its address and root password, to a vz node
+in vz.yml. Each step checks before it changes anything, so a second run changes nothing
+and says so, and a run cut short anywhere is finished by running it again.
+
+1. Log in: with the key if it already works (a rerun after --disable-password-login),
+   else with the password. An unknown host key is trusted on first use, explicitly: its
+   fingerprint is printed and recorded in vz.yml's known_hosts; a changed key is refused.
+2. The master's public key into the login user's authorized_keys (never twice).
+3. Probe the node (probe.py): nothing is changed before this succeeds.
+4. The agent: the zipapp built here (vzmaster/agent.py), uploaded to
+   /usr/local/lib/vz/vzslave-VERSION.pyz and checked by sha256, and the launcher
+   /usr/local/bin/vzslave pinned to the node's Python, switched by one rename.
+5. The Subsystem (sshd.py), checked with sshd -t, sshd reloaded.
+6. Verify from scratch: a new login with the key alone, the subsystem, hello.
+7. With --disable-password-login: password login off, and the key login verified again.
+8. The node into vz.yml (vzyml.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+from vzmaster.client import Client
+from vzmaster.errors import AuthenticationError, ConnectError, HostKeyError
+from vzmaster.provision import keys, probe, sshd, vzyml
+from vzmaster.provision.remote import ProvisionError, Shell
+from vzmaster.transports import SSHOptions
+from vzslave.records import NodeFacts
+
+AGENT_DIR = "/usr/local/lib/vz"
+NO_PASSWORD = "/etc/ssh/sshd_config.d/vzslave-no-password.conf"
+
+
+class NodeAdd(NamedTuple):
+    """What ``node add`` was asked."""
+
+    name: str
+    host: str
+    config: str  # vz.yml (created if missing)
+    public_key: str  # the key line to authorize
+    private_key: str  # its private half, for the verification
+    known_hosts: str
+    user: str = "root"
+    port: int = 22
+    password: str | None = None
+    groups: tuple[str, ...] = ()
+    disable_password_login: bool = False
+    install_python: bool = False
+    connect_timeout: float = 10.0
+    sock_factory: Callable[[], Any] | None = None  # tests: a socket to the node per login
+
+
+class Step(NamedTuple):
+    """One step's outcome."""
+
+    what: str
+    changed: bool
+    detail: str = ""
+
+
+class Added(NamedTuple):
+    """``node add``'s result."""
+
+    steps: list[Step]
+    facts: NodeFacts
+    probe: probe.NodeProbe
+
+    @property
+    def changed(self) -> bool:
+        return any(step.changed for step in self.steps)
+
+
+def add_node(ask: NodeAdd, say: Callable[[Step], None] = lambda step: None,
+             agent: Callable[[], Any] | None = None) -> Added:
+    """Make ``ask.host`` a vz node named ``ask.name``; ProvisionError (or a transport
+    error) naming the step that failed. ``agent()`` gives the AgentBuild to install."""
+    steps: list[Step] = []
+
+    def done(step: Step) -> None:
+        steps.append(step)
+        say(step)
+
+    with _login(ask, done) as shell:
+        found = probe.parse_probe(shell.sh(probe.SCRIPT).text, time.time())
+        done(Step("probe", False, "{}, init {}, Python {}, OpenSSH {}{}".format(
+            found.os_name or found.os_id, found.init, found.python_version,
+            ".".join(map(str, found.sshd_version or ())) or "?",
+            ", " + found.virt if found.virt else "")))
+        done(_authorize(shell, found, ask.public_key))
+        python = _python(shell, found, ask)
+        done(_install_agent(shell, python, agent))
+        registered = sshd.register(shell, found)
+        done(Step("subsystem", bool(registered), registered or "registered"))
+        facts = _verify(ask)
+        done(Step("verify", False, "key login, vzslave {} answers hello".format(
+            facts.version)))
+        if ask.disable_password_login:
+            done(_no_password(shell, found))
+            _verify(ask)
+    changed = vzyml.add_node(ask.config, ask.name, _entry(ask))
+    done(Step("vz.yml", changed, "{} {}".format(
+        "added" if changed else "has", "nodes." + ask.name)))
+    return Added(steps, facts, found)
+
+
+class _Login:
+    def __init__(self, ask: NodeAdd, done: Callable[[Step], None]) -> None:
+        self.ask, self.done = ask, done
+        self.shell: Shell | None = None
+
+    def __enter__(self) -> Shell:
+        ask = self.ask
+        base = SSHOptions(ask.host, user=ask.user, port=ask.port, known_hosts=ask.known_hosts,
+                          trust_new_host=True, connect_timeout=ask.connect_timeout,
+                          ssh_config=None)
+        trusted: list[str] = []
+
+        def on_new_key(hostname: str, fingerprint: str) -> None:
+            trusted.append("{} {} recorded in {}".format(hostname, fingerprint,
+                                                        ask.known_hosts))
+
+        def options(**fields: Any) -> SSHOptions:
+            sock = ask.sock_factory() if ask.sock_factory else None
+            return dataclasses.replace(base, sock=sock, **fields)
+
+        how = "key"
+        if os.path.exists(ask.private_key):
+            try:
+                self.shell = Shell.open(options(key_filename=ask.private_key), on_new_key)
+            except AuthenticationError:
+                self.shell = None
+        if self.shell is None:
+            if ask.password is None:
+                raise ProvisionError("{}@{}: the key is not authorized there yet and no "
+                                     "password was given (--password-file, --ask-password "
+                                     "or VZ_PASSWORD)".format(ask.user, ask.host))
+            how = "password"
+            self.shell = Shell.open(options(password=ask.password), on_new_key)
+        self.done(Step("login", bool(trusted), "{} ({}){}".format(
+            self.shell.label, how, "; new host key " + trusted[0] if trusted else "")))
+        return self.shell
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shell is not None:
+            self.shell.close()
+
+
+def _login(ask: NodeAdd, done: Callable[[Step], None]) -> _Login:
+    return _Login(ask, done)
+
+
+def _authorize(shell: Shell, found: probe.NodeProbe, public_key: str) -> Step:
+    """The key into the login user's ~/.ssh/authorized_keys, as that user (0700, 0600)."""
+    path = os.path.join(found.home or "/root", ".ssh", "authorized_keys")
+    existing = shell.read_file(path, privileged=False) or b""
+    updated = keys.with_key(existing, public_key)
+    if updated is None:
+        return Step("key", False, "already in " + path)
+    shell.run(["mkdir", "-p", "-m", "700", os.path.dirname(path)], privileged=False)
+    shell.write_file(path, updated, 0o600, privileged=False)
+    return Step("key", True, "added to " + path)
+
+
+def _python(shell: Shell, found: probe.NodeProbe, ask: NodeAdd) -> str:
+    if found.python is not None:
+        return found.python
+    command = probe.python_install_command(found)
+    if not command:
+        raise ProvisionError("{}: no Python 3.6 or newer, and no known way to install one on "
+                             "{}: install python3, then run node add again".format(
+                                 shell.label, found.os_name or found.os_id))
+    if not ask.install_python:
+        raise ProvisionError("{}: no Python 3.6 or newer. Install it with `{}` (or pass "
+                             "--install-python), then run node add again".format(
+                                 shell.label, " ".join(command)))
+    shell.run(command, timeout=900)
+    again = probe.parse_probe(shell.sh(probe.SCRIPT).text)
+    if again.python is None:
+        raise ProvisionError("{}: {} ran, but still no Python 3.6+".format(
+            shell.label, " ".join(command)))
+    return again.python
+
+
+def _install_agent(shell: Shell, python: str, agent: Callable[[], Any] | None) -> Step:
+    from vzmaster.agent import build_agent
+
+    built = agent() if agent is not None else build_agent(cache_dir())
+    with open(built.path, "rb") as source:
+        data = source.read()
+    path = "{}/{}".format(AGENT_DIR, built.name)
+    shell.run(["mkdir", "-p", "-m", "755", AGENT_DIR])
+    uploaded = shell.write_file(path, data, 0o644)
+    launcher = launcher_text(python, path)
+    switched = shell.write_file(sshd.LAUNCHER, launcher, 0o755)
+    return Step("agent", uploaded or switched, "vzslave {} ({} bytes) run by {}".format(
+        built.version, len(data), python))
+
+
+def cache_dir() -> str:
+    """Where the agent zipapp is built on this machine (~/.cache/vz/agent)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    path = os.path.join(base, "vz", "agent")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def launcher_text(python: str, pyz: str) -> bytes:
+    """/usr/local/bin/vzslave: the node's Python running the zipapp."""
+    return ("#!/bin/sh\n# Written by vzmaster node add: the vz node agent.\n"
+            "exec {} {} \"$@\"\n".format(python, pyz)).encode()
+
+
+def _verify(ask: NodeAdd) -> NodeFacts:
+    """A new login with the key alone, the subsystem, and hello."""
+    return verify_key_login(SSHOptions(
+        ask.host, user=ask.user, port=ask.port, key_filename=ask.private_key,
+        known_hosts=ask.known_hosts, connect_timeout=ask.connect_timeout, ssh_config=None,
+        sock=ask.sock_factory() if ask.sock_factory else None))
+
+
+def verify_key_login(options: SSHOptions, settle: float = 10.0) -> NodeFacts:
+    """A new session as ``options`` say (no password), the subsystem, and hello. For
+    ``settle`` seconds a refused connection is tried again: sshd, told to reload,
+    re-executes itself and listens again a moment later."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            with Client(options=dataclasses.replace(options, password=None)) as node:
+                return node.facts
+        except ConnectError as exc:
+            if isinstance(exc, (AuthenticationError, HostKeyError)) or (
+                    time.monotonic() > deadline or options.sock is not None):
+                raise
+            time.sleep(0.2)
+
+
+def _no_password(shell: Shell, found: probe.NodeProbe) -> Step:
+    """Password login off, through the same mechanism as the Subsystem."""
+    lines = b"PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+    if found.dropin:
+        path, data, backup = NO_PASSWORD, b"# Written by vzmaster node add.\n" + lines, ""
+    else:
+        config = shell.read_file(found.sshd_config) or b""
+        path, backup = found.sshd_config, found.sshd_config + ".vz-backup"
+        data = sshd.with_block(config, extra=lines.decode())
+    if shell.read_file(path) == data:
+        return Step("password login", False, "already off")
+    if backup:
+        shell.run(["cp", "-p", found.sshd_config, backup])
+    shell.write_file(path, data, 0o644)
+    sshd.check(shell, found, path, backup)
+    sshd.reload(shell)
+    return Step("password login", True, "turned off ({})".format(path))
+
+
+def _entry(ask: NodeAdd) -> dict[str, Any]:
+    entry: dict[str, Any] = {"host": ask.host}
+    if ask.user != "root":
+        entry["user"] = ask.user
+    if ask.port != 22:
+        entry["port"] = ask.port
+    if ask.groups:
+        entry["groups"] = list(ask.groups)
+    return entry
+
+
+def public_key_for(private_key: str, explicit: str | None = None) -> tuple[str, str]:
+    """(public key line, private key path): ``explicit`` (a .pub file) or ``private_key``
+    + ".pub"; ProvisionError if neither is readable."""
+    path = explicit or private_key + ".pub"
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as source:
+            line = source.read().strip()
+        keys.parse_public_key(line)
+    except (OSError, ValueError) as exc:
+        raise ProvisionError("public key {}: {}".format(path, exc)) from exc
+    private = os.path.expanduser(path[:-4] if path.endswith(".pub") else private_key)
+    return line, private
+
+
