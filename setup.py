@@ -24,10 +24,14 @@ setup(
         # The master side (vzmaster) needs Python 3.9+.
         # Building images (vzmaster build): ELF reading, zstd packing.
         # The fleet (vz.yml): YAML, its checking, the terminal output.
+        # The agent file for nodes (vzmaster.agent): vermin checks the bundled msgpack
+        # runs on the nodes' Python 3.6.
         "master": ["paramiko>=3.2", "cryptography>=41", "pyelftools>=0.29", "zstandard>=0.22",
                    "pyyaml>=5.4", "pydantic>=2.5", "rich>=13",
                    # node add writes vz.yml keeping its comments: a round-trip YAML.
-                   "ruamel.yaml>=0.17"],
+                   "ruamel.yaml>=0.17",
+                   # the agent zipapp's build checks the bundled msgpack runs on 3.6.
+                   "vermin>=1.6"],
         # vz.yml's inventory: an Ansible inventory, read by ansible-core itself.
         "ansible": ["ansible-core>=2.14"],
         # Only on nodes whose PID 1 ignores /etc/inittab (systemd, upstart): the

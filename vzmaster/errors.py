@@ -16,6 +16,7 @@ Exception tree::
         │   ├── ConnectionLostError     the link dropped while a request was under way
         │   └── ProtocolError           the peer sent something that is not the vz protocol
         ├── BuildError              making an image on this machine failed (vzmaster.imaging)
+        ├── AgentError              the vzslave agent file could not be built (vzmaster.agent)
         ├── ConfigError             vz.yml is missing or wrong (vzmaster.fleet.config)
         ├── InventoryError          an Ansible inventory is unreadable (vzmaster.fleet.inventory)
         └── BoxError                a local test node failed (vzmaster.testing.box)
@@ -24,10 +25,10 @@ Every one has ``message``; a ``VzError`` also has ``code`` and ``details``. The 
 families hang straight from ``Error``, with no master-only base between: nothing catches
 "any failure of this side but not the node's", while ``vzmaster`` (the CLI) catches
 ``Error`` once and picks the exit status by family. The node raises only ``VzError``s
-(it never imports this module); ``BuildError``, ``ConfigError``, ``InventoryError`` and
-``BoxError`` live with the code that raises them. ``ConfigError`` also keeps ``problems``,
-one line each (``vz.yml:14: apps.web.replica: unknown key ...``); loading vz.yml turns an
-``InventoryError`` into one of them.
+(it never imports this module); ``BuildError``, ``AgentError``, ``ConfigError``,
+``InventoryError`` and ``BoxError`` live with the code that raises them. ``ConfigError``
+also keeps ``problems``, one line each (``vz.yml:14: apps.web.replica: unknown key ...``);
+loading vz.yml turns an ``InventoryError`` into one of them.
 """
 
 from __future__ import annotations
