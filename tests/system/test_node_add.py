@@ -142,13 +142,13 @@ def three(make_box, tmp_path):
 
 
 def plant_old_agent(box):
-    """The agent as an earlier node add left it: another zipapp, the launcher on it."""
+    """The agent as an earlier node add left it: another tree, the launcher on it."""
     launcher = box.read_file("/usr/local/bin/vzslave").decode()
-    pyz = launcher.split()[-2]
-    box.exec(["cp", pyz, "/usr/local/lib/vz/vzslave-0.0.9.pyz"])
+    tree = launcher.split()[-2]
+    box.exec(["cp", "-a", tree, "/usr/local/lib/vz/vzslave-0.0.9"])
     box.write_file("/usr/local/bin/vzslave",
-                   launcher.replace(pyz, "/usr/local/lib/vz/vzslave-0.0.9.pyz").encode(), 0o755)
-    return pyz
+                   launcher.replace(tree, "/usr/local/lib/vz/vzslave-0.0.9").encode(), 0o755)
+    return tree
 
 
 def test_node_upgrade_switches_every_node_while_the_app_answers_then_rolls_back(three):
@@ -163,14 +163,14 @@ def test_node_upgrade_switches_every_node_while_the_app_answers_then_rolls_back(
     pids = {row["node"]: row["pid"] for row in __import__("json").loads(
         three.vzmaster("ps", "--json", "--no-check").stdout)}
     done = three.vzmaster("node", "upgrade")
-    assert done.stdout.count("vzslave-0.0.9.pyz -> ") == 3
+    assert done.stdout.count("(vzslave-0.0.9 -> ") == 3
     for box in three.boxes:
         assert pyz[box.ip] in box.read_file("/usr/local/bin/vzslave").decode()
     after = {row["node"]: row["pid"] for row in __import__("json").loads(
         three.vzmaster("ps", "--json").stdout)}
     assert after == pids  # no container was restarted
     back = three.vzmaster("node", "upgrade", "--rollback", "n1")
-    assert "-> vzslave-0.0.9.pyz" in back.stdout
+    assert "-> vzslave-0.0.9)" in back.stdout
     assert "nothing to change" in three.vzmaster("node", "upgrade", "n2").stdout
 
 

@@ -8,10 +8,10 @@ from vzmaster.provision.remote import ProvisionError
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me"
 
 
-def test_the_launcher_pins_the_nodes_python_and_the_zipapp():
-    text = add.launcher_text("/usr/bin/python3.6", "/usr/local/lib/vz/vzslave-1.pyz")
+def test_the_launcher_pins_the_nodes_python_and_the_agents_tree_isolated():
+    text = add.launcher_text("/usr/bin/python3.6", "/usr/local/lib/vz/vzslave-1-abc")
     assert text.startswith(b"#!/bin/sh\n")
-    assert text.endswith(b'exec /usr/bin/python3.6 /usr/local/lib/vz/vzslave-1.pyz "$@"\n')
+    assert text.endswith(b'exec /usr/bin/python3.6 -I /usr/local/lib/vz/vzslave-1-abc "$@"\n')
 
 
 def ask(**fields):

@@ -5,8 +5,8 @@ from vzmaster.provision.upgrade import launcher_target
 
 
 def test_the_launcher_names_its_python_and_zipapp():
-    text = launcher_text("/usr/bin/python3", "/usr/local/lib/vz/vzslave-0.2.0.pyz")
-    assert launcher_target(text) == ("/usr/bin/python3", "/usr/local/lib/vz/vzslave-0.2.0.pyz")
+    text = launcher_text("/usr/bin/python3", "/usr/local/lib/vz/vzslave-0.2.0-abc")
+    assert launcher_target(text) == ("/usr/bin/python3", "/usr/local/lib/vz/vzslave-0.2.0-abc")
 
 
 def test_a_launcher_vz_did_not_write_is_not_read_as_one():

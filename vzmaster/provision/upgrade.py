@@ -1,7 +1,7 @@
 """``vzmaster node upgrade``: the master's vzslave on a node, switched by one rename of
 the launcher; ``--rollback`` switches back. Running containers are not touched: their
-inittab lines run ROOT/bin/vzrun, which names the zipapp it was written for, and every
-zipapp stays on the node (they are small), so a respawn never loses its code.
+inittab lines run ROOT/bin/vzrun, which names the agent tree it was written for, and
+every tree stays on the node (they are small), so a respawn never loses its code.
 
 The launcher's previous content is kept in /usr/local/lib/vz/previous, so a rollback
 needs nothing from the master.
@@ -12,26 +12,26 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, NamedTuple
 
-from vzmaster.provision.add import AGENT_DIR, launcher_text, verify_key_login
+from vzmaster.provision.add import AGENT_DIR, install_agent, launcher_text, verify_key_login
 from vzmaster.provision.remote import ProvisionError, Shell
 from vzmaster.provision.sshd import LAUNCHER
 from vzmaster.transports import SSHOptions
 
 PREVIOUS = AGENT_DIR + "/previous"
-_EXEC = re.compile(rb"^exec (\S+) (\S+\.pyz) ", re.MULTILINE)
+_EXEC = re.compile(rb"^exec (\S+) -I (\S+) ", re.MULTILINE)
 
 
 class Upgraded(NamedTuple):
     """What became of one node's agent."""
 
-    before: str  # the zipapp the launcher ran ("" if none)
+    before: str  # the agent tree the launcher ran
     after: str
     version: str  # what hello says now
     changed: bool
 
 
 def launcher_target(text: bytes | None) -> tuple[str, str] | None:
-    """(python, zipapp) of a launcher node add wrote; None for anything else."""
+    """(python, agent tree) of a launcher node add wrote; None for anything else."""
     found = _EXEC.search(text or b"")
     return (found.group(1).decode(), found.group(2).decode()) if found else None
 
@@ -56,11 +56,7 @@ def upgrade(options: SSHOptions, agent: Callable[[], Any],
             after = back[1]
             new = previous
         else:
-            built = agent()
-            with open(built.path, "rb") as source:
-                data = source.read()
-            after = "{}/{}".format(AGENT_DIR, built.name)
-            shell.write_file(after, data, 0o644)
+            after, _ = install_agent(shell, python, agent())
             new = launcher_text(python, after)
         if new == current:
             return Upgraded(before, after, verify_key_login(options).version, False)
