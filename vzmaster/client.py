@@ -33,7 +33,13 @@ from vzslave.conversation import (
     Conversation,
     ViolationError,
 )
-from vzslave.errors import BadFrameError, FrameTooLargeError, VzError, error_from_code
+from vzslave.errors import (
+    BadFrameError,
+    FrameTooLargeError,
+    VersionMismatchError,
+    VzError,
+    error_from_code,
+)
 from vzslave.names import validate_name
 from vzslave.protocol import (
     MAX_DATA,
@@ -421,7 +427,14 @@ class Client:
     # -- calls ---------------------------------------------------------------
 
     def _hello(self) -> NodeInfo:
-        result = self._call("hello", versions=list(SUPPORTED_VERSIONS), client="vzmaster")
+        try:
+            result = self._call("hello", versions=list(SUPPORTED_VERSIONS), client="vzmaster")
+        except VersionMismatchError as exc:
+            theirs = exc.details.get("versions") or []
+            newer = bool(theirs) and min(theirs) > max(SUPPORTED_VERSIONS)
+            raise VersionMismatchError("{}. {}".format(exc.message, (
+                "This vzmaster is older than the node: upgrade vzmaster" if newer else
+                "Upgrade the node's agent: vzmaster node upgrade NODE")), exc.details) from exc
         try:
             return NodeInfo(result["version"], from_wire(NodeFacts, result["facts"]),
                             list(result["ops"]), dict(result["limits"]))

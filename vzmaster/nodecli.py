@@ -60,7 +60,11 @@ def add_commands(commands: Any) -> None:
                          "every node")
     upgrade.add_argument("--rollback", action="store_true",
                          help="switch back to the agent each node ran before")
-    for parser, func in ((check, cmd_check), (upgrade, cmd_upgrade)):
+    remove = sub.add_parser("remove", help=cmd_remove.__doc__, description=cmd_remove.__doc__)
+    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("--purge", action="store_true",
+                        help="also delete the state root (images, releases, volumes: data)")
+    for parser, func in ((check, cmd_check), (upgrade, cmd_upgrade), (remove, cmd_remove)):
         parser.add_argument("-c", "--config", metavar="FILE", help="vz.yml")
         parser.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS")
         parser.add_argument("-v", "--verbose", action="store_true")
@@ -152,6 +156,31 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             done.version, os.path.basename(done.before), os.path.basename(done.after))
             if done.changed else "vzslave {}, nothing to change".format(done.version)))
     return status
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """Stop vz's containers on a node, take out its Subsystem and agent, drop it from
+    vz.yml; --purge deletes its state (the apps' data) too."""
+    from vzmaster.fleet.config import load
+    from vzmaster.provision.add import Step
+    from vzmaster.provision.remove import remove_node
+    from vzmaster.provision.vzyml import remove_node as forget
+
+    config = load(args.config)
+    options = config.node_options(args.name, args.connect_timeout)
+
+    def say(step: Step) -> None:
+        print("{:16} {}{}".format(step.what, "changed: " if step.changed else "",
+                                  step.detail), flush=True)
+
+    try:
+        remove_node(options, purge=args.purge, say=say)
+    except Error as exc:
+        print("vzmaster: node remove {}: {}".format(args.name, exc.message), file=sys.stderr)
+        return EXIT_TRANSPORT if isinstance(exc, TransportError) else EXIT_FAILED
+    forget(config.path, args.name)
+    print("{}: removed from {}".format(args.name, config.path))
+    return EXIT_OK
 
 
 def _names(config: Any, given: list[str]) -> list[str]:

@@ -192,3 +192,46 @@ def test_node_check_finds_each_planted_problem(make_box, tmp_path):
     assert any("agent 0.0.1, master" in line and "node upgrade n1" in line for line in lines)
     assert any("/etc/inittab is not writable" in line for line in lines)
     assert any("MiB free on /" in line for line in lines)
+
+
+PYTHON36 = "/root/.pyenv/versions/3.6.15/bin/python3.6"
+
+
+def test_a_node_whose_only_python_is_3_6_runs_the_agent_on_it(make_box, tmp_path):
+    if not os.path.exists(PYTHON36):
+        if os.environ.get("VZ_REQUIRE_SYSTEM") == "1" and os.path.exists("/root/.pyenv"):
+            pytest.fail("pyenv is here but not its 3.6.15 (see .ci/install)")
+        pytest.skip("no Python 3.6 at " + PYTHON36)
+    old = Project(make_box(init="sysv", root_password=PASSWORD, pythons=[PYTHON36]), tmp_path)
+    done = old.add()
+    assert "Python 3.6.15" in done.stdout and "run by /usr/local/bin/python3.6" in done.stdout
+    assert "3.6.15" in old.vzmaster("hello", "n1").stdout
+
+
+def test_a_node_without_python_3_6_is_told_the_command_that_installs_it(make_box, tmp_path):
+    bare = Project(make_box(root_password=PASSWORD, pythons=[]), tmp_path)
+    done = bare.add(check=False)
+    assert done.returncode == 1
+    assert "no Python 3.6 or newer" in done.stderr
+    assert "apt-get install -y python3" in done.stderr and "--install-python" in done.stderr
+    assert bare.box.exec(["test", "-e", "/usr/local/lib/vz"], check=False).returncode == 1
+
+
+def test_node_remove_stops_the_apps_takes_out_the_agent_and_with_purge_the_data(fresh):
+    fresh.add()
+    with open(os.path.join(fresh.directory, "web.tar"), "wb") as image:
+        image.write(tb.busybox_image(["sh", "-c", "exec httpd -f -p 8080 -h /"]))
+    with open(fresh.config, "a") as config:
+        config.write("apps:\n  web: {image: web.tar, health: {tcp: 8080}}\n")
+    fresh.vzmaster("deploy")
+    fresh.vzmaster("node", "remove", "n1")
+    box = fresh.box
+    assert b"vzrun" not in box.read_file("/etc/inittab")
+    assert box.exec(["test", "-e", "/usr/local/lib/vz"], check=False).returncode == 1
+    assert box.exec(["test", "-e", "/etc/ssh/sshd_config.d/vzslave.conf"],
+                    check=False).returncode == 1
+    assert box.exec(["test", "-d", "/var/lib/vz/apps/web"], check=False).returncode == 0
+    assert "n1" not in open(fresh.config).read().split("apps:")[0]
+    fresh.add()
+    fresh.vzmaster("node", "remove", "n1", "--purge")
+    assert box.exec(["test", "-e", "/var/lib/vz"], check=False).returncode == 1

@@ -574,3 +574,14 @@ def test_deploy_without_progress_asks_for_no_steps(client, answer):
         node, call, args))
     client.deploy("web", "a.tar")
     assert asked == [False]
+
+
+def test_a_node_whose_protocol_this_master_cannot_speak_is_refused_with_advice(transport,
+                                                                              digests,
+                                                                              monkeypatch):
+    from vzmaster import VersionMismatchError
+    from vzslave import handlers
+
+    monkeypatch.setattr(handlers, "SUPPORTED_VERSIONS", (0,))
+    with pytest.raises(VersionMismatchError, match="vzmaster node upgrade NODE"):
+        Client(transport=transport, digests=digests)

@@ -26,3 +26,7 @@ def test_a_subsystem_registered_by_hand_is_foreign():
 
 def test_the_dropin_names_the_launcher():
     assert sshd.dropin_text().endswith(b"Subsystem vzslave /usr/local/bin/vzslave\n")
+
+
+def test_the_block_comes_out_leaving_the_config_as_before():
+    assert sshd.without_block(sshd.with_block(CONFIG, extra="X yes\n")) == CONFIG

@@ -237,24 +237,27 @@ def _verify(ask: NodeAdd) -> NodeFacts:
     """A new login with the key alone, the subsystem, and hello."""
     return verify_key_login(SSHOptions(
         ask.host, user=ask.user, port=ask.port, key_filename=ask.private_key,
-        known_hosts=ask.known_hosts, connect_timeout=ask.connect_timeout, ssh_config=None,
-        sock=ask.sock_factory() if ask.sock_factory else None))
+        known_hosts=ask.known_hosts, connect_timeout=ask.connect_timeout, ssh_config=None),
+        ask.sock_factory)
 
 
-def verify_key_login(options: SSHOptions, settle: float = 10.0) -> NodeFacts:
+def verify_key_login(options: SSHOptions, sock_factory: Callable[[], Any] | None = None,
+                     settle: float = 10.0) -> NodeFacts:
     """A new session as ``options`` say (no password), the subsystem, and hello. For
     ``settle`` seconds a refused connection is tried again: sshd, told to reload,
     re-executes itself and listens again a moment later."""
     deadline = time.monotonic() + settle
     while True:
         try:
-            with Client(options=dataclasses.replace(options, password=None)) as node:
+            sock = sock_factory() if sock_factory else options.sock
+            with Client(options=dataclasses.replace(options, password=None,
+                                                    sock=sock)) as node:
                 return node.facts
-        except ConnectError as exc:
+        except (ConnectError, ConnectionRefusedError) as exc:
             if isinstance(exc, (AuthenticationError, HostKeyError)) or (
-                    time.monotonic() > deadline or options.sock is not None):
+                    time.monotonic() > deadline):
                 raise
-            time.sleep(0.2)
+            time.sleep(0.1)
 
 
 def _no_password(shell: Shell, found: probe.NodeProbe) -> Step:

@@ -50,12 +50,16 @@ def with_block(config: bytes, launcher: str = LAUNCHER, extra: str = "") -> byte
     return (block + text).encode("utf-8", "surrogateescape")
 
 
+def without_block(config: bytes) -> bytes:
+    """``config`` without vz's marked block."""
+    text = config.decode("utf-8", "surrogateescape")
+    return re.sub(r"(?ms)^" + re.escape(BEGIN) + r"\n.*?^" + re.escape(END) + r"\n?", "",
+                  text).encode("utf-8", "surrogateescape")
+
+
 def foreign_subsystem(config: bytes) -> bool:
     """Whether sshd_config names a vzslave Subsystem outside vz's block."""
-    text = config.decode("utf-8", "surrogateescape")
-    text = re.sub(r"(?ms)^" + re.escape(BEGIN) + r"\n.*?^" + re.escape(END) + r"\n?", "",
-                  text)
-    return bool(_SUBSYSTEM.search(text))
+    return bool(_SUBSYSTEM.search(without_block(config).decode("utf-8", "surrogateescape")))
 
 
 def register(shell: Shell, probe: NodeProbe) -> str:

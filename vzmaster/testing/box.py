@@ -133,14 +133,16 @@ class Hub:
     def box(self, init: str = "busybox", inittab: Sequence[str] = (), disk_size: str = "512m",
             vzslave_command: str | None = None, ready_timeout: float = 10.0,
             init_path: str | None = None, root_password: str | None = None,
-            sshd_include: bool = True) -> Box:
+            sshd_include: bool = True, pythons: Sequence[str] | None = None) -> Box:
         """Start a box, wait until ``ssh true`` works; on failure clean up, raise BoxError.
 
         With ``root_password`` the box is a VPS as its activation email leaves it: root
         logs in with that password (no key is authorized), sshd has no vzslave
         Subsystem, and the system Python sees no site-packages (no msgpack, no vz).
         ``sshd_include=False`` leaves the ``Include sshd_config.d`` line out of its
-        sshd_config, as on sshd before 7.3.
+        sshd_config, as on sshd before 7.3. ``pythons`` (with ``root_password``): the
+        only Python interpreters the VPS has, given as this machine's paths (a pyenv
+        3.6, say), found in /usr/local/bin by their names; the system's are hidden.
         """
         if init not in INITS:
             raise BoxError(f"unknown init {init!r}; expected one of {INITS}")
@@ -160,6 +162,7 @@ class Hub:
             box = self._boxes[index] = Box(self, index, init)
             box.root_password = root_password
             box.sshd_include = sshd_include
+            box.pythons = None if pythons is None else [os.path.realpath(p) for p in pythons]
         try:
             box._start(list(inittab), disk_size, vzslave_command, ready_timeout, init_path)
             with self._lock:
@@ -244,6 +247,7 @@ class Box:
         self._closed = False
         self.root_password: str | None = None  # a fresh VPS: password login, no vz
         self.sshd_include = True
+        self.pythons: list[str] | None = None  # a fresh VPS's only interpreters
 
     def __enter__(self) -> Box:  # noqa: PYI034 (typing.Self is 3.11+)
         return self
@@ -319,6 +323,8 @@ class Box:
             host.put_file(seed, "etc/shadow", shadow, 0o640)
             os.chown(seed / "etc/shadow", 0, os.stat("/etc/shadow").st_gid)
             host.mkdirs(seed, "etc/ssh/sshd_config.d")
+            for python in self.pythons or ():
+                os.symlink(python, host.mkdirs(seed, "usr/local/bin") / os.path.basename(python))
         else:
             put(seed, "etc/ssh/authorized_keys_root", Path(hub.client_key + ".pub").read_bytes())
         if self.root_password is None and re.search(r"^root:!", shadow, re.MULTILINE):
@@ -430,6 +436,17 @@ class Box:
                                    + glob.glob("/usr/lib/python3*/dist-packages")
                                    + glob.glob("/usr/lib/python3*/site-packages"))):
                 lines.append(f'mount -t tmpfs -o size=1m,mode=755 hidden "$R"{q(path)}')
+        if self.root_password is not None and self.pythons is not None:
+            # Only the given interpreters: the system's become /dev/null (not executable,
+            # so `command -v` passes them by); the given ones are bound in read-only.
+            hidden = sorted(set(glob.glob("/usr/bin/python3*") + glob.glob("/usr/bin/python")
+                                + glob.glob("/usr/local/bin/python3*")))
+            for path in hidden:
+                if not path.endswith("-config"):
+                    lines.append(f'mount --bind /dev/null "$R"{q(path)}')
+            for prefix in sorted({os.path.dirname(os.path.dirname(p)) for p in self.pythons}):
+                lines += [f'mkdir -p "$R"{q(prefix)}',
+                          f'mount -o bind,ro {q(prefix)} "$R"{q(prefix)}']
         lines += [
             'mkdir "$R/.oldroot"',
             'cd "$R"',

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""``node add`` against fresh "VPS in a box" nodes (root's password, no vz, no msgpack):
+from the call to a verified hello, and the share of each step (login, probe, key, agent
+upload + unzip + compile, Subsystem + sshd -t + reload, verify, vz.yml), against the
+reference in the same run: a bare paramiko password login running ``true``.
+
+Run as root: python3 bench/nodeadd.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import paramiko  # noqa: E402
+
+from vzmaster.agent import build_agent  # noqa: E402
+from vzmaster.provision.add import NodeAdd, add_node, public_key_for  # noqa: E402
+from vzmaster.testing.box import Hub  # noqa: E402
+
+PASSWORD = "bench-password"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="vz-bench-nodeadd-")
+    built = build_agent(work)
+    totals: list[float] = []
+    logins: list[float] = []
+    shares: dict[str, list[float]] = {}
+    with Hub() as hub:
+        public, private = public_key_for(hub.client_key)
+        for run in range(args.runs):
+            box = hub.box(init="sysv" if run % 2 else "busybox", root_password=PASSWORD)
+            started = time.monotonic()
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            client.connect(box.ip, username="root", password=PASSWORD, sock=box.connect(),
+                           look_for_keys=False, allow_agent=False)
+            client.exec_command("true")[1].read()
+            client.close()
+            logins.append(time.monotonic() - started)
+            marks: list[tuple[str, float]] = []
+            ask = NodeAdd(name="n1", host=box.ip, config=os.path.join(work, "vz.yml"),
+                          public_key=public, private_key=private,
+                          known_hosts=os.path.join(work, "known_hosts{}".format(run)),
+                          password=PASSWORD, sock_factory=box.connect)
+            started = time.monotonic()
+            add_node(ask, lambda step, marks=marks: marks.append((step.what, time.monotonic())),
+                     agent=lambda: built)
+            totals.append(time.monotonic() - started)
+            last = started
+            for what, when in marks:
+                shares.setdefault(what, []).append(when - last)
+                last = when
+            box.close()
+    total = statistics.median(totals)
+    print("agent zipapp: {} bytes (stored)".format(built.size))
+    print("node add, to a verified hello: {:.2f} s (median of {}); a bare password login "
+          "+ true: {:.3f} s ({:.0f}x)".format(total, args.runs, statistics.median(logins),
+                                              total / statistics.median(logins)))
+    for what, values in shares.items():
+        value = statistics.median(values)
+        print("  {:16} {:6.3f} s  {:4.0f}%".format(what, value, 100 * value / total))
+
+
+if __name__ == "__main__":
+    main()
