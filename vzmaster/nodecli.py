@@ -34,8 +34,8 @@ def add_commands(commands: Any) -> None:
     add.add_argument("-c", "--config", metavar="FILE",
                      help="vz.yml (default: $VZ_CONFIG, then vz.yml here or above, else "
                           "./vz.yml, created)")
-    add.add_argument("--user", default="root", help="log in as (default: %(default)s)")
-    add.add_argument("--port", type=int, default=22, help="SSH port (default: %(default)s)")
+    add.add_argument("--user", help="log in as (default: vz.yml's ssh.user, else root)")
+    add.add_argument("--port", type=int, help="SSH port (default: vz.yml's ssh.port, else 22)")
     secret = add.add_mutually_exclusive_group()
     secret.add_argument("--password-file", metavar="FILE",
                         help="the login password, from this file (first line)")
@@ -85,7 +85,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         ask = NodeAdd(
             name=args.name, host=args.host, config=config, public_key=public_line,
             private_key=private, known_hosts=ssh.get("known_hosts") or os.path.expanduser(
-                "~/.ssh/known_hosts"), user=args.user, port=args.port,
+                "~/.ssh/known_hosts"), user=args.user or ssh.get("user") or "root",
+            port=args.port or int(ssh.get("port") or 22),
             password=_password(args), groups=tuple(g for g in args.groups.split(",") if g),
             disable_password_login=args.disable_password_login,
             install_python=args.install_python, connect_timeout=args.connect_timeout)
@@ -195,7 +196,7 @@ def _password(args: argparse.Namespace) -> str | None:
         with open(args.password_file, encoding="utf-8") as source:
             return source.readline().rstrip("\n")
     if args.ask_password:
-        return getpass.getpass("password for {}@{}: ".format(args.user, args.host))
+        return getpass.getpass("password for {}@{}: ".format(args.user or "root", args.host))
     return os.environ.get("VZ_PASSWORD")
 
 
@@ -214,5 +215,7 @@ def _vz_yml(explicit: str | None) -> tuple[str, dict[str, str]]:
             path = os.path.abspath("vz.yml")
     ssh = read_ssh(path)
     directory = os.path.dirname(path)
-    return path, {key: os.path.join(directory, os.path.expanduser(value))
-                  for key, value in ssh.items() if key in ("key", "known_hosts") and value}
+    found = {key: os.path.join(directory, os.path.expanduser(value))
+             for key, value in ssh.items() if key in ("key", "known_hosts") and value}
+    found.update({key: ssh[key] for key in ("user", "port") if ssh.get(key)})
+    return path, found

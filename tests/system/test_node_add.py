@@ -235,3 +235,23 @@ def test_node_remove_stops_the_apps_takes_out_the_agent_and_with_purge_the_data(
     fresh.add()
     fresh.vzmaster("node", "remove", "n1", "--purge")
     assert box.exec(["test", "-e", "/var/lib/vz"], check=False).returncode == 1
+
+
+def test_a_run_cut_short_after_the_upload_is_finished_by_running_it_again(fresh):
+    from vzmaster.provision.add import NodeAdd, add_node, public_key_for
+
+    public, private = public_key_for(fresh.box.hub.client_key)
+    ask = NodeAdd(name="n1", host=fresh.box.ip, config=fresh.config, public_key=public,
+                  private_key=private, known_hosts=fresh.known_hosts, password=PASSWORD,
+                  sock_factory=fresh.box.connect)
+
+    def cut(step):
+        if step.what == "agent":
+            raise KeyboardInterrupt  # the operator's Ctrl-C, or the master dying here
+
+    with pytest.raises(KeyboardInterrupt):
+        add_node(ask, cut)
+    assert "n1" not in open(fresh.config).read()
+    done = fresh.add()
+    assert "changed: " in done.stdout and "n1: done" in done.stdout
+    assert "version" in fresh.vzmaster("hello", "n1").stdout

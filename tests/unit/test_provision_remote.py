@@ -80,8 +80,8 @@ def test_another_user_runs_privileged_commands_through_sudo_n():
 
 
 def test_a_failing_command_says_what_and_the_last_line_it_wrote():
-    node = Node((1, b"", b"warning\nsudo: a password is required\n"))
-    with pytest.raises(ProvisionError, match="id exited 1: sudo: a password is required"):
+    node = Node((1, b"", b"warning\nid: 'x': no such user\n"))
+    with pytest.raises(ProvisionError, match="id exited 1: id: 'x': no such user"):
         Shell(node, "deploy@n1", sudo=True).run(["id"])
 
 
@@ -102,3 +102,10 @@ def test_a_file_is_written_through_stdin_with_its_sha256_to_check():
 
 def test_a_missing_file_reads_as_none():
     assert Shell(Node((3, b"", b"")), "root@n1", sudo=False).read_file("/nope") is None
+
+
+def test_a_refused_sudo_is_one_line_saying_what_to_add():
+    node = Node((1, b"", b"sudo: a password is required\n"))
+    with pytest.raises(ProvisionError, match="deploy may not use sudo without a password") as e:
+        Shell(node, "deploy@n1", sudo=True).run(["id"], check=False)
+    assert "NOPASSWD" in e.value.message and "\n" not in e.value.message

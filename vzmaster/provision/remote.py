@@ -21,7 +21,8 @@ from vzmaster.transports.paramiko import login, paramiko_errors
 from vzslave.errors import Error
 
 # $1 target, $2 octal mode, $3 sha256: the bytes come on stdin.
-_WRITE = ('set -e; t="$1.vz-new.$$"; trap \'rm -f "$t"\' EXIT; umask 077; cat > "$t"; '
+_WRITE = ('set -e; rm -f "$1".vz-new.*; t="$1.vz-new.$$"; trap \'rm -f "$t"\' EXIT; umask 077; '
+          'cat > "$t"; '
           'h=$(sha256sum "$t" 2>/dev/null | cut -d" " -f1) || h=; '
           'if [ -n "$h" ] && [ "$h" != "$3" ]; then echo "sha256 mismatch: $h" >&2; exit 3; '
           'fi; chmod "$2" "$t"; mv -f "$t" "$1"; trap - EXIT')
@@ -92,6 +93,14 @@ class Shell:
             finally:
                 channel.close()
         done = Done(status, stdout, stderr)
+        if self.sudo and privileged and status == 1 and b"sudo:" in stderr and (
+                b"password" in stderr or b"not allowed" in stderr
+                or b"not in the sudoers" in stderr):
+            user = self.label.split("@", 1)[0]
+            raise ProvisionError("{}: {} may not use sudo without a password there ({}): "
+                                 "add '{} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/vz, "
+                                 "or log in as root".format(self.label, user,
+                                                            _last_line(stderr), user))
         if check and status != 0:
             raise ProvisionError("{}: {} exited {}: {}".format(
                 self.label, shlex.join(list(argv))[:200], status,
