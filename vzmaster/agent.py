@@ -55,10 +55,10 @@ Decisions:
   gh-141276, open). Both go away once the node has bytecode: the zip extracted
   (``python3 -m zipfile -e``, 3.6 has it) and byte-compiled (``python3 -m
   compileall``) answers hello at 0.98-1.02x and imports the runner at 0.93-0.95x;
-  .pyc of the node's Python added inside the zip, 1.04-1.12x. Recommended for the
-  install step, not done here: keep the uploaded .pyz (its sha256 is what the master
-  compares), extract and compile it into ``/usr/local/lib/vz/vzslave-VERSION/`` (a
-  temporary directory renamed), and run ``python3 -I DIR``; ``MAIN`` works from a
+  .pyc of the node's Python added inside the zip, 1.04-1.12x. So ``vzmaster node add``
+  keeps the uploaded .pyz (its sha256 is what the master compares), extracts and
+  compiles it into ``/usr/local/lib/vz/vzslave-VERSION-SHA12/`` (a temporary directory
+  renamed), and runs ``python3 -I DIR`` (vzmaster/provision/add.py); ``MAIN`` works from a
   directory too (tests/integration/test_agent_real.py). Its __pycache__ follows the
   ordinary rules: a Python upgrade recompiles, or compiles each time (~2x) where the
   directory is not writable. The .pyc-in-zip way changes the file's bytes, and
@@ -103,7 +103,8 @@ LICENCES = ("COPYING", "LICENSE", "LICENSE.txt", "NOTICE")
 # The zipapp's __main__.py. Python 3.6 and the standard library only (vermin checks it
 # in tests/unit/test_agent.py); use_msgpack() is also what a test calls through runpy.
 MAIN = '''\
-"""vzslave as one file (built by vzmaster.agent): python3 vzslave-VERSION.pyz [--root ROOT]"""
+"""vzslave as one file (built by vzmaster.agent): python3 vzslave-VERSION.pyz [--root ROOT];
+python3 vzslave-VERSION.pyz supervisor [--foreground] runs the vz supervisor."""
 
 import os
 import sys
@@ -129,8 +130,14 @@ def use_msgpack():
 
 
 if __name__ == "__main__":
-    use_msgpack()
-    from vzslave.server import main
+    if sys.argv[1:2] == ["supervisor"]:
+        # The vz supervisor, where PID 1 ignores /etc/inittab (vzmaster node add starts
+        # it under systemd or upstart, in the foreground: no python-daemon needed).
+        del sys.argv[1]
+        from vzslave.supervisor import main
+    else:
+        use_msgpack()
+        from vzslave.server import main
     main()
 '''
 

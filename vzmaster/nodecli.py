@@ -74,7 +74,8 @@ def add_commands(commands: Any) -> None:
 
 def cmd_add(args: argparse.Namespace) -> int:
     """Make a fresh VPS a vz node: key, agent, Subsystem, verify, vz.yml."""
-    from vzmaster.provision.add import NodeAdd, Step, add_node, public_key_for
+    from vzmaster.provision.add import NodeAdd, add_node, public_key_for
+    from vzmaster.provision.steps import Step
     from vzmaster.provision.remote import ProvisionError
 
     try:
@@ -163,7 +164,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     """Stop vz's containers on a node, take out its Subsystem and agent, drop it from
     vz.yml; --purge deletes its state (the apps' data) too."""
     from vzmaster.fleet.config import load
-    from vzmaster.provision.add import Step
+    from vzmaster.provision.steps import Step
     from vzmaster.provision.remove import remove_node
     from vzmaster.provision.vzyml import remove_node as forget
 

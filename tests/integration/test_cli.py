@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_push_unpack_list_and_remove(vzmaster, image_file):
 def test_hello_prints_the_node_facts(vzmaster, node_root):
     status, out, _ = vzmaster("hello", "HOST")
     assert status == 0
-    assert "root         " + node_root in out
+    assert re.search(r"^root +{}$".format(re.escape(node_root)), out, re.MULTILINE)
 
 
 def test_a_remote_error_is_one_line_with_its_code_and_exit_1(vzmaster, node_root):

@@ -255,3 +255,9 @@ def test_a_run_cut_short_after_the_upload_is_finished_by_running_it_again(fresh)
     done = fresh.add()
     assert "changed: " in done.stdout and "n1: done" in done.stdout
     assert "version" in fresh.vzmaster("hello", "n1").stdout
+
+
+def test_the_agent_on_a_node_also_runs_the_supervisor_for_inits_that_ignore_inittab(fresh):
+    fresh.add()
+    done = fresh.box.exec(["/usr/local/bin/vzslave", "supervisor", "--help"], check=False)
+    assert done.returncode == 0 and b"--foreground" in done.stdout

@@ -12,7 +12,9 @@ and says so, and a run cut short anywhere is finished by running it again.
    byte-compiled by the node's Python (a zipapp compiles every module at every start:
    3x slower; the tree starts as fast as an installed package), and the launcher
    /usr/local/bin/vzslave pinned to that Python and tree, switched by one rename.
-5. The Subsystem (sshd.py), checked with sshd -t, sshd reloaded.
+5. Where PID 1 ignores /etc/inittab (systemd, upstart): the vz supervisor, run by the
+   agent itself (supervisor.py). Then the Subsystem (sshd.py), checked with sshd -t,
+   sshd reloaded.
 6. Verify from scratch: a new login with the key alone, the subsystem, hello.
 7. With --disable-password-login: password login off, and the key login verified again.
 8. The node into vz.yml (vzyml.py).
@@ -29,6 +31,8 @@ from vzmaster.client import Client
 from vzmaster.errors import AuthenticationError, ConnectError, HostKeyError
 from vzmaster.provision import keys, probe, sshd, vzyml
 from vzmaster.provision.remote import ProvisionError, Shell
+from vzmaster.provision.steps import Step
+from vzmaster.provision.supervisor import install_supervisor
 from vzmaster.transports import SSHOptions
 from vzslave.records import NodeFacts
 
@@ -53,14 +57,6 @@ class NodeAdd(NamedTuple):
     install_python: bool = False
     connect_timeout: float = 10.0
     sock_factory: Callable[[], Any] | None = None  # tests: a socket to the node per login
-
-
-class Step(NamedTuple):
-    """One step's outcome."""
-
-    what: str
-    changed: bool
-    detail: str = ""
 
 
 class Added(NamedTuple):
@@ -94,6 +90,11 @@ def add_node(ask: NodeAdd, say: Callable[[Step], None] = lambda step: None,
         done(_authorize(shell, found, ask.public_key))
         python = _python(shell, found, ask)
         done(_install_agent(shell, python, agent))
+        if found.init in ("systemd", "upstart"):  # PID 1 ignores /etc/inittab
+            done(install_supervisor(shell, found.init))
+        elif found.init not in ("sysvinit", "busybox"):
+            done(Step("supervisor", False, "PID 1 is {}: if it ignores /etc/inittab, "
+                      "install the vz supervisor (initscripts/README.md)".format(found.init)))
         registered = sshd.register(shell, found)
         done(Step("subsystem", bool(registered), registered or "registered"))
         facts = _verify(ask)

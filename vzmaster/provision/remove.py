@@ -11,7 +11,8 @@ from typing import Callable
 from vzmaster.client import Client
 from vzmaster.errors import ConnectError
 from vzmaster.provision import probe, sshd
-from vzmaster.provision.add import AGENT_DIR, NO_PASSWORD, Step
+from vzmaster.provision.add import AGENT_DIR, NO_PASSWORD
+from vzmaster.provision.steps import Step
 from vzmaster.provision.remote import Shell
 from vzmaster.transports import SSHOptions
 

@@ -1,0 +1,55 @@
+"""The vz supervisor under systemd or upstart: its unit or job, and what node add runs."""
+
+import pytest
+
+from vzmaster.provision import supervisor
+from vzmaster.provision.remote import Done, ProvisionError
+
+
+class FakeShell:
+    label = "root@n1"
+
+    def __init__(self, files=None, status=0, stdout=b""):
+        self.files = dict(files or {})
+        self.ran = []
+        self.status, self.stdout = status, stdout
+
+    def write_file(self, path, data, mode=0o644):
+        changed = self.files.get(path) != data
+        self.files[path] = data
+        return changed
+
+    def run(self, argv, check=True):
+        self.ran.append(list(argv))
+        return Done(self.status if not check else 0, self.stdout, b"")
+
+
+def test_the_unit_runs_the_agents_supervisor_in_the_foreground():
+    unit = supervisor.systemd_unit().decode()
+    assert "ExecStart=/usr/local/bin/vzslave supervisor --foreground --root /var/lib/vz" in unit
+    assert "KillMode=mixed" in unit and "Restart=always" in unit
+
+
+def test_the_upstart_job_runs_it_too():
+    assert b"exec /usr/local/bin/vzslave supervisor --foreground" in supervisor.upstart_job()
+
+
+def test_under_systemd_the_unit_is_written_reloaded_enabled_and_started():
+    shell = FakeShell(status=3)  # is-active: not running
+    step = supervisor.install_supervisor(shell, "systemd")
+    assert shell.ran == [["systemctl", "daemon-reload"],
+                         ["systemctl", "is-active", "--quiet", "vz-supervisor"],
+                         ["systemctl", "enable", "--now", "vz-supervisor"]]
+    assert step.changed
+
+
+def test_a_running_supervisor_with_its_unit_unchanged_is_left_as_it_is():
+    shell = FakeShell({supervisor.SYSTEMD_UNIT: supervisor.systemd_unit()}, status=0)
+    step = supervisor.install_supervisor(shell, "systemd")
+    assert ["systemctl", "daemon-reload"] not in shell.ran and not step.changed
+    assert all(argv[1] != "restart" for argv in shell.ran)
+
+
+def test_an_init_vz_knows_no_supervisor_for_is_refused_with_a_pointer():
+    with pytest.raises(ProvisionError, match="initscripts/README.md"):
+        supervisor.install_supervisor(FakeShell(), "runit")

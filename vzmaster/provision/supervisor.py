@@ -1,0 +1,78 @@
+"""The vz supervisor on a node whose PID 1 ignores /etc/inittab (systemd, upstart): a
+unit or job that runs ``/usr/local/bin/vzslave supervisor --foreground`` (the agent's
+own tree, so nothing else is installed; in the foreground, so python-daemon is not
+needed), enabled and started. A changed unit is reloaded but a running supervisor is
+never restarted by node add: that would restart every container (initscripts/README.md).
+"""
+
+from __future__ import annotations
+
+from vzmaster.provision.remote import ProvisionError, Shell
+from vzmaster.provision.sshd import LAUNCHER
+from vzmaster.provision.steps import Step
+
+ROOT = "/var/lib/vz"
+SYSTEMD_UNIT = "/etc/systemd/system/vz-supervisor.service"
+UPSTART_JOB = "/etc/init/vz-supervisor.conf"
+
+
+def systemd_unit(root: str = ROOT) -> bytes:
+    """The systemd unit (as initscripts/vz-supervisor.service, run by the agent)."""
+    return """\
+# Written by vzmaster node add: the vz supervisor runs the respawn entries of
+# {root}/containers/inittab, as sysvinit would run /etc/inittab's (systemd ignores it).
+[Unit]
+Description=vz container supervisor (inittab respawn entries)
+After=local-fs.target network.target
+RequiresMountsFor={root}
+
+[Service]
+Type=simple
+ExecStart={launcher} supervisor --foreground --root {root}
+ExecReload=/bin/kill -HUP $MAINPID
+KillMode=mixed
+TimeoutStopSec=20
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+""".format(root=root, launcher=LAUNCHER).encode()
+
+
+def upstart_job(root: str = ROOT) -> bytes:
+    """The upstart job (as initscripts/vz-supervisor.conf, run by the agent)."""
+    return """\
+# Written by vzmaster node add: the vz supervisor (upstart ignores /etc/inittab).
+description "vz container supervisor (inittab respawn entries)"
+start on runlevel [2345]
+stop on runlevel [!2345]
+respawn
+kill timeout 20
+exec {launcher} supervisor --foreground --root {root}
+""".format(root=root, launcher=LAUNCHER).encode()
+
+
+def install_supervisor(shell: Shell, init: str) -> Step:
+    """The supervisor's unit or job for ``init`` written, enabled and running."""
+    if init == "systemd":
+        changed = shell.write_file(SYSTEMD_UNIT, systemd_unit(), 0o644)
+        if changed:
+            shell.run(["systemctl", "daemon-reload"])
+        active = shell.run(["systemctl", "is-active", "--quiet", "vz-supervisor"],
+                           check=False).status == 0
+        shell.run(["systemctl", "enable", "--now", "vz-supervisor"])
+        return Step("supervisor", changed or not active, "systemd unit {}{}".format(
+            SYSTEMD_UNIT, "" if active else ", started"))
+    if init == "upstart":
+        changed = shell.write_file(UPSTART_JOB, upstart_job(), 0o644)
+        if changed:
+            shell.run(["initctl", "reload-configuration"])
+        running = b"start/running" in shell.run(["status", "vz-supervisor"],
+                                                check=False).stdout
+        if not running:
+            shell.run(["start", "vz-supervisor"])
+        return Step("supervisor", changed or not running, "upstart job " + UPSTART_JOB)
+    raise ProvisionError("{}: PID 1 is {}, which ignores /etc/inittab, and vz knows no way "
+                         "to run its supervisor under it: see initscripts/README.md".format(
+                             shell.label, init))
