@@ -130,13 +130,13 @@ def use_msgpack():
 
 
 if __name__ == "__main__":
+    use_msgpack()
     if sys.argv[1:2] == ["supervisor"]:
         # The vz supervisor, where PID 1 ignores /etc/inittab (vzmaster node add starts
         # it under systemd or upstart, in the foreground: no python-daemon needed).
         del sys.argv[1]
         from vzslave.supervisor import main
     else:
-        use_msgpack()
         from vzslave.server import main
     main()
 '''
