@@ -261,3 +261,25 @@ def test_the_agent_on_a_node_also_runs_the_supervisor_for_inits_that_ignore_init
     fresh.add()
     done = fresh.box.exec(["/usr/local/bin/vzslave", "supervisor", "--help"], check=False)
     assert done.returncode == 0 and b"--foreground" in done.stdout
+
+
+def test_a_login_user_with_sudo_makes_the_node_and_keeps_its_own_key_file(make_box, tmp_path):
+    project = Project(make_box(init="sysv", root_password=PASSWORD, login_user="deploy"),
+                      tmp_path)
+    project.vzmaster("node", "add", "n1", project.box.ip, "--user", "deploy",
+                     "--password-file", project.password_file)
+    box = project.box
+    owner = box.exec(["stat", "-c", "%U %a", "/home/deploy/.ssh/authorized_keys"]).stdout
+    assert owner.decode().split() == ["deploy", "600"]
+    assert "user: deploy" in open(project.config).read()
+    assert "version" in project.vzmaster("hello", "n1").stdout
+
+
+def test_a_login_user_sudo_refuses_is_one_line_and_nothing_changes(make_box, tmp_path):
+    project = Project(make_box(root_password=PASSWORD, login_user="deploy",
+                               sudo="password"), tmp_path)
+    done = project.vzmaster("node", "add", "n1", project.box.ip, "--user", "deploy",
+                            "--password-file", project.password_file, check=False)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1 and "NOPASSWD" in done.stderr
+    assert project.box.exec(["test", "-e", "/home/deploy/.ssh"], check=False).returncode == 1

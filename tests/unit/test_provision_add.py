@@ -14,6 +14,11 @@ def test_the_launcher_pins_the_nodes_python_and_the_agents_tree_isolated():
     assert text.endswith(b'exec /usr/bin/python3.6 -I /usr/local/lib/vz/vzslave-1-abc "$@"\n')
 
 
+def test_the_launcher_runs_the_agent_as_root_through_sudo_for_another_user():
+    text = add.launcher_text("/usr/bin/python3", "/usr/local/lib/vz/t")
+    assert b'[ "$(id -u)" = 0 ] || exec sudo -n -- "$0" "$@"\n' in text
+
+
 def ask(**fields):
     values = dict(name="n1", host="203.0.113.10", config="vz.yml", public_key=KEY,
                   private_key="/k", known_hosts="/kh")

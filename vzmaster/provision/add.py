@@ -156,8 +156,10 @@ def _login(ask: NodeAdd, done: Callable[[Step], None]) -> _Login:
 
 
 def _authorize(shell: Shell, found: probe.NodeProbe, public_key: str) -> Step:
-    """The key into the login user's ~/.ssh/authorized_keys, as that user (0700, 0600)."""
-    path = os.path.join(found.home or "/root", ".ssh", "authorized_keys")
+    """The key into the login user's ~/.ssh/authorized_keys, as that user (0700, 0600).
+    Its home is asked as that user: the probe ran as root, through sudo."""
+    home = shell.sh('echo "$HOME"', privileged=False).text.strip() or found.home
+    path = os.path.join(home or "/root", ".ssh", "authorized_keys")
     existing = shell.read_file(path, privileged=False) or b""
     updated = keys.with_key(existing, public_key)
     if updated is None:
@@ -229,8 +231,11 @@ def cache_dir() -> str:
 
 def launcher_text(python: str, tree: str) -> bytes:
     """/usr/local/bin/vzslave: the node's Python running the agent's tree, isolated
-    (-I: no PYTHONPATH, no user site-packages; a system msgpack is still found)."""
+    (-I: no PYTHONPATH, no user site-packages; a system msgpack is still found), as
+    root: a login user other than root (node add --user) goes through sudo -n, so one
+    Subsystem line serves both."""
     return ("#!/bin/sh\n# Written by vzmaster node add: the vz node agent.\n"
+            "[ \"$(id -u)\" = 0 ] || exec sudo -n -- \"$0\" \"$@\"\n"
             "exec {} -I {} \"$@\"\n".format(python, tree)).encode()
 
 

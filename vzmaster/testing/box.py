@@ -133,7 +133,8 @@ class Hub:
     def box(self, init: str = "busybox", inittab: Sequence[str] = (), disk_size: str = "512m",
             vzslave_command: str | None = None, ready_timeout: float = 10.0,
             init_path: str | None = None, root_password: str | None = None,
-            sshd_include: bool = True, pythons: Sequence[str] | None = None) -> Box:
+            sshd_include: bool = True, pythons: Sequence[str] | None = None,
+            login_user: str | None = None, sudo: str = "nopasswd") -> Box:
         """Start a box, wait until ``ssh true`` works; on failure clean up, raise BoxError.
 
         With ``root_password`` the box is a VPS as its activation email leaves it: root
@@ -143,6 +144,9 @@ class Hub:
         sshd_config, as on sshd before 7.3. ``pythons`` (with ``root_password``): the
         only Python interpreters the VPS has, given as this machine's paths (a pyenv
         3.6, say), found in /usr/local/bin by their names; the system's are hidden.
+        ``login_user`` (with ``root_password``): a user who logs in with the same
+        password, with ``sudo`` "nopasswd" (sudo without a password), "password" (sudo
+        asks for one) or "none" (not in sudoers).
         """
         if init not in INITS:
             raise BoxError(f"unknown init {init!r}; expected one of {INITS}")
@@ -163,6 +167,7 @@ class Hub:
             box.root_password = root_password
             box.sshd_include = sshd_include
             box.pythons = None if pythons is None else [os.path.realpath(p) for p in pythons]
+            box.login_user, box.sudo = login_user, sudo
         try:
             box._start(list(inittab), disk_size, vzslave_command, ready_timeout, init_path)
             with self._lock:
@@ -248,6 +253,8 @@ class Box:
         self.root_password: str | None = None  # a fresh VPS: password login, no vz
         self.sshd_include = True
         self.pythons: list[str] | None = None  # a fresh VPS's only interpreters
+        self.login_user: str | None = None  # a fresh VPS's user besides root
+        self.sudo = "nopasswd"
 
     def __enter__(self) -> Box:  # noqa: PYI034 (typing.Self is 3.11+)
         return self
@@ -320,6 +327,8 @@ class Box:
                               input=self.root_password.encode()).decode().strip()
             shadow = re.sub(r"^root:[^:]*:", lambda _: "root:{}:".format(hashed), shadow,
                             flags=re.MULTILINE)
+            if self.login_user is not None:
+                shadow = self._add_login_user(seed, hashed, shadow)
             host.put_file(seed, "etc/shadow", shadow, 0o640)
             os.chown(seed / "etc/shadow", 0, os.stat("/etc/shadow").st_gid)
             host.mkdirs(seed, "etc/ssh/sshd_config.d")
@@ -342,6 +351,21 @@ class Box:
         os.chmod(seed / "root", 0o700)
         os.setxattr(seed / "root", "trusted.overlay.opaque", b"y")
         return init_argv
+
+    def _add_login_user(self, seed: Path, hashed: str, shadow: str) -> str:
+        """The login user in passwd, group and sudoers; its home; shadow with it."""
+        user, uid = self.login_user, 4242
+        assert user is not None and re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", user), user
+        home = host.mkdirs(seed, f"home/{user}")
+        os.chown(home, uid, uid)
+        os.chmod(home, 0o755)
+        for name, line in (("passwd", f"{user}:x:{uid}:{uid}::/home/{user}:/bin/sh\n"),
+                           ("group", f"{user}:x:{uid}:\n")):
+            host.put_file(seed, f"etc/{name}", Path(f"/etc/{name}").read_text() + line)
+        if self.sudo != "none":
+            rule = "NOPASSWD: ALL" if self.sudo == "nopasswd" else "ALL"
+            host.put_file(seed, f"etc/sudoers.d/{user}", f"{user} ALL=(ALL) {rule}\n", 0o440)
+        return shadow + f"{user}:{hashed}:19000:0:99999:7:::\n"
 
     def _sshd_config(self) -> str:
         if self.root_password is not None:
