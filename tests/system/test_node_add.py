@@ -283,3 +283,11 @@ def test_a_login_user_sudo_refuses_is_one_line_and_nothing_changes(make_box, tmp
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1 and "NOPASSWD" in done.stderr
     assert project.box.exec(["test", "-e", "/home/deploy/.ssh"], check=False).returncode == 1
+
+
+def test_an_unreachable_host_is_one_line_and_exit_3(fresh):
+    done = fresh.vzmaster("node", "add", "n9", "10.200.0.250", "--password-file",
+                          fresh.password_file, "--connect-timeout", "2", check=False)
+    assert done.returncode == 3
+    assert len(done.stderr.strip().splitlines()) == 1 and "cannot reach" in done.stderr
+    assert "n9" not in open(fresh.config).read()
