@@ -109,50 +109,38 @@ def add_node(ask: NodeAdd, say: Callable[[Step], None] = lambda step: None,
     return Added(steps, facts, found)
 
 
-class _Login:
-    def __init__(self, ask: NodeAdd, done: Callable[[Step], None]) -> None:
-        self.ask, self.done = ask, done
-        self.shell: Shell | None = None
+def _login(ask: NodeAdd, done: Callable[[Step], None]) -> Shell:
+    """A session with the key if it is authorized already, else with the password; an
+    unknown host key trusted and recorded, said in the step."""
+    base = SSHOptions(ask.host, user=ask.user, port=ask.port, known_hosts=ask.known_hosts,
+                      trust_new_host=True, connect_timeout=ask.connect_timeout,
+                      ssh_config=None)
+    trusted: list[str] = []
 
-    def __enter__(self) -> Shell:
-        ask = self.ask
-        base = SSHOptions(ask.host, user=ask.user, port=ask.port, known_hosts=ask.known_hosts,
-                          trust_new_host=True, connect_timeout=ask.connect_timeout,
-                          ssh_config=None)
-        trusted: list[str] = []
+    def on_new_key(hostname: str, fingerprint: str) -> None:
+        trusted.append("{} {} recorded in {}".format(hostname, fingerprint, ask.known_hosts))
 
-        def on_new_key(hostname: str, fingerprint: str) -> None:
-            trusted.append("{} {} recorded in {}".format(hostname, fingerprint,
-                                                        ask.known_hosts))
+    def options(**fields: Any) -> SSHOptions:
+        sock = ask.sock_factory() if ask.sock_factory else None
+        return dataclasses.replace(base, sock=sock, **fields)
 
-        def options(**fields: Any) -> SSHOptions:
-            sock = ask.sock_factory() if ask.sock_factory else None
-            return dataclasses.replace(base, sock=sock, **fields)
-
-        how = "key"
-        if os.path.exists(ask.private_key):
-            try:
-                self.shell = Shell.open(options(key_filename=ask.private_key), on_new_key)
-            except AuthenticationError:
-                self.shell = None
-        if self.shell is None:
-            if ask.password is None:
-                raise ProvisionError("{}@{}: the key is not authorized there yet and no "
-                                     "password was given (--password-file, --ask-password "
-                                     "or VZ_PASSWORD)".format(ask.user, ask.host))
-            how = "password"
-            self.shell = Shell.open(options(password=ask.password), on_new_key)
-        self.done(Step("login", bool(trusted), "{} ({}){}".format(
-            self.shell.label, how, "; new host key " + trusted[0] if trusted else "")))
-        return self.shell
-
-    def __exit__(self, *exc: object) -> None:
-        if self.shell is not None:
-            self.shell.close()
-
-
-def _login(ask: NodeAdd, done: Callable[[Step], None]) -> _Login:
-    return _Login(ask, done)
+    shell = None
+    how = "key"
+    if os.path.exists(ask.private_key):
+        try:
+            shell = Shell.open(options(key_filename=ask.private_key), on_new_key)
+        except AuthenticationError:
+            shell = None
+    if shell is None:
+        if ask.password is None:
+            raise ProvisionError("{}@{}: the key is not authorized there yet and no password "
+                                 "was given (--password-file, --ask-password or "
+                                 "VZ_PASSWORD)".format(ask.user, ask.host))
+        how = "password"
+        shell = Shell.open(options(password=ask.password), on_new_key)
+    done(Step("login", bool(trusted), "{} ({}){}".format(
+        shell.label, how, "; new host key " + trusted[0] if trusted else "")))
+    return shell
 
 
 def _authorize(shell: Shell, found: probe.NodeProbe, public_key: str) -> Step:
