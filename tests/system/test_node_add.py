@@ -2,6 +2,7 @@
 password only, no authorized key, no vz, a system Python with no site-packages (so no
 msgpack). Run as the command, in the hub's network namespace, as a user would."""
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,15 @@ class Project:
         return self.vzmaster("node", "add", "n1", self.box.ip, "--password-file",
                              self.password_file, *extra, check=check)
 
+    def declare_web(self, where=""):
+        """A web app (busybox httpd on 8080, checked by tcp) in vz.yml, its image beside."""
+        with open(os.path.join(self.directory, "web.tar"), "wb") as image:
+            image.write(tb.busybox_image(["sh", "-c", "echo up > /www/index.html; "
+                                          "exec httpd -f -p 8080 -h /www"],
+                                         tb.directory("rootfs/www")))
+        with open(self.config, "a") as config:
+            config.write("apps:\n  web: {image: web.tar, " + where + "health: {tcp: 8080}}\n")
+
     def password_login(self, password=PASSWORD):
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -62,12 +72,7 @@ def test_node_add_makes_a_fresh_vps_a_node_that_takes_a_deploy(fresh):
     assert "new host key" in done.stdout and "SHA256:" in done.stdout
     assert "nodes:\n  n1: {host: " + fresh.box.ip + "}" in open(fresh.config).read()
     assert open(fresh.config).read().startswith("# the fleet\n")
-    with open(os.path.join(fresh.directory, "web.tar"), "wb") as image:
-        image.write(tb.busybox_image(["sh", "-c", "echo up > /www/index.html; "
-                                      "exec httpd -f -p 8080 -h /www"],
-                                     tb.directory("rootfs/www")))
-    with open(fresh.config, "a") as config:
-        config.write("apps:\n  web: {image: web.tar, health: {tcp: 8080}}\n")
+    fresh.declare_web()
     fresh.vzmaster("deploy")
     assert "running" in fresh.vzmaster("status", "n1").stdout
 
@@ -152,21 +157,16 @@ def plant_old_agent(box):
 
 
 def test_node_upgrade_switches_every_node_while_the_app_answers_then_rolls_back(three):
-    with open(os.path.join(three.directory, "web.tar"), "wb") as image:
-        image.write(tb.busybox_image(["sh", "-c", "echo up > /www/index.html; "
-                                      "exec httpd -f -p 8080 -h /www"],
-                                     tb.directory("rootfs/www")))
-    with open(three.config, "a") as config:
-        config.write("apps:\n  web: {image: web.tar, nodes: all, health: {tcp: 8080}}\n")
+    three.declare_web("nodes: all, ")
     three.vzmaster("deploy")
     pyz = {box.ip: plant_old_agent(box) for box in three.boxes}
-    pids = {row["node"]: row["pid"] for row in __import__("json").loads(
+    pids = {row["node"]: row["pid"] for row in json.loads(
         three.vzmaster("ps", "--json", "--no-check").stdout)}
     done = three.vzmaster("node", "upgrade")
     assert done.stdout.count("(vzslave-0.0.9 -> ") == 3
     for box in three.boxes:
         assert pyz[box.ip] in box.read_file("/usr/local/bin/vzslave").decode()
-    after = {row["node"]: row["pid"] for row in __import__("json").loads(
+    after = {row["node"]: row["pid"] for row in json.loads(
         three.vzmaster("ps", "--json").stdout)}
     assert after == pids  # no container was restarted
     back = three.vzmaster("node", "upgrade", "--rollback", "n1")
