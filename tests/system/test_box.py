@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.system.conftest import wait_for
+from tests.system.conftest import require_boxes, wait_for
 from vzmaster.testing.box import SRC_DIR, BoxError, Hub, find_sysvinit, sweep_stale
 
 
@@ -310,3 +310,37 @@ def test_a_disconnected_box_runs_on_unreachable_until_reconnected(make_box):
     assert cut.running()
     cut.reconnect()
     cut.connect().close()
+
+
+# -- systemd boxes: the vz supervisor's hosts ---------------------------------
+
+
+@pytest.fixture
+def systemd_box(make_box):
+    require_boxes("systemd")
+    return make_box("systemd")
+
+
+def test_a_systemd_box_boots_its_own_target_and_starts_none_of_the_hosts_units(systemd_box):
+    assert systemd_box.exec(["systemctl", "is-system-running"]).stdout == b"running\n"
+    running = systemd_box.exec(["systemctl", "list-units", "--plain", "--no-legend",
+                                "--state=running", "--type=service"]).stdout.decode()
+    assert {line.split()[0] for line in running.splitlines()} <= {
+        "vz-box-sshd.service", "systemd-journald.service"}
+
+
+def test_a_systemd_box_cannot_write_the_hosts_kernel_settings(systemd_box):
+    done = systemd_box.exec(["sh", "-c", "echo 1 > /proc/sys/kernel/sysrq"], check=False)
+    assert done.returncode != 0
+    assert systemd_box.exec(["findmnt", "-no", "OPTIONS", "/sys"]).stdout.startswith(b"ro,")
+
+
+def test_a_systemd_box_has_its_own_cgroup_tree_and_close_removes_it(systemd_box):
+    seen_from_the_host = open(f"/proc/{systemd_box.pid1}/cgroup").read()
+    assert seen_from_the_host.endswith(f"0::/{systemd_box.netns}/init.scope\n")
+    namespaces = box_namespaces(systemd_box)
+    systemd_box.close()
+    assert_nothing_left(systemd_box.netns, systemd_box.state_dir, namespaces)
+    out = subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t cgroup2 c /mnt && ls /mnt"],
+                         capture_output=True, text=True, check=True).stdout
+    assert systemd_box.netns not in out.split()

@@ -12,6 +12,7 @@ import pytest
 
 from tests import tarballs as tb
 from vzmaster.testing.box import Box
+from vzslave import __version__ as vzslave_version
 
 PASSWORD = "correct horse battery staple"
 VZMASTER = os.path.join(os.path.dirname(sys.executable), "vzmaster")
@@ -146,13 +147,19 @@ def three(make_box, tmp_path):
     return project
 
 
-def plant_old_agent(box):
-    """The agent as an earlier node add left it: another tree, the launcher on it."""
+def plant_old_agent(box, version="0.0.9", protocol=None):
+    """An earlier release's agent as node add left it: its own tree, which says its own
+    version (and with ``protocol``, speaks only that one), the launcher on it. Returns
+    the tree node add installed."""
     launcher = box.read_file("/usr/local/bin/vzslave").decode()
-    tree = launcher.split()[-2]
-    box.exec(["cp", "-a", tree, "/usr/local/lib/vz/vzslave-0.0.9"])
-    box.write_file("/usr/local/bin/vzslave",
-                   launcher.replace(tree, "/usr/local/lib/vz/vzslave-0.0.9").encode(), 0o755)
+    tree, old = launcher.split()[-2], "/usr/local/lib/vz/vzslave-" + version
+    box.exec(["cp", "-a", tree, old])
+    box.exec(["sed", "-i", 's/^__version__ = .*/__version__ = "{}"/'.format(version),
+              old + "/vzslave/__init__.py"])
+    if protocol is not None:
+        box.exec(["sed", "-i", "-e", "s/^SUPPORTED_VERSIONS = .*/SUPPORTED_VERSIONS = ({},)/"
+                  .format(protocol), old + "/vzslave/protocol.py"])
+    box.write_file("/usr/local/bin/vzslave", launcher.replace(tree, old).encode(), 0o755)
     return tree
 
 
@@ -172,6 +179,29 @@ def test_node_upgrade_switches_every_node_while_the_app_answers_then_rolls_back(
     back = three.vzmaster("node", "upgrade", "--rollback", "n1")
     assert "-> vzslave-0.0.9)" in back.stdout
     assert "nothing to change" in three.vzmaster("node", "upgrade", "n2").stdout
+
+
+def test_a_mixed_version_fleet_works_on_until_its_old_nodes_are_upgraded(three):
+    three.declare_web("nodes: all, ")
+    three.vzmaster("deploy")
+    n1, n2, _ = three.boxes
+    plant_old_agent(n1)                      # older, but speaks this master's protocol
+    plant_old_agent(n2, "0.0.1", protocol=0)   # too old to talk to
+    assert "0.0.9" in three.vzmaster("hello", "n1").stdout
+    refused = three.vzmaster("hello", "n2", check=False)
+    assert refused.returncode != 0 and "vzmaster node upgrade" in refused.stderr
+    with open(three.config) as config:
+        text = config.read()
+    with open(three.config, "w") as config:
+        config.write(text.replace("health:", "env: {COLOR: blue}, health:"))
+    deploy = three.vzmaster("deploy", check=False)
+    assert "n1    web  replace  ok" in deploy.stdout and "n2 did not answer" in deploy.stderr
+    check = three.vzmaster("node", "check", check=False).stdout
+    assert "agent 0.0.9, master" in check and "agent 0.0.1, master" in check
+    three.vzmaster("node", "upgrade", "all")
+    for node in ("n1", "n2", "n3"):
+        assert vzslave_version in three.vzmaster("hello", node).stdout
+    assert "n2    web  replace  ok" in three.vzmaster("deploy").stdout
 
 
 def test_node_check_finds_each_planted_problem(make_box, tmp_path):
@@ -217,6 +247,19 @@ def test_a_node_without_python_3_6_is_told_the_command_that_installs_it(make_box
     assert bare.box.exec(["test", "-e", "/usr/local/lib/vz"], check=False).returncode == 1
 
 
+def test_install_python_runs_apt_on_the_node_and_says_why_no_python_came_of_it(
+        make_box, tmp_path):
+    """The boxes reach no mirror (nor any DNS: resolv.conf is empty), as a VPS whose
+    network is broken: apt-get really runs, and what it said reaches the user."""
+    bare = Project(make_box(root_password=PASSWORD, pythons=[]), tmp_path)
+    bare.box.write_file("/etc/resolv.conf", b"")
+    done = bare.add("--install-python", check=False)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "still no Python 3.6+" in done.stderr
+    assert "Temporary failure resolving 'deb.debian.org'" in done.stderr
+    assert bare.box.exec(["test", "-e", "/usr/local/lib/vz"], check=False).returncode == 1
+
+
 def test_node_remove_stops_the_apps_takes_out_the_agent_and_with_purge_the_data(fresh):
     fresh.add()
     with open(os.path.join(fresh.directory, "web.tar"), "wb") as image:
@@ -257,12 +300,6 @@ def test_a_run_cut_short_after_the_upload_is_finished_by_running_it_again(fresh)
     assert "version" in fresh.vzmaster("hello", "n1").stdout
 
 
-def test_the_agent_on_a_node_also_runs_the_supervisor_for_inits_that_ignore_inittab(fresh):
-    fresh.add()
-    done = fresh.box.exec(["/usr/local/bin/vzslave", "supervisor", "--help"], check=False)
-    assert done.returncode == 0 and b"--foreground" in done.stdout
-
-
 def test_a_login_user_with_sudo_makes_the_node_and_keeps_its_own_key_file(make_box, tmp_path):
     project = Project(make_box(init="sysv", root_password=PASSWORD, login_user="deploy"),
                       tmp_path)
@@ -291,3 +328,23 @@ def test_an_unreachable_host_is_one_line_and_exit_3(fresh):
     assert done.returncode == 3
     assert len(done.stderr.strip().splitlines()) == 1 and "cannot reach" in done.stderr
     assert "n9" not in open(fresh.config).read()
+
+
+def auth_methods(box):
+    """What box's sshd offers root, as it answers a "none" auth."""
+    transport = paramiko.Transport(box.connect())
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_none("root")
+        return set(refused.value.allowed_types)
+    finally:
+        transport.close()
+
+
+def test_a_password_asked_through_keyboard_interactive_works_and_can_be_turned_off(
+        make_box, tmp_path):
+    box = make_box(root_password=PASSWORD, password_auth="keyboard-interactive")
+    assert auth_methods(box) == {"publickey", "keyboard-interactive"}
+    Project(box, tmp_path).add("--disable-password-login")
+    assert auth_methods(box) == {"publickey"}

@@ -3,7 +3,7 @@
 import pytest
 
 from vzmaster.provision import add
-from vzmaster.provision.remote import ProvisionError
+from vzmaster.provision.remote import Done, ProvisionError
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me"
 
@@ -44,3 +44,15 @@ def test_a_missing_or_bad_public_key_is_refused(tmp_path):
         add.public_key_for(str(tmp_path / "none"))
     with pytest.raises(ProvisionError, match="not an OpenSSH public key"):
         add.public_key_for(str(tmp_path / "x"), str(tmp_path / "bad.pub"))
+
+
+def test_what_a_package_manager_said_is_its_warnings_and_errors_first():
+    done = Done(0, b"Reading package lists...\nW: Failed to fetch http://x  no DNS\n",
+                b"E: Unable to locate package python3\n")
+    assert add._gist(done) == ("; it said: W: Failed to fetch http://x  no DNS / "
+                               "E: Unable to locate package python3")
+
+
+def test_with_no_warning_what_it_said_is_its_last_line():
+    done = Done(0, b"Reading package lists...\npython3 is already the newest version.\n", b"")
+    assert add._gist(done) == "; it said: python3 is already the newest version."

@@ -19,6 +19,9 @@ class FakeShell:
         self.files[path] = data
         return changed
 
+    def read_file(self, path):
+        return self.files.get(path)
+
     def run(self, argv, check=True):
         self.ran.append(list(argv))
         return Done(self.status if not check else 0, self.stdout, b"")
@@ -53,3 +56,16 @@ def test_a_running_supervisor_with_its_unit_unchanged_is_left_as_it_is():
 def test_an_init_vz_knows_no_supervisor_for_is_refused_with_a_pointer():
     with pytest.raises(ProvisionError, match="initscripts/README.md"):
         supervisor.install_supervisor(FakeShell(), "runit")
+
+
+def test_remove_stops_disables_and_deletes_the_systemd_unit():
+    shell = FakeShell({supervisor.SYSTEMD_UNIT: supervisor.systemd_unit()})
+    assert supervisor.remove_supervisor(shell) == supervisor.SYSTEMD_UNIT
+    assert shell.ran == [["systemctl", "disable", "--now", "vz-supervisor"],
+                         ["rm", "-f", "--", supervisor.SYSTEMD_UNIT],
+                         ["systemctl", "daemon-reload"]]
+
+
+def test_remove_with_no_unit_or_job_runs_nothing():
+    shell = FakeShell()
+    assert supervisor.remove_supervisor(shell) == "" and shell.ran == []

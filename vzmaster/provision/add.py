@@ -22,6 +22,7 @@ and says so, and a run cut short anywhere is finished by running it again.
 
 from __future__ import annotations
 
+import shlex
 import dataclasses
 import os
 import time
@@ -30,7 +31,7 @@ from typing import Any, Callable, NamedTuple
 from vzmaster.client import Client
 from vzmaster.errors import AuthenticationError, ConnectError, HostKeyError
 from vzmaster.provision import keys, probe, sshd, vzyml
-from vzmaster.provision.remote import ProvisionError, Shell
+from vzmaster.provision.remote import Done, ProvisionError, Shell
 from vzmaster.provision.steps import Step
 from vzmaster.provision.supervisor import install_supervisor
 from vzmaster.transports import SSHOptions
@@ -168,13 +169,22 @@ def _python(shell: Shell, found: probe.NodeProbe, ask: NodeAdd) -> str:
     if not ask.install_python:
         raise ProvisionError("{}: no Python 3.6 or newer. Install it with `{}` (or pass "
                              "--install-python), then run node add again".format(
-                                 shell.label, " ".join(command)))
-    shell.run(command, timeout=900)
+                                 shell.label, shlex.join(command)))
+    done = shell.run(command, timeout=900)
     again = probe.parse_probe(shell.sh(probe.SCRIPT).text)
     if again.python is None:
-        raise ProvisionError("{}: {} ran, but still no Python 3.6+".format(
-            shell.label, " ".join(command)))
+        raise ProvisionError("{}: {} ran, but still no Python 3.6+{}".format(
+            shell.label, shlex.join(command), _gist(done)))
     return again.python
+
+
+def _gist(done: Done) -> str:
+    """What a package manager said that matters: its errors and warnings, else its last
+    line (apt-get update exits 0 when no mirror answered)."""
+    lines = [line.strip() for line in (done.stdout + b"\n" + done.stderr).decode(
+        "utf-8", "replace").splitlines() if line.strip()]
+    said = [line for line in lines if line[:2] in ("E:", "W:") or "rror" in line] or lines[-1:]
+    return "; it said: " + " / ".join(said[:2]) if said else ""
 
 
 # $1 python, $2 the zipapp, $3 the tree: unzipped and byte-compiled beside the zipapp,
@@ -256,7 +266,11 @@ def verify_key_login(options: SSHOptions, sock_factory: Callable[[], Any] | None
 
 def _no_password(shell: Shell, found: probe.NodeProbe) -> Step:
     """Password login off, through the same mechanism as the Subsystem."""
-    lines = b"PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+    # ChallengeResponseAuthentication: sshd before 8.7 turns keyboard-interactive (PAM's
+    # password prompt) on through it, whatever KbdInteractiveAuthentication says; 8.7+
+    # takes it as an alias.
+    lines = (b"PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+             b"ChallengeResponseAuthentication no\n")
     if found.dropin:
         path, data, backup = NO_PASSWORD, b"# Written by vzmaster node add.\n" + lines, ""
     else:

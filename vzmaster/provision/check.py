@@ -4,6 +4,7 @@ configuration, runs the agent's ``--version``, and says hello; it changes nothin
 
 from __future__ import annotations
 
+import shlex
 from typing import NamedTuple
 
 from vzmaster.provision import probe
@@ -16,6 +17,8 @@ from vzslave.errors import Error
 
 MIN_FREE = 100 * 1024 * 1024  # bytes: an image and its unpacked release, with room
 MAX_SKEW = 5.0  # seconds: TLS, logs and health timings go wrong beyond this
+# As vzslave finds it (supervision.py): the pid in its pid file, alive.
+_SUPERVISOR_RUNS = '{ read -r pid < "$1/containers/supervisor.pid"; } 2>/dev/null && kill -0 "$pid"'
 _INODES = 'df -Pi "$1" 2>/dev/null | awk \'NR==2 {print $4}\''
 
 
@@ -65,7 +68,7 @@ def _problems(name: str, options: SSHOptions, shell: Shell, root: str) -> list[P
                                 "vzmaster node upgrade " + name))
     if found.python is None:
         problems.append(Problem("no Python 3.6 or newer",
-                                " ".join(probe.python_install_command(found))
+                                shlex.join(probe.python_install_command(found))
                                 or "install python3"))
     if found.disk_free < MIN_FREE:
         problems.append(Problem("{} MiB free on /".format(found.disk_free >> 20),
@@ -75,11 +78,11 @@ def _problems(name: str, options: SSHOptions, shell: Shell, root: str) -> list[P
         problems.append(Problem("{} inodes free under {}".format(inodes, root),
                                 "remove unused images and bundles"))
     if found.init not in ("sysvinit", "busybox"):
-        running = shell.sh("pgrep -f vz-supervisor >/dev/null", check=False).status == 0
-        if not running:
+        if shell.sh(_SUPERVISOR_RUNS, root, check=False).status:
             problems.append(Problem("PID 1 is {}, which ignores /etc/inittab, and no vz "
                                     "supervisor runs".format(found.init),
-                                    "install the vz supervisor (initscripts/README.md)"))
+                                    "vzmaster node add {} {} (it installs and starts "
+                                    "one)".format(name, options.host)))
     elif shell.sh('[ -w /etc/inittab ]', check=False).status:
         problems.append(Problem("/etc/inittab is not writable",
                                 "chattr -i /etc/inittab, or remount / read-write"))

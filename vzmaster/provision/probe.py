@@ -135,7 +135,9 @@ def python_install_command(probe: NodeProbe) -> list[str]:
     """The command that installs Python 3 on the node's OS (what --install-python runs)."""
     family = {probe.os_id, *probe.os_like}
     if family & {"debian", "ubuntu"}:
-        return ["sh", "-c", "apt-get update && apt-get install -y python3"]
+        # Non-interactive: a debconf question would wait on a terminal nobody sees.
+        return ["sh", "-c", "apt-get update && DEBIAN_FRONTEND=noninteractive "
+                            "apt-get install -y python3"]
     if family & {"alpine"}:
         return ["apk", "add", "python3"]
     if family & {"fedora", "rhel", "centos", "rocky", "almalinux"}:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import threading
 from typing import Callable, NamedTuple, Sequence
 
 import paramiko
@@ -87,8 +88,15 @@ class Shell:
                 if input:
                     channel.sendall(input)
                 channel.shutdown_write()
+                # Both streams at once: they share the channel's window, so a command
+                # with much to say on stderr would stall while only stdout is read.
+                errors: list[bytes] = []
+                reader = threading.Thread(target=lambda: errors.append(
+                    channel.makefile_stderr("rb").read()), daemon=True)
+                reader.start()
                 stdout = channel.makefile("rb").read()
-                stderr = channel.makefile_stderr("rb").read()
+                reader.join(timeout)
+                stderr = b"".join(errors)
                 status = channel.recv_exit_status()
             finally:
                 channel.close()

@@ -1,5 +1,6 @@
 """``vzmaster node remove``: a node no longer vz's. Its containers are stopped (their
-inittab lines go, their processes end), the Subsystem is taken out of sshd (checked with
+inittab lines go, their processes end), the vz supervisor's unit (systemd, upstart) is
+stopped and deleted, the Subsystem is taken out of sshd (checked with
 ``sshd -t``, sshd reloaded), the agent and its launcher are deleted, and with ``purge``
 the state root too (images, releases, volumes, logs: the data). Then vz.yml forgets it.
 A rerun after an interruption finishes what is left."""
@@ -13,6 +14,7 @@ from vzmaster.errors import ConnectError
 from vzmaster.provision import probe, sshd
 from vzmaster.provision.add import AGENT_DIR, NO_PASSWORD
 from vzmaster.provision.steps import Step
+from vzmaster.provision.supervisor import remove_supervisor
 from vzmaster.provision.remote import Shell
 from vzmaster.transports import SSHOptions
 
@@ -41,6 +43,8 @@ def remove_node(options: SSHOptions, purge: bool = False, root: str = "/var/lib/
         done(Step("containers", False, "no vzslave answers: nothing to stop"))
     with Shell.open(options) as shell:
         found = probe.parse_probe(shell.sh(probe.SCRIPT).text)
+        unit = remove_supervisor(shell)
+        done(Step("supervisor", bool(unit), "stopped and deleted " + unit if unit else "none"))
         done(Step("subsystem", _unregister(shell, found), "taken out of sshd"))
         gone = shell.sh('[ -e "$1" ] || [ -e "$2" ]', sshd.LAUNCHER, AGENT_DIR,
                         check=False).status == 0

@@ -76,3 +76,19 @@ def install_supervisor(shell: Shell, init: str) -> Step:
     raise ProvisionError("{}: PID 1 is {}, which ignores /etc/inittab, and vz knows no way "
                          "to run its supervisor under it: see initscripts/README.md".format(
                              shell.label, init))
+
+
+def remove_supervisor(shell: Shell) -> str:
+    """The unit or job install_supervisor wrote stopped (its containers with it),
+    disabled and deleted; its path, or "" when there was none."""
+    if shell.read_file(SYSTEMD_UNIT) is not None:
+        shell.run(["systemctl", "disable", "--now", "vz-supervisor"], check=False)
+        shell.run(["rm", "-f", "--", SYSTEMD_UNIT])
+        shell.run(["systemctl", "daemon-reload"], check=False)
+        return SYSTEMD_UNIT
+    if shell.read_file(UPSTART_JOB) is not None:
+        shell.run(["stop", "vz-supervisor"], check=False)
+        shell.run(["rm", "-f", "--", UPSTART_JOB])
+        shell.run(["initctl", "reload-configuration"], check=False)
+        return UPSTART_JOB
+    return ""

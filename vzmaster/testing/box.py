@@ -4,6 +4,8 @@ A box is a network namespace behind a private hub bridge (10.200.0.0/24, never i
 the root netns) plus PID, mount, UTS and IPC namespaces whose PID 1 is a real init
 (busybox or sysvinit) over an overlay of ``/`` with a tmpfs disk.  That init runs
 the stock OpenSSH ``sshd -D -e`` from an ``/etc/inittab`` respawn line.  Needs root.
+A ``systemd`` box (an init that ignores inittab) boots its own target that starts
+only sshd, in its own cgroup namespace, with the host's units masked.
 DEVELOPERS.md ("Tests") says how the tests use boxes; the teardown leaves no network
 namespace, process or mount behind, which tests/system/test_box.py checks.
 
@@ -40,6 +42,8 @@ from typing import Any
 from vzmaster.testing import host
 from vzmaster.testing.host import (
     INITS,
+    OTHER_INITS,
+    SYSTEMD,
     SYSVINIT_DIR,
     BoxError,
     ensure_sysvinit,
@@ -134,7 +138,8 @@ class Hub:
             vzslave_command: str | None = None, ready_timeout: float = 10.0,
             init_path: str | None = None, root_password: str | None = None,
             sshd_include: bool = True, pythons: Sequence[str] | None = None,
-            login_user: str | None = None, sudo: str = "nopasswd") -> Box:
+            login_user: str | None = None, sudo: str = "nopasswd",
+            password_auth: str = "password") -> Box:
         """Start a box, wait until ``ssh true`` works; on failure clean up, raise BoxError.
 
         With ``root_password`` the box is a VPS as its activation email leaves it: root
@@ -146,10 +151,14 @@ class Hub:
         3.6, say), found in /usr/local/bin by their names; the system's are hidden.
         ``login_user`` (with ``root_password``): a user who logs in with the same
         password, with ``sudo`` "nopasswd" (sudo without a password), "password" (sudo
-        asks for one) or "none" (not in sudoers).
+        asks for one) or "none" (not in sudoers). ``password_auth`` (with
+        ``root_password``): "password", or "keyboard-interactive" for an sshd that takes
+        the password only through PAM's prompt (PasswordAuthentication no).
         """
-        if init not in INITS:
-            raise BoxError(f"unknown init {init!r}; expected one of {INITS}")
+        if init not in INITS + OTHER_INITS:
+            raise BoxError(f"unknown init {init!r}; expected one of {INITS + OTHER_INITS}")
+        if password_auth not in ("password", "keyboard-interactive"):
+            raise BoxError(f"bad password_auth {password_auth!r}")
         if not _SIZE.fullmatch(disk_size):
             raise BoxError(f"bad disk_size {disk_size!r} (a tmpfs size like 512m)")
         if any("\n" in line for line in [*inittab, vzslave_command or ""]):
@@ -168,6 +177,7 @@ class Hub:
             box.sshd_include = sshd_include
             box.pythons = None if pythons is None else [os.path.realpath(p) for p in pythons]
             box.login_user, box.sudo = login_user, sudo
+            box.password_auth = password_auth
         try:
             box._start(list(inittab), disk_size, vzslave_command, ready_timeout, init_path)
             with self._lock:
@@ -255,6 +265,7 @@ class Box:
         self.pythons: list[str] | None = None  # a fresh VPS's only interpreters
         self.login_user: str | None = None  # a fresh VPS's user besides root
         self.sudo = "nopasswd"
+        self.password_auth = "password"   # or "keyboard-interactive" (through PAM)
 
     def __enter__(self) -> Box:  # noqa: PYI034 (typing.Self is 3.11+)
         return self
@@ -309,6 +320,9 @@ class Box:
             host.mkdirs(seed, "etc/inittab.d")
             init_argv = ["/usr/sbin/init", "2"]   # "2": else it spins asking for a runlevel
             table = ["id:2:initdefault:", "ss:2345:respawn:/usr/sbin/sshd -D -e"]
+        elif self.init == "systemd":
+            init_argv = self._systemd_seed(seed, inittab)
+            table = []
         else:
             busybox = init_path or shutil.which("busybox") or "/bin/busybox"
             os.symlink(busybox, host.mkdirs(seed, "usr/sbin") / "init")
@@ -352,6 +366,35 @@ class Box:
         os.setxattr(seed / "root", "trusted.overlay.opaque", b"y")
         return init_argv
 
+    def _systemd_seed(self, seed: Path, inittab: list[str]) -> list[str]:
+        """A systemd box boots its own target: sshd and nothing else of the host's units.
+
+        The root is the host's: every unit the host enables, everything sysinit would
+        start (udev, modules, sysctl, binfmt, time sync: they act on the host's kernel)
+        and every timer is masked. What the box then starts is what a test asks for.
+        """
+        if inittab:
+            raise BoxError("systemd ignores /etc/inittab: a systemd box takes no inittab lines")
+        put = host.put_file
+        put(seed, "etc/systemd/system/vz-box.target", "\n".join([
+            "[Unit]", f"Description={self.name}: sshd, and what the tests start",
+            "Wants=vz-box-sshd.service", "AllowIsolate=yes", ""]))
+        put(seed, "etc/systemd/system/vz-box-sshd.service", "\n".join([
+            "[Unit]", "Description=OpenSSH server of the box", "DefaultDependencies=no", "",
+            "[Service]", "ExecStart=/usr/sbin/sshd -D -e", "Restart=always", "RestartSec=0.2",
+            ""]))
+        put(seed, "etc/fstab", "")   # the host's would become mount units
+        masked = {"systemd-udevd.service", "systemd-udev-trigger.service",
+                  "systemd-udev-settle.service", "console-getty.service", "getty.target"}
+        for wants in glob.glob("/etc/systemd/system/*.wants") + [
+                f"/lib/systemd/system/{t}.target.wants" for t in ("sysinit", "timers")]:
+            masked.update(os.listdir(wants) if os.path.isdir(wants) else ())
+        masked.discard("systemd-journald.service")   # its sockets stay: it must start
+        for unit in sorted(masked):
+            os.symlink("/dev/null", host.mkdirs(seed, "etc/systemd/system") / unit)
+        # As systemd-nspawn starts it: "container" tells systemd it is a guest.
+        return ["/usr/bin/env", "container=vz-box", SYSTEMD, "--unit=vz-box.target"]
+
     def _add_login_user(self, seed: Path, hashed: str, shadow: str) -> str:
         """The login user in passwd, group and sudoers; its home; shadow with it."""
         user, uid = self.login_user, 4242
@@ -375,11 +418,13 @@ class Box:
                 "Port 22",
                 "HostKey /etc/ssh/ssh_host_ed25519_key",
                 "PidFile /run/sshd.pid",
-                "UsePAM no",
+                *(["UsePAM no", "PasswordAuthentication yes", "KbdInteractiveAuthentication no"]
+                  if self.password_auth == "password" else
+                  # The password through PAM's "Password:" prompt only, as many
+                  # vendors' images ship it.
+                  ["UsePAM yes", "PasswordAuthentication no", "KbdInteractiveAuthentication yes"]),
                 "UseDNS no",
                 "PermitRootLogin yes",
-                "PasswordAuthentication yes",
-                "KbdInteractiveAuthentication no",
                 "PrintMotd no",
                 "MaxStartups 100",
                 "MaxSessions 100",
@@ -445,9 +490,29 @@ class Box:
             'mount -t proc proc "$R/proc"',
             'mount --rbind /dev "$R/dev"',
             'mount --rbind /sys "$R/sys"',    # ip netns exec mounted this netns's sysfs
+        ]
+        if self.init == "systemd":
+            lines += [
+                # As systemd-nspawn does: /sys and /proc/sys read-only, so no unit
+                # writes the host's kernel settings; its own cgroup2 subtree, entered
+                # here and made the root of a cgroup namespace just before init.
+                'mount -o remount,bind,ro "$R/sys"',
+                'mount --bind "$R/proc/sys" "$R/proc/sys"',
+                'mount -o remount,bind,ro "$R/proc/sys"',
+                'mkdir "$D/cgroup"',
+                'mount -t cgroup2 cgroup2 "$D/cgroup"',
+                f'mkdir "$D/cgroup/{self.netns}"',
+                f'echo $$ > "$D/cgroup/{self.netns}/cgroup.procs"',
+                'umount "$D/cgroup"',
+            ]
+        else:
             # ...without the cgroup mounts, which runc and crun need: a cgroup2 view.
-            'mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" 2>/dev/null || true',
-            'mount -t tmpfs -o mode=755,size=16m run "$R/run"',   # own utmp, initctl
+            lines.append('mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" 2>/dev/null || true')
+        lines += [
+            # Own utmp, initctl. systemd refuses a daemon-reload with under 16 MB free
+            # there: its /run is as a 640 MB VPS's (10% of RAM).
+            f'mount -t tmpfs -o mode=755,size={"64m" if self.init == "systemd" else "16m"} '
+            'run "$R/run"',
             'mkdir -m 755 "$R/run/sshd"',
             'mount -t tmpfs -o mode=1777,size=64m tmp "$R/tmp"',
             'mount --bind "$D/console.fifo" "$R/dev/console"',
@@ -481,8 +546,14 @@ class Box:
             # As the kernel does for init. busybox init hands its own stdio to
             # respawned children; sysvinit opens /dev/console for them itself.
             "exec >/dev/console 2>&1",
-            "exec " + shlex.join(init_argv),
-            ""]
+        ]
+        if self.init == "systemd":
+            # A cgroup2 mounted in the new cgroup namespace shows the box's subtree as /.
+            lines.append("exec unshare --cgroup /bin/sh -c " + shlex.quote(
+                "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec " + shlex.join(init_argv)))
+        else:
+            lines.append("exec " + shlex.join(init_argv))
+        lines.append("")
         return "\n".join(lines)
 
     def _find_pid1(self, deadline: float) -> int:
@@ -689,6 +760,8 @@ class Box:
             self.kill()
             if os.path.exists(f"/run/netns/{self.netns}"):
                 host.run(["ip", "netns", "del", self.netns])   # takes the hub's veth end too
+            if self.init == "systemd" and self.pid1:
+                host.remove_cgroups(self.netns)
         finally:
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self.hub._release(self.index)
@@ -702,7 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure = sub.add_parser("ensure-sysvinit", help="extract sysvinit's init (never installs it)")
     ensure.add_argument("--dest", default=SYSVINIT_DIR)
     up = sub.add_parser("up", help="start one box and keep it until Ctrl-C")
-    up.add_argument("--init", choices=INITS, default="busybox")
+    up.add_argument("--init", choices=INITS + OTHER_INITS, default="busybox")
     up.add_argument("--disk-size", default="512m")
     sub.add_parser("down", help="delete netns and workdirs left by dead runs")
     args = parser.parse_args(argv)

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from vzslave.errors import Error
 
-INITS = ("busybox", "sysv")
+INITS = ("busybox", "sysv")         # inits that run /etc/inittab
+OTHER_INITS = ("systemd",)         # inits that ignore it: the vz supervisor's hosts
+SYSTEMD = "/lib/systemd/systemd"
 SYSVINIT_DIR = "/opt/vz-test/sysvinit"
 SSHD = "/usr/sbin/sshd"
 _TOOLS = ("unshare", "nsenter", "ip", "ssh", "ssh-keygen", "mount", "umount",
@@ -183,9 +185,34 @@ def missing_requirements(init: str = "busybox") -> list[str]:
     elif init == "sysv" and find_sysvinit() is None:
         reasons.append(f"no sysvinit init in {SYSVINIT_DIR} "
                        "(run: python3 -m vzmaster.testing.box ensure-sysvinit)")
-    elif init not in INITS:
-        reasons.append(f"unknown init {init!r}; expected one of {INITS}")
+    elif init == "systemd" and not os.access(SYSTEMD, os.X_OK):
+        reasons.append(f"{SYSTEMD} not found (apt-get install systemd)")
+    elif init not in INITS + OTHER_INITS:
+        reasons.append(f"unknown init {init!r}; expected one of {INITS + OTHER_INITS}")
     return reasons
+
+
+_REMOVE_CGROUPS = r"""
+set -eu
+mount -t cgroup2 cgroup2 "$1"
+for dir in "$1"/vzt*-b*; do
+    [ -d "$dir" ] || continue
+    name=${dir##*/}; pid=${name#vzt}; pid=${pid%%-*}
+    if [ -n "$2" ]; then [ "$name" = "$2" ] || continue
+    elif [ -e "/proc/$pid" ]; then continue; fi
+    find "$dir" -depth -type d -exec rmdir {} + && echo "cgroup $name"
+done
+"""
+
+
+def remove_cgroups(name: str = "") -> list[str]:
+    """Remove the cgroup2 tree a systemd box made (``name``: its netns's name), or with
+    no name those of dead runs; return what went. Its processes must be gone."""
+    with tempfile.TemporaryDirectory(prefix="vz-cgroup-") as mnt:
+        # Mounted in a throwaway mount namespace: the host's mount table never sees it.
+        out = run(["unshare", "--mount", "--propagation", "private",
+                   "sh", "-c", _REMOVE_CGROUPS, "sh", mnt, name])
+    return out.decode().split("\n")[:-1]
 
 
 def sweep_stale() -> list[str]:
@@ -208,4 +235,8 @@ def sweep_stale() -> list[str]:
                 and not os.path.exists(f"/proc/{match.group(1)}")):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
+    try:
+        removed += remove_cgroups()
+    except BoxError:
+        pass    # a kernel without cgroup2: no systemd box ran here
     return removed
