@@ -11,6 +11,7 @@ import paramiko
 import pytest
 
 from tests import tarballs as tb
+from tests.system.conftest import wait_for
 from vzmaster.testing.box import Box
 from vzslave import __version__ as vzslave_version
 
@@ -211,6 +212,8 @@ def test_node_check_finds_each_planted_problem(make_box, tmp_path):
     assert project.vzmaster("node", "check").stdout == "n1: ok\n"
     box.exec(["rm", "/etc/ssh/sshd_config.d/vzslave.conf"])
     box.exec(["sh", "-c", "kill -HUP $(cat /run/sshd.pid)"])
+    wait_for(lambda: box.ssh("true", check=False).returncode == 0, what="sshd reloaded")
+    box.write_file("/etc/ssh/sshd_config.d/00-lock.conf", b"PermitRootLogin no\n")  # no reload
     box.write_file("/usr/local/bin/vzslave", b"#!/bin/sh\necho vzslave 0.0.1\n", 0o755)
     box.exec(["mount", "--bind", "-o", "ro", "/etc/inittab", "/etc/inittab"])
     box.exec(["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=240 2>/dev/null; true"])
@@ -221,6 +224,7 @@ def test_node_check_finds_each_planted_problem(make_box, tmp_path):
                for line in lines)
     assert any("agent 0.0.1, master" in line and "node upgrade n1" in line for line in lines)
     assert any("/etc/inittab is not writable" in line for line in lines)
+    assert any("PermitRootLogin no" in line and "locks vz out" in line for line in lines)
     assert any("MiB free on /" in line for line in lines)
 
 

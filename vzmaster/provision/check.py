@@ -51,13 +51,39 @@ def check_node(name: str, options: SSHOptions, root: str = "/var/lib/vz") -> lis
     return problems
 
 
+def sshd_problems(effective: str, user: str, config: str, add: str) -> list[Problem]:
+    """What in sshd's configuration (``sshd -T``: the files as the next start or reload
+    reads them) stands between vz and the node, logging in as ``user``."""
+    settings: dict[str, list[str]] = {}
+    for line in effective.lower().splitlines():
+        key, _, value = line.partition(" ")
+        settings.setdefault(key, []).append(value.strip())
+    problems = []
+    if not any(value.startswith("vzslave ") for value in settings.get("subsystem", [])):
+        problems.append(Problem("sshd has no vzslave Subsystem", add))
+    # The running sshd may still have let this login in: the files are what counts next.
+    lockout = "; the next sshd reload locks vz out"
+    if settings.get("pubkeyauthentication") == ["no"]:
+        problems.append(Problem("sshd refuses key logins (PubkeyAuthentication no)" + lockout,
+                                "set PubkeyAuthentication yes in " + config))
+    if user == "root" and settings.get("permitrootlogin") == ["no"]:
+        problems.append(Problem("sshd refuses root logins (PermitRootLogin no)" + lockout,
+                                "set PermitRootLogin prohibit-password in {}, or log in "
+                                "as a user with sudo (vz.yml user:)".format(config)))
+    allowed = settings.get("allowusers")
+    if allowed and not any(entry.split("@")[0] in (user, "*") for entry in allowed):
+        problems.append(Problem("sshd's AllowUsers leaves out {}{}".format(user, lockout),
+                                "add {} to AllowUsers in {}".format(user, config)))
+    return problems
+
+
 def _problems(name: str, options: SSHOptions, shell: Shell, root: str) -> list[Problem]:
     problems: list[Problem] = []
     found = probe.parse_probe(shell.sh(probe.SCRIPT).text)
-    effective = shell.run([found.sshd_path, "-T"], check=False).text.lower()
-    if "subsystem vzslave " not in effective:
-        problems.append(Problem("sshd has no vzslave Subsystem",
-                                "vzmaster node add {} {}".format(name, options.host)))
+    effective = shell.run([found.sshd_path, "-T"], check=False).text
+    user = shell.label.split("@", 1)[0]
+    problems += sshd_problems(effective, user, found.sshd_config,
+                              "vzmaster node add {} {}".format(name, options.host))
     done = shell.run([LAUNCHER, "--version"], check=False)
     agent = done.text.strip().split()[-1] if done.status == 0 and done.text else ""
     if not agent:
