@@ -4,7 +4,8 @@ from the call to a verified hello, and the share of each step (login, probe, key
 upload + unzip + compile, Subsystem + sshd -t + reload, verify, vz.yml), against the
 reference in the same run: a bare paramiko password login running ``true``.
 
-Run as root: python3 bench/nodeadd.py [--runs 5]
+Run as root: python3 bench/nodeadd.py [--runs 5] [--init systemd]
+(default: busybox and sysvinit boxes in turn; systemd adds the supervisor unit's step)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PASSWORD = "bench-password"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--init", choices=("busybox", "sysv", "systemd"))
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="vz-bench-nodeadd-")
     built = build_agent(work)
@@ -39,7 +41,8 @@ def main() -> None:
     with Hub() as hub:
         public, private = public_key_for(hub.client_key)
         for run in range(args.runs):
-            box = hub.box(init="sysv" if run % 2 else "busybox", root_password=PASSWORD)
+            init = args.init or ("sysv" if run % 2 else "busybox")
+            box = hub.box(init=init, root_password=PASSWORD)
             started = time.monotonic()
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
