@@ -174,9 +174,9 @@ def test_node_upgrade_switches_every_node_while_the_app_answers_then_rolls_back(
     assert done.stdout.count("(vzslave-0.0.9 -> ") == 3
     for box in three.boxes:
         assert pyz[box.ip] in box.read_file("/usr/local/bin/vzslave").decode()
-    after = {row["node"]: row["pid"] for row in json.loads(
-        three.vzmaster("ps", "--json").stdout)}
-    assert after == pids  # no container was restarted
+    rows = json.loads(three.vzmaster("ps", "--json").stdout)
+    assert {row["node"]: row["pid"] for row in rows} == pids  # no container was restarted
+    assert {row["health"] for row in rows} == {"passing"}     # and each one answers
     back = three.vzmaster("node", "upgrade", "--rollback", "n1")
     assert "-> vzslave-0.0.9)" in back.stdout
     assert "nothing to change" in three.vzmaster("node", "upgrade", "n2").stdout
