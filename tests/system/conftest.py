@@ -27,10 +27,14 @@ def pytest_collection_modifyitems(config, items):
 
 def require_boxes(init="busybox"):
     """Skip (or, with VZ_REQUIRE_SYSTEM=1, fail) unless boxes with this init can run."""
-    reasons = missing_requirements(init)
+    require(missing_requirements(init), f"VPS-in-a-box tests cannot run ({init})")
+
+
+def require(reasons, what):
+    """Skip (or, with VZ_REQUIRE_SYSTEM=1, fail) saying ``what`` and why, if any reasons."""
     if not reasons:
         return
-    message = f"VPS-in-a-box tests cannot run ({init}): " + "; ".join(reasons)
+    message = f"{what}: " + "; ".join(reasons)
     if os.environ.get("VZ_REQUIRE_SYSTEM") == "1":
         # CI sets it: a silently skipped system suite would pass for the wrong reason.
         pytest.fail(message + " [VZ_REQUIRE_SYSTEM=1]", pytrace=False)

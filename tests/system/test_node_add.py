@@ -11,8 +11,8 @@ import paramiko
 import pytest
 
 from tests import tarballs as tb
-from tests.system.conftest import wait_for
-from vzmaster.testing.box import Box
+from tests.system.conftest import require, wait_for
+from vzmaster.testing.box import Box, find_python_debs
 from vzslave import __version__ as vzslave_version
 
 PASSWORD = "correct horse battery staple"
@@ -249,6 +249,20 @@ def test_a_node_without_python_3_6_is_told_the_command_that_installs_it(make_box
     assert "no Python 3.6 or newer" in done.stderr
     assert "apt-get install -y python3" in done.stderr and "--install-python" in done.stderr
     assert bare.box.exec(["test", "-e", "/usr/local/lib/vz"], check=False).returncode == 1
+
+
+def test_install_python_installs_it_with_the_nodes_apt_and_the_agent_runs_on_it(
+        make_box, tmp_path):
+    """A Debian VPS without Python, whose apt reaches a repository holding python3's
+    packages (a local one, of Debian's own .debs: the boxes reach no mirror)."""
+    repo = find_python_debs()
+    require([] if repo else ["run: python3 -m vzmaster.testing.box ensure-python-debs"],
+            "no apt repository of python3's packages")
+    bare = Project(make_box(root_password=PASSWORD, pythons=[], apt_repo=repo), tmp_path)
+    assert bare.box.exec(["sh", "-c", "command -v python3"], check=False).returncode != 0
+    bare.add("--install-python")
+    assert b"exec /usr/bin/python3" in bare.box.read_file("/usr/local/bin/vzslave")
+    assert "version" in bare.vzmaster("hello", "n1").stdout
 
 
 def test_install_python_runs_apt_on_the_node_and_says_why_no_python_came_of_it(

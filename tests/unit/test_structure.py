@@ -18,10 +18,8 @@ EXEMPT = {
     "vzslave.__main__": "two lines that call server.main",
     "vzmaster": "re-exports; test_layering checks __all__",
     "vzmaster.build": "the deprecated name of vzmaster.imaging; test_layering imports it",
-    "vzmaster.testing": "a docstring",
     "vzmaster.testing.box": "namespaces, a real init and sshd need root: tests/system/"
                             "test_box.py",
-    "vzmaster.testing.host": "the boxes' system helpers: tests/system/test_box.py",
     "vzmaster.transports.base": "Transport and SSHOptions: tests/unit/test_transports.py",
     "vzmaster.transports.local": "a vzslave child process: tests/integration/"
                                  "test_local_node.py",

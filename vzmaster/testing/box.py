@@ -43,16 +43,20 @@ from vzmaster.testing import host
 from vzmaster.testing.host import (
     INITS,
     OTHER_INITS,
+    PYTHON_DEBS_DIR,
     SYSTEMD,
     SYSVINIT_DIR,
     BoxError,
+    ensure_python_debs,
     ensure_sysvinit,
+    find_python_debs,
     find_sysvinit,
     missing_requirements,
     sweep_stale,
 )
 
-__all__ = ["Box", "BoxError", "Hub", "ensure_sysvinit", "find_sysvinit",
+__all__ = ["Box", "BoxError", "Hub", "ensure_python_debs", "ensure_sysvinit",
+           "find_python_debs", "find_sysvinit",
            "missing_requirements", "sweep_stale"]
 
 SUBNET = "10.200.0"
@@ -139,7 +143,7 @@ class Hub:
             init_path: str | None = None, root_password: str | None = None,
             sshd_include: bool = True, pythons: Sequence[str] | None = None,
             login_user: str | None = None, sudo: str = "nopasswd",
-            password_auth: str = "password") -> Box:
+            password_auth: str = "password", apt_repo: str | None = None) -> Box:
         """Start a box, wait until ``ssh true`` works; on failure clean up, raise BoxError.
 
         With ``root_password`` the box is a VPS as its activation email leaves it: root
@@ -154,6 +158,9 @@ class Hub:
         asks for one) or "none" (not in sudoers). ``password_auth`` (with
         ``root_password``): "password", or "keyboard-interactive" for an sshd that takes
         the password only through PAM's prompt (PasswordAuthentication no).
+        ``apt_repo`` (with ``root_password``): a flat apt repository (ensure_python_debs)
+        that is the box's only package source, and whose packages (and all that need
+        them) its dpkg has never installed; its /usr is the overlay's, so apt can write.
         """
         if init not in INITS + OTHER_INITS:
             raise BoxError(f"unknown init {init!r}; expected one of {INITS + OTHER_INITS}")
@@ -178,6 +185,7 @@ class Hub:
             box.pythons = None if pythons is None else [os.path.realpath(p) for p in pythons]
             box.login_user, box.sudo = login_user, sudo
             box.password_auth = password_auth
+            box.apt_repo = apt_repo
         try:
             box._start(list(inittab), disk_size, vzslave_command, ready_timeout, init_path)
             with self._lock:
@@ -266,6 +274,7 @@ class Box:
         self.login_user: str | None = None  # a fresh VPS's user besides root
         self.sudo = "nopasswd"
         self.password_auth = "password"   # or "keyboard-interactive" (through PAM)
+        self.apt_repo: str | None = None  # a fresh VPS's only package source
 
     def __enter__(self) -> Box:  # noqa: PYI034 (typing.Self is 3.11+)
         return self
@@ -348,6 +357,8 @@ class Box:
             host.mkdirs(seed, "etc/ssh/sshd_config.d")
             for python in self.pythons or ():
                 os.symlink(python, host.mkdirs(seed, "usr/local/bin") / os.path.basename(python))
+            if self.apt_repo is not None:
+                self._apt_seed(seed, self.apt_repo)
         else:
             put(seed, "etc/ssh/authorized_keys_root", Path(hub.client_key + ".pub").read_bytes())
         if self.root_password is None and re.search(r"^root:!", shadow, re.MULTILINE):
@@ -394,6 +405,23 @@ class Box:
             os.symlink("/dev/null", host.mkdirs(seed, "etc/systemd/system") / unit)
         # As systemd-nspawn starts it: "container" tells systemd it is a guest.
         return ["/usr/bin/env", "container=vz-box", SYSTEMD, "--unit=vz-box.target"]
+
+    def _apt_seed(self, seed: Path, repo: str) -> None:
+        """apt that knows only ``repo``; dpkg that never installed what it holds."""
+        sources = [f for f in glob.glob("/etc/apt/sources.list.d/*") if os.path.isfile(f)]
+        for path in sources + ["/etc/apt/sources.list"]:
+            host.put_file(seed, path.lstrip("/"), "")
+        host.put_file(seed, "etc/apt/sources.list.d/vz-box.sources",
+                      f"Types: deb\nURIs: file:{repo}\nSuites: ./\nTrusted: yes\n")
+        names = set(re.findall(r"^Package: (\S+)$", Path(repo, "Packages").read_text(),
+                               re.MULTILINE))
+        status, gone = host.dpkg_status_without(Path("/var/lib/dpkg/status").read_text(),
+                                                names)
+        host.put_file(seed, "var/lib/dpkg/status", status)
+        # Their files go too (pid1.sh deletes them): python3's postinst runs every
+        # package's rtupdate hook, and would fail on those of packages never installed.
+        Path(self.state_dir, "uninstalled").write_text(
+            "".join("." + path + "\n" for path in host.dpkg_files(gone)))
 
     def _add_login_user(self, seed: Path, hashed: str, shadow: str) -> str:
         """The login user in passwd, group and sudoers; its home; shadow with it."""
@@ -473,6 +501,8 @@ class Box:
         # layer must not change underneath it; /root is opaque in the box).
         wanted = {SRC_DIR, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
                   os.path.realpath(site.getusersitepackages())}
+        if self.apt_repo is not None:
+            wanted.discard("/usr")   # the system's Python: the box's apt replaces it
         binds = [b for b in sorted(wanted) if os.path.isdir(b)
                  and not any(b.startswith(other + "/") for other in wanted)]
         lines = [
@@ -530,8 +560,12 @@ class Box:
             # so `command -v` passes them by); the given ones are bound in read-only.
             hidden = sorted(set(glob.glob("/usr/bin/python3*") + glob.glob("/usr/bin/python")
                                 + glob.glob("/usr/local/bin/python3*")))
+            if self.apt_repo is not None:
+                lines.append('(cd "$R" && xargs -d "\\n" rm -f -- < "$D/uninstalled") || true')
             for path in hidden:
-                if not path.endswith("-config"):
+                if self.apt_repo is not None:
+                    lines.append(f'rm -f "$R"{q(path)}')   # gone, so dpkg may put it back
+                elif not path.endswith("-config"):
                     lines.append(f'mount --bind /dev/null "$R"{q(path)}')
             for prefix in sorted({os.path.dirname(os.path.dirname(p)) for p in self.pythons}):
                 lines += [f'mkdir -p "$R"{q(prefix)}',
@@ -774,6 +808,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ensure = sub.add_parser("ensure-sysvinit", help="extract sysvinit's init (never installs it)")
     ensure.add_argument("--dest", default=SYSVINIT_DIR)
+    debs = sub.add_parser("ensure-python-debs",
+                          help="download python3's packages as an apt repository (never "
+                               "installs them): node add --install-python's test")
+    debs.add_argument("--dest", default=PYTHON_DEBS_DIR)
     up = sub.add_parser("up", help="start one box and keep it until Ctrl-C")
     up.add_argument("--init", choices=INITS + OTHER_INITS, default="busybox")
     up.add_argument("--disk-size", default="512m")
@@ -781,6 +819,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "ensure-sysvinit":
         print(ensure_sysvinit(args.dest))
+        return 0
+    if args.command == "ensure-python-debs":
+        print(ensure_python_debs(args.dest))
         return 0
     if args.command == "down":
         for name in sweep_stale():

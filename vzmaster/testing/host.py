@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
 import re
 import select
@@ -27,6 +28,7 @@ INITS = ("busybox", "sysv")         # inits that run /etc/inittab
 OTHER_INITS = ("systemd",)         # inits that ignore it: the vz supervisor's hosts
 SYSTEMD = "/lib/systemd/systemd"
 SYSVINIT_DIR = "/opt/vz-test/sysvinit"
+PYTHON_DEBS_DIR = "/opt/vz-test/python-debs"   # python3's own packages, as an apt repository
 SSHD = "/usr/sbin/sshd"
 _TOOLS = ("unshare", "nsenter", "ip", "ssh", "ssh-keygen", "mount", "umount",
           "pivot_root", "cp", "hostname", "install")
@@ -170,6 +172,81 @@ def ensure_sysvinit(dest: str = SYSVINIT_DIR) -> str:
     if not found:
         raise BoxError(f"sysvinit-core unpacked into {dest} but has no sbin/init")
     return found
+
+
+def find_python_debs(dest: str = PYTHON_DEBS_DIR) -> str | None:
+    """Return dest if it holds the apt repository ensure_python_debs makes, else None."""
+    return dest if os.path.isfile(os.path.join(dest, "Packages")) else None
+
+
+def ensure_python_debs(dest: str = PYTHON_DEBS_DIR) -> str:
+    """Download python3 and the packages of its own it needs (never installing them)
+    into dest, a flat apt repository: what a Debian mirror gives ``apt-get install
+    python3``, for the boxes that stand for a VPS without Python. Idempotent."""
+    if find_python_debs(dest):
+        return dest
+    listed = run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
+                  "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances",
+                  "python3"]).decode()
+    names = sorted({line for line in listed.splitlines()
+                    if re.fullmatch(r"(lib)?python3[.0-9]*(-minimal|-stdlib)?", line)})
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="vz-python-debs-", dir=parent))
+    try:
+        run(["apt-get", "download", *names], timeout=600, cwd=str(tmp))
+        index = []
+        for deb in sorted(tmp.glob("*.deb")):
+            control = run(["dpkg-deb", "-f", str(deb)]).decode().rstrip("\n")
+            digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+            index.append(f"{control}\nFilename: ./{deb.name}\nSize: {deb.stat().st_size}\n"
+                         f"SHA256: {digest}\n")
+        put_file(tmp, "Packages", "\n".join(index))
+        os.chmod(tmp, 0o755)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def dpkg_status_without(status: str, names: set[str]) -> tuple[str, set[str]]:
+    """dpkg's status file as if ``names``, and every package that needs one of them,
+    had never been installed; and the names of all those packages."""
+    stanzas = [s for s in status.split("\n\n") if s.strip()]
+    package = [re.search(r"^Package: (\S+)", s, re.MULTILINE) for s in stanzas]
+    gone = set(names)
+    while True:
+        more = set()
+        for stanza, name in zip(stanzas, package):
+            if name is None or name.group(1) in gone:
+                continue
+            for field in re.findall(r"^(?:Pre-)?Depends: (.*)$", stanza, re.MULTILINE):
+                for group in field.split(","):
+                    wanted = {re.split(r"[ :(]", alt.strip())[0] for alt in group.split("|")}
+                    if wanted <= gone:
+                        more.add(name.group(1))
+        if not more:
+            break
+        gone |= more
+    kept = [s for s, name in zip(stanzas, package) if name is None or name.group(1) not in gone]
+    return "\n\n".join(kept) + "\n", gone
+
+
+def dpkg_files(packages: set[str], info: str = "/var/lib/dpkg/info") -> list[str]:
+    """The files (not directories) dpkg installed for ``packages``, and dpkg's own."""
+    files = []
+    for entry in sorted(os.listdir(info)):
+        if entry.rsplit(".", 1)[0].split(":")[0] not in packages:   # NAME[:ARCH].EXT
+            continue
+        path = os.path.join(info, entry)
+        files.append(path)
+        if entry.endswith(".list"):
+            with open(path) as listing:
+                files += [line.rstrip("\n") for line in listing
+                          if not os.path.isdir(line.rstrip("\n"))]
+    return files
 
 
 def missing_requirements(init: str = "busybox") -> list[str]:
