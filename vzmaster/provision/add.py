@@ -22,9 +22,9 @@ and says so, and a run cut short anywhere is finished by running it again.
 
 from __future__ import annotations
 
-import shlex
 import dataclasses
 import os
+import shlex
 import time
 from typing import Any, Callable, NamedTuple
 

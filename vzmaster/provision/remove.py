@@ -13,9 +13,9 @@ from vzmaster.client import Client
 from vzmaster.errors import ConnectError
 from vzmaster.provision import probe, sshd
 from vzmaster.provision.add import AGENT_DIR, NO_PASSWORD
+from vzmaster.provision.remote import Shell
 from vzmaster.provision.steps import Step
 from vzmaster.provision.supervisor import remove_supervisor
-from vzmaster.provision.remote import Shell
 from vzmaster.transports import SSHOptions
 
 # $1: the root to delete, only if it is vz's (it holds vz's own layout).
