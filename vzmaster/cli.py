@@ -27,12 +27,12 @@ from typing import Callable, Sequence
 from vzmaster import fleetcli, nodecli, views
 from vzmaster.appcli import add_commands as add_app_commands
 from vzmaster.client import Client
-from vzmaster.errors import TransportError
+from vzmaster.errors import TransportError, describe
 from vzmaster.imaging.command import add_commands as add_build_commands
 from vzmaster.output import Call, Output, OutputClosed, ProgressBar, Shown
 from vzmaster.transports import SSHOptions
 from vzslave import __version__
-from vzslave.errors import Error, HealthCheckError, VzError, code_name
+from vzslave.errors import Error
 
 EXIT_REMOTE, EXIT_USAGE, EXIT_TRANSPORT, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 3, 130, 141
 
@@ -235,18 +235,6 @@ def ssh_options(args: argparse.Namespace, host: str) -> SSHOptions:
     return SSHOptions(host, user=args.user, port=args.port, key_filename=args.identity,
                       known_hosts=args.known_hosts, trust_new_host=args.trust_new_host,
                       via=args.via, connect_timeout=args.timeout)
-
-
-def describe(exc: Error) -> str:
-    """One line for the user: a node's refusals carry their code's name."""
-    if isinstance(exc, VzError):
-        text = "{}: {}".format(code_name(exc.code_number), exc.message)
-        log = exc.details.get("log") if isinstance(exc, HealthCheckError) else None
-        if log and isinstance(log, str):
-            text += "\nlast lines of its log:\n" + "\n".join(
-                "  " + line for line in log.splitlines())
-        return text
-    return exc.message or type(exc).__name__
 
 
 def run(args: argparse.Namespace, host: str, output: Output) -> int:

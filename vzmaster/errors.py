@@ -33,6 +33,7 @@ loading vz.yml turns an ``InventoryError`` into one of them.
 
 from __future__ import annotations
 
+from vzslave import errors as node_errors
 from vzslave.errors import Error
 
 
@@ -62,3 +63,16 @@ class ConnectionLostError(TransportError):
 
 class ProtocolError(TransportError):
     """The peer sent bytes that are not the vz protocol."""
+
+
+def describe(exc: Error) -> str:
+    """What went wrong, for the user: a node's refusal carries its code's name, a failed
+    health check the last lines of the app's log (as many as the node sent)."""
+    if not isinstance(exc, node_errors.VzError):
+        return exc.message or type(exc).__name__
+    text = "{}: {}".format(node_errors.code_name(exc.code_number), exc.message)
+    log = exc.details.get("log") if isinstance(exc, node_errors.HealthCheckError) else None
+    if isinstance(log, str) and log.strip():
+        text += "\nlast lines of its log:\n" + "\n".join(
+            "  " + line for line in log.strip().splitlines())
+    return text

@@ -66,3 +66,18 @@ def test_the_node_keeps_its_own_module_name_for_its_errors():
             "from vzslave.errors import NoSuchImageError\n"
             "assert NoSuchImageError.__module__ == 'vzslave.errors', NoSuchImageError.__module__\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_node_refusal_is_described_with_its_codes_name():
+    from vzslave.errors import NoSuchAppError
+    assert errors.describe(NoSuchAppError("no app web")) == "NO_SUCH_APP: no app web"
+
+
+def test_a_failed_health_check_is_described_with_the_log_the_node_sent():
+    from vzslave.errors import HealthCheckError
+    text = errors.describe(HealthCheckError("tcp 8080 refused", {"log": "a\nb\n"}))
+    assert text == "HEALTH_FAILED: tcp 8080 refused\nlast lines of its log:\n  a\n  b"
+
+
+def test_a_failure_on_this_side_is_its_message():
+    assert errors.describe(errors.ConnectionLostError("the link dropped")) == "the link dropped"

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Type
 
 from vzmaster.client import Client
 from vzmaster.digests import DigestCache
-from vzmaster.errors import TransportError
+from vzmaster.errors import TransportError, describe
 from vzmaster.fleet import images
 from vzmaster.fleet.events import Events
 from vzmaster.fleet.config import AppSpec, FleetConfig
@@ -38,7 +38,7 @@ from vzmaster.fleet.plan import (
     make_plan,
 )
 from vzmaster.transports import SSHOptions
-from vzslave.errors import Error, HealthCheckError, VzError, code_name
+from vzslave.errors import Error
 from vzslave.records import ContainerStatus, ReleaseInfo
 
 T = TypeVar("T")
@@ -257,7 +257,7 @@ class Fleet:
                     for line in self._clients[node].logs(app, tail=lines, follow=follow):
                         merged.put((node, line))
             except Error as exc:
-                merged.put((node, "vz: {}".format(_describe(exc))))
+                merged.put((node, "vz: {}".format(describe(exc))))
             finally:
                 merged.put((node, None))
 
@@ -303,7 +303,7 @@ class Fleet:
                 firewall = client.firewall() if "firewall.status" in client.info.ops else None
         except TransportError as exc:
             self._lost(name, exc)
-            return NodeState(name, _describe(exc))
+            return NodeState(name, describe(exc))
         return NodeState(name, None, facts, apps, statuses, diffs, firewall, firewall_wanted)
 
     def _connect(self, names: Sequence[str]) -> None:
@@ -315,7 +315,7 @@ class Fleet:
                 self._clients[name] = self._connector(name, options)
                 self._errors.pop(name, None)
             except Error as exc:
-                self._errors[name] = _describe(exc)
+                self._errors[name] = describe(exc)
             except OSError as exc:  # a key file that cannot be read, ...
                 self._errors[name] = str(exc)
 
@@ -343,8 +343,8 @@ class Fleet:
                 except Error as exc:
                     lost = isinstance(exc, TransportError)
                     outcomes.append(Outcome(node, app, "push", "lost" if lost else "failed",
-                                            _describe(exc)))
-                    events.stage(node, app, "failed", _describe(exc))
+                                            describe(exc)))
+                    events.stage(node, app, "failed", describe(exc))
                     if lost:
                         return
                     continue
@@ -554,7 +554,7 @@ class Fleet:
         client = self._clients.pop(node, None)
         if client is not None:
             client.close()
-        self._errors[node] = _describe(exc)
+        self._errors[node] = describe(exc)
 
     def _release(self, node: str, app: str, number: int | None) -> ReleaseInfo | None:
         if number is None:
@@ -574,21 +574,10 @@ class _NodeGone(TransportError):
     """The node's session broke earlier in this command."""
 
 
-def _describe(exc: Error) -> str:
-    if isinstance(exc, VzError):
-        return "{}: {}".format(code_name(exc.code_number), exc.message)
-    return exc.message or type(exc).__name__
-
-
 def _failed(node: str, app: str, action: str, exc: Error, events: Events) -> Outcome:
     lost = isinstance(exc, TransportError)
-    detail = _describe(exc)
-    if isinstance(exc, HealthCheckError):
-        log = exc.details.get("log")
-        if isinstance(log, str) and log.strip():
-            detail += "\nlast lines of its log:\n" + "\n".join(
-                "  " + line for line in log.strip().splitlines()[-10:])
-    elif lost:
+    detail = describe(exc)
+    if lost:
         detail += " (the node went away; rerun deploy to place its replicas elsewhere)"
     events.stage(node, app, "lost" if lost else "failed", detail)
     return Outcome(node, app, action, "lost" if lost else "failed", detail)
