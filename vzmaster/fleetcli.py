@@ -138,14 +138,18 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Every replica's log, each line after its node; -f follows them all."""
-    app = args.host
-    width = 0
+    from vzmaster.fleet import FleetError
+
     with _fleet(args) as fleet:
         width = max(map(len, fleet.config.nodes))
-        for node, line in fleet.logs(app, lines=args.lines, follow=args.follow):
-            sys.stdout.write("{} | {}\n".format(node.ljust(width), line))
-            if args.follow:
-                sys.stdout.flush()
+        try:
+            for node, line in fleet.logs(args.host, lines=args.lines, follow=args.follow):
+                sys.stdout.write("{} | {}\n".format(node.ljust(width), line))
+                if args.follow:
+                    sys.stdout.flush()
+        except FleetError as exc:
+            _complain([exc.message])
+            return EXIT_FAILED
     return EXIT_OK
 
 

@@ -70,3 +70,10 @@ def test_an_image_file_that_cannot_be_read_is_refused_naming_the_app(config, tmp
     with Fleet(config, connector=unreachable) as fleet:
         with pytest.raises(FleetError, match="app web: cannot read its image .*web.tar"):
             fleet.deploy()
+
+
+def test_logs_with_no_node_running_the_app_say_so_and_which_did_not_answer(config):
+    with Fleet(config, connector=unreachable) as fleet:
+        with pytest.raises(FleetError, match="no node that answered runs app web; a did "
+                                             "not answer: cannot reach 192.0.2.1"):
+            list(fleet.logs("web"))

@@ -239,16 +239,19 @@ class Fleet:
             tuple[str, str]]:
         """``(node, line)`` of every replica's log: the last ``lines`` of each, then with
         ``follow`` the new ones of all as they come. Nodes that do not answer yield
-        ``(node, None-marked line)`` via a line starting with "vz: "."""
+        ``(node, None-marked line)`` via a line starting with "vz: ". FleetError when no
+        node that answered runs the app (an empty log would look the same as none)."""
         self._spec(app)
         states = self.survey({})
         nodes = [name for name, state in states.items()
                  if state.error is None and app in state.apps]
+        if not nodes:
+            raise FleetError("no node that answered runs app {}{}".format(app, "".join(
+                "; {} did not answer: {}".format(name, state.error)
+                for name, state in states.items() if state.error is not None)))
         for name, state in states.items():
             if state.error is not None:
                 yield name, "vz: did not answer: {}".format(state.error)
-        if not nodes:
-            return
         merged: queue.Queue[tuple[str, str | None]] = queue.Queue(maxsize=1024)
 
         def pump(node: str) -> None:
