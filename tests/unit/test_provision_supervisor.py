@@ -13,6 +13,7 @@ class FakeShell:
         self.files = dict(files or {})
         self.ran = []
         self.status, self.stdout = status, stdout
+        self.status_of = {}  # argv[1] -> the status of unchecked runs of it
 
     def write_file(self, path, data, mode=0o644):
         changed = self.files.get(path) != data
@@ -24,7 +25,8 @@ class FakeShell:
 
     def run(self, argv, check=True):
         self.ran.append(list(argv))
-        return Done(self.status if not check else 0, self.stdout, b"")
+        status = self.status_of.get(argv[1], self.status) if not check else 0
+        return Done(status, self.stdout, b"")
 
 
 def test_the_unit_runs_the_agents_supervisor_in_the_foreground():
@@ -37,20 +39,35 @@ def test_the_upstart_job_runs_it_too():
     assert b"exec /usr/local/bin/vzslave supervisor --foreground" in supervisor.upstart_job()
 
 
-def test_under_systemd_the_unit_is_written_reloaded_enabled_and_started():
-    shell = FakeShell(status=3)  # is-active: not running
+def test_a_new_unit_is_enabled_and_started_without_a_daemon_reload():
+    shell = FakeShell(status=3)  # is-active: not running; start (unchecked): fails
+    shell.status_of = {"start": 0}
     step = supervisor.install_supervisor(shell, "systemd")
-    assert shell.ran == [["systemctl", "daemon-reload"],
+    assert shell.ran == [["systemctl", "--no-reload", "enable", "vz-supervisor"],
                          ["systemctl", "is-active", "--quiet", "vz-supervisor"],
-                         ["systemctl", "enable", "--now", "vz-supervisor"]]
+                         ["systemctl", "start", "vz-supervisor"]]
     assert step.changed
+
+
+def test_a_new_unit_systemd_does_not_find_is_found_after_a_reload():
+    shell = FakeShell(status=5)  # is-active and the first start fail
+    supervisor.install_supervisor(shell, "systemd")
+    assert shell.ran[-2:] == [["systemctl", "daemon-reload"],
+                              ["systemctl", "start", "vz-supervisor"]]
+
+
+def test_a_changed_unit_is_reloaded_before_it_is_started():
+    shell = FakeShell({supervisor.SYSTEMD_UNIT: b"[Unit]\n"}, status=3)
+    shell.status_of = {"start": 0}
+    supervisor.install_supervisor(shell, "systemd")
+    assert shell.ran[0] == ["systemctl", "daemon-reload"]
 
 
 def test_a_running_supervisor_with_its_unit_unchanged_is_left_as_it_is():
     shell = FakeShell({supervisor.SYSTEMD_UNIT: supervisor.systemd_unit()}, status=0)
     step = supervisor.install_supervisor(shell, "systemd")
     assert ["systemctl", "daemon-reload"] not in shell.ran and not step.changed
-    assert all(argv[1] != "restart" for argv in shell.ran)
+    assert all("start" not in argv and "restart" not in argv for argv in shell.ran)
 
 
 def test_an_init_vz_knows_no_supervisor_for_is_refused_with_a_pointer():
@@ -61,7 +78,7 @@ def test_an_init_vz_knows_no_supervisor_for_is_refused_with_a_pointer():
 def test_remove_stops_disables_and_deletes_the_systemd_unit():
     shell = FakeShell({supervisor.SYSTEMD_UNIT: supervisor.systemd_unit()})
     assert supervisor.remove_supervisor(shell) == supervisor.SYSTEMD_UNIT
-    assert shell.ran == [["systemctl", "disable", "--now", "vz-supervisor"],
+    assert shell.ran == [["systemctl", "--no-reload", "disable", "--now", "vz-supervisor"],
                          ["rm", "-f", "--", supervisor.SYSTEMD_UNIT],
                          ["systemctl", "daemon-reload"]]
 

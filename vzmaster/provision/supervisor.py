@@ -56,14 +56,7 @@ exec {launcher} supervisor --foreground --root {root}
 def install_supervisor(shell: Shell, init: str) -> Step:
     """The supervisor's unit or job for ``init`` written, enabled and running."""
     if init == "systemd":
-        changed = shell.write_file(SYSTEMD_UNIT, systemd_unit(), 0o644)
-        if changed:
-            shell.run(["systemctl", "daemon-reload"])
-        active = shell.run(["systemctl", "is-active", "--quiet", "vz-supervisor"],
-                           check=False).status == 0
-        shell.run(["systemctl", "enable", "--now", "vz-supervisor"])
-        return Step("supervisor", changed or not active, "systemd unit {}{}".format(
-            SYSTEMD_UNIT, "" if active else ", started"))
+        return _install_systemd_unit(shell)
     if init == "upstart":
         changed = shell.write_file(UPSTART_JOB, upstart_job(), 0o644)
         if changed:
@@ -78,11 +71,33 @@ def install_supervisor(shell: Shell, init: str) -> Step:
                              shell.label, init))
 
 
+def _install_systemd_unit(shell: Shell) -> Step:
+    # No daemon-reload for a new unit: systemd loads a unit file it has not seen when
+    # it is named, and refuses a reload with under 16 MB free in /run (systemd 249+),
+    # which is all a 128 MB VPS has. A changed unit that systemd has loaded needs one.
+    existed = shell.read_file(SYSTEMD_UNIT) is not None
+    changed = shell.write_file(SYSTEMD_UNIT, systemd_unit(), 0o644)
+    reloaded = existed and changed
+    if reloaded:
+        shell.run(["systemctl", "daemon-reload"])
+    shell.run(["systemctl", "--no-reload", "enable", "vz-supervisor"])
+    active = shell.run(["systemctl", "is-active", "--quiet", "vz-supervisor"],
+                       check=False).status == 0
+    start = ["systemctl", "start", "vz-supervisor"]
+    if not active and shell.run(start, check=False).status != 0:
+        if not reloaded:
+            shell.run(["systemctl", "daemon-reload"])  # 236-245 keep a miss until a reload
+        shell.run(start)  # once more: a failure now stops node add with systemctl's words
+    return Step("supervisor", changed or not active, "systemd unit {}{}".format(
+        SYSTEMD_UNIT, "" if active else ", started"))
+
+
 def remove_supervisor(shell: Shell) -> str:
     """The unit or job install_supervisor wrote stopped (its containers with it),
     disabled and deleted; its path, or "" when there was none."""
     if shell.read_file(SYSTEMD_UNIT) is not None:
-        shell.run(["systemctl", "disable", "--now", "vz-supervisor"], check=False)
+        shell.run(["systemctl", "--no-reload", "disable", "--now", "vz-supervisor"],
+                  check=False)
         shell.run(["rm", "-f", "--", SYSTEMD_UNIT])
         shell.run(["systemctl", "daemon-reload"], check=False)
         return SYSTEMD_UNIT

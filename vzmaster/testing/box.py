@@ -539,10 +539,9 @@ class Box:
             # ...without the cgroup mounts, which runc and crun need: a cgroup2 view.
             lines.append('mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" 2>/dev/null || true')
         lines += [
-            # Own utmp, initctl. systemd refuses a daemon-reload with under 16 MB free
-            # there: its /run is as a 640 MB VPS's (10% of RAM).
-            f'mount -t tmpfs -o mode=755,size={"64m" if self.init == "systemd" else "16m"} '
-            'run "$R/run"',
+            # Own utmp, initctl. 16 MB, as a 160 MB VPS's (10% of RAM): too little
+            # for systemd 249+ to agree to a daemon-reload.
+            'mount -t tmpfs -o mode=755,size=16m run "$R/run"',
             'mkdir -m 755 "$R/run/sshd"',
             'mount -t tmpfs -o mode=1777,size=64m tmp "$R/tmp"',
             'mount --bind "$D/console.fifo" "$R/dev/console"',
