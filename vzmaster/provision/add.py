@@ -251,6 +251,7 @@ def verify_key_login(options: SSHOptions, sock_factory: Callable[[], Any] | None
     ``settle`` seconds a refused connection is tried again: sshd, told to reload,
     re-executes itself and listens again a moment later."""
     deadline = time.monotonic() + settle
+    pause = 0.01  # sshd listens again within tens of ms: poll fast, then back off
     while True:
         try:
             sock = sock_factory() if sock_factory else options.sock
@@ -261,7 +262,8 @@ def verify_key_login(options: SSHOptions, sock_factory: Callable[[], Any] | None
             if isinstance(exc, (AuthenticationError, HostKeyError)) or (
                     time.monotonic() > deadline):
                 raise
-            time.sleep(0.1)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
 
 def _no_password(shell: Shell, found: probe.NodeProbe) -> Step:
