@@ -87,7 +87,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             name=args.name, host=args.host, config=config, public_key=public_line,
             private_key=private, known_hosts=ssh.get("known_hosts") or os.path.expanduser(
                 "~/.ssh/known_hosts"), user=args.user or ssh.get("user") or "root",
-            port=args.port or int(ssh.get("port") or 22),
+            port=args.port if args.port is not None else int(ssh.get("port") or 22),
             password=_password(args), groups=tuple(g for g in args.groups.split(",") if g),
             disable_password_login=args.disable_password_login,
             install_python=args.install_python, connect_timeout=args.connect_timeout)

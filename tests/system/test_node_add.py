@@ -298,16 +298,20 @@ def test_node_remove_stops_the_apps_takes_out_the_agent_and_with_purge_the_data(
     assert box.exec(["test", "-e", "/var/lib/vz"], check=False).returncode == 1
 
 
-def test_a_run_cut_short_after_the_upload_is_finished_by_running_it_again(fresh):
+@pytest.mark.parametrize("step", ["login", "probe", "key", "agent", "subsystem", "verify"])
+def test_a_run_cut_short_after_any_step_is_finished_by_running_it_again(make_box, tmp_path,
+                                                                       step):
     from vzmaster.provision.add import NodeAdd, add_node, public_key_for
+
+    fresh = Project(make_box(root_password=PASSWORD), tmp_path)
 
     public, private = public_key_for(fresh.box.hub.client_key)
     ask = NodeAdd(name="n1", host=fresh.box.ip, config=fresh.config, public_key=public,
                   private_key=private, known_hosts=fresh.known_hosts, password=PASSWORD,
                   sock_factory=fresh.box.connect)
 
-    def cut(step):
-        if step.what == "agent":
+    def cut(said):
+        if said.what == step:
             raise KeyboardInterrupt  # the operator's Ctrl-C, or the master dying here
 
     with pytest.raises(KeyboardInterrupt):

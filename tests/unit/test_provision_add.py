@@ -1,5 +1,7 @@
 """node add's own parts: the launcher, the vz.yml entry, the public key found."""
 
+import re
+
 import pytest
 
 from vzmaster.provision import add
@@ -56,3 +58,29 @@ def test_what_a_package_manager_said_is_its_warnings_and_errors_first():
 def test_with_no_warning_what_it_said_is_its_last_line():
     done = Done(0, b"Reading package lists...\npython3 is already the newest version.\n", b"")
     assert add._gist(done) == "; it said: python3 is already the newest version."
+
+
+def ask_with(tmp_path, **fields):
+    values = dict(name="n1", host="192.0.2.1", config=str(tmp_path / "vz.yml"),
+                  public_key="ssh-ed25519 AAAA k", private_key="/nonexistent",
+                  known_hosts=str(tmp_path / "known_hosts"), password="pw")
+    values.update(fields)
+    return add.NodeAdd(**values)
+
+
+@pytest.mark.parametrize("fields, said", [
+    ({"name": "bad name"}, "nodes.bad name: bad node name"),
+    ({"name": "all"}, "'all' is reserved"),
+    ({"port": 0}, "nodes.n1.port: must be at least 1, got 0"),
+    ({"port": 70000}, "nodes.n1.port: must be at most 65535"),
+    ({"groups": ("a b",)}, "bad group name 'a b'"),
+    ({"host": "-oProxyCommand=touch /tmp/x"}, "nodes.n1.host"),
+    ({"connect_timeout": -1.0}, "the connect timeout must be above 0"),
+])
+def test_bad_input_is_refused_before_the_node_is_touched(tmp_path, fields, said):
+    def connector(*args):
+        raise AssertionError("node add connected despite bad input")
+
+    with pytest.raises(ProvisionError, match=re.escape(said)):
+        add.add_node(ask_with(tmp_path, sock_factory=connector, **fields))
+    assert not (tmp_path / "vz.yml").exists()

@@ -76,6 +76,9 @@ def add_node(ask: NodeAdd, say: Callable[[Step], None] = lambda step: None,
              agent: Callable[[], Any] | None = None) -> Added:
     """Make ``ask.host`` a vz node named ``ask.name``; ProvisionError (or a transport
     error) naming the step that failed. ``agent()`` gives the AgentBuild to install."""
+    vzyml.check_node(ask.name, _entry(ask))
+    if not ask.connect_timeout > 0:
+        raise ProvisionError("the connect timeout must be above 0 seconds")
     steps: list[Step] = []
 
     def done(step: Step) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
+from vzmaster.fleet import schema
 from vzmaster.provision.remote import ProvisionError
 
 
@@ -46,6 +47,15 @@ def read_ssh(path: str) -> dict[str, str]:
     data = _load(path)
     ssh = data.get("ssh") if isinstance(data, dict) else None
     return {str(k): str(v) for k, v in ssh.items()} if isinstance(ssh, dict) else {}
+
+
+def check_node(name: str, fields: dict[str, Any]) -> None:
+    """ProvisionError, in vz.yml's words, unless ``nodes: {NAME: FIELDS}`` would load: so
+    a bad name or port is refused before the node is touched, not after."""
+    _, problems = schema.validate(schema.FleetModel, {"nodes": {name: fields}})
+    if problems:
+        raise ProvisionError("; ".join("{}: {}".format(".".join(map(str, loc)), text)
+                                       for loc, text in problems))
 
 
 def add_node(path: str, name: str, fields: dict[str, Any]) -> bool:
