@@ -13,10 +13,13 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vzmaster.errors import TransportError
 from vzslave.errors import Error
+
+if TYPE_CHECKING:
+    from vzmaster.provision.steps import Step
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TRANSPORT = 0, 1, 2, 3
 DEFAULT_KEY = "~/.ssh/id_ed25519"
@@ -75,8 +78,6 @@ def add_commands(commands: Any) -> None:
 def cmd_add(args: argparse.Namespace) -> int:
     """Make a fresh VPS a vz node: key, agent, Subsystem, verify, vz.yml."""
     from vzmaster.provision.add import NodeAdd, add_node, public_key_for
-    from vzmaster.provision.steps import Step
-    from vzmaster.provision.remote import ProvisionError
 
     try:
         config, ssh = _vz_yml(args.config)
@@ -91,21 +92,10 @@ def cmd_add(args: argparse.Namespace) -> int:
             password=_password(args), groups=tuple(g for g in args.groups.split(",") if g),
             disable_password_login=args.disable_password_login,
             install_python=args.install_python, connect_timeout=args.connect_timeout)
-
-        def say(step: Step) -> None:
-            print("{:16} {}{}".format(step.what, "changed: " if step.changed else "",
-                                      step.detail), flush=True)
-
-        added = add_node(ask, say)
-    except ProvisionError as exc:
-        print("vzmaster: node add {}: {}".format(args.name, exc.message), file=sys.stderr)
-        return EXIT_FAILED
-    except TransportError as exc:
-        print("vzmaster: node add {}: {}".format(args.name, exc.message), file=sys.stderr)
-        return EXIT_TRANSPORT
+        added = add_node(ask, _say)
     except Error as exc:
         print("vzmaster: node add {}: {}".format(args.name, exc.message), file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_TRANSPORT if isinstance(exc, TransportError) else EXIT_FAILED
     print("{}: {}".format(args.name, "done" if added.changed else
                           "nothing to change: it is a vz node already"))
     return EXIT_OK
@@ -164,25 +154,25 @@ def cmd_remove(args: argparse.Namespace) -> int:
     """Stop vz's containers on a node, take out its Subsystem and agent, drop it from
     vz.yml; --purge deletes its state (the apps' data) too."""
     from vzmaster.fleet.config import load
-    from vzmaster.provision.steps import Step
     from vzmaster.provision.remove import remove_node
     from vzmaster.provision.vzyml import remove_node as forget
 
     config = load(args.config)
     options = config.node_options(args.name, args.connect_timeout)
-
-    def say(step: Step) -> None:
-        print("{:16} {}{}".format(step.what, "changed: " if step.changed else "",
-                                  step.detail), flush=True)
-
     try:
-        remove_node(options, purge=args.purge, say=say)
+        remove_node(options, purge=args.purge, say=_say)
     except Error as exc:
         print("vzmaster: node remove {}: {}".format(args.name, exc.message), file=sys.stderr)
         return EXIT_TRANSPORT if isinstance(exc, TransportError) else EXIT_FAILED
     forget(config.path, args.name)
     print("{}: removed from {}".format(args.name, config.path))
     return EXIT_OK
+
+
+def _say(step: Step) -> None:
+    """A step's line, as it happens."""
+    print("{:16} {}{}".format(step.what, "changed: " if step.changed else "", step.detail),
+          flush=True)
 
 
 def _names(config: Any, given: list[str]) -> list[str]:
@@ -193,9 +183,14 @@ def _names(config: Any, given: list[str]) -> list[str]:
 
 
 def _password(args: argparse.Namespace) -> str | None:
+    from vzmaster.provision.remote import ProvisionError
+
     if args.password_file:
-        with open(args.password_file, encoding="utf-8") as source:
-            return source.readline().rstrip("\n")
+        try:
+            with open(args.password_file, encoding="utf-8") as source:
+                return source.readline().rstrip("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProvisionError("password file {}: {}".format(args.password_file, exc)) from exc
     if args.ask_password:
         return getpass.getpass("password for {}@{}: ".format(args.user or "root", args.host))
     return os.environ.get("VZ_PASSWORD")

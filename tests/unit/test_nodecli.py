@@ -11,6 +11,17 @@ def test_the_password_comes_from_a_file_never_argv(tmp_path):
     assert nodecli._password(args) == "s3cret"  # noqa: SLF001
 
 
+def test_a_password_file_that_cannot_be_read_is_one_line_and_exit_1(tmp_path, capsys):
+    (tmp_path / "id.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOo"
+                                     "qKLsabgH5C9okWi0dh2l9GKJl me\n")
+    args = parse_args(["node", "add", "n1", "192.0.2.1", "--password-file",
+                       str(tmp_path / "missing"), "-c", str(tmp_path / "vz.yml"),
+                       "--key", str(tmp_path / "id.pub")])
+    assert nodecli.cmd_add(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "node add n1: password file " in err
+
+
 def test_the_password_comes_from_vz_password_otherwise(monkeypatch):
     monkeypatch.setenv("VZ_PASSWORD", "from-env")
     assert nodecli._password(parse_args(["node", "add", "n1", "h"])) == "from-env"  # noqa: SLF001
