@@ -89,6 +89,7 @@ from typing import Literal, NamedTuple, Sequence
 
 import vzslave
 from vzslave.errors import Error
+from vzslave.fs import atomic_write
 
 Compression = Literal["stored", "deflated"]
 COMPRESSIONS = {"stored": zipfile.ZIP_STORED, "deflated": zipfile.ZIP_DEFLATED}
@@ -294,34 +295,12 @@ def build_agent(directory: str,
     name = agent_name()
     path = os.path.join(os.path.abspath(directory), name)
     try:
-        write_atomically(path, data)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, data)
     except OSError as exc:
         raise AgentError("cannot write {}: {}".format(path, exc)) from exc
     return AgentBuild(path, name, vzslave.__version__, hashlib.sha256(data).hexdigest(),
                       len(data))
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """A same-directory temporary file, fsynced, mode 0644, renamed to ``path``; the
-    temporary file is removed if any step fails."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".vzslave-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -41,7 +41,11 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         unlink_quietly(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)  # a failed rename must not leave the temporary file behind
+        raise
     fsync_dir(directory or ".")
 
 

@@ -234,3 +234,13 @@ def test_a_write_that_works_touches_no_reserve(tmp_path):
     fs.keep_reserve(reserve, 4096)
     fs.write_with_reserve(lambda: None, reserve, lambda: pytest.fail("froze"))
     assert os.path.getsize(reserve) == 4096
+
+
+def test_atomic_write_whose_rename_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def broken_replace(source, destination):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(fs.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        fs.atomic_write(str(tmp_path / "f"), b"data")
+    assert os.listdir(str(tmp_path)) == []

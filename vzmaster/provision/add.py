@@ -277,18 +277,12 @@ def _no_password(shell: Shell, found: probe.NodeProbe) -> Step:
     lines = (b"PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
              b"ChallengeResponseAuthentication no\n")
     if found.dropin:
-        path, data, backup = NO_PASSWORD, b"# Written by vzmaster node add.\n" + lines, ""
+        path, data = NO_PASSWORD, b"# Written by vzmaster node add.\n" + lines
     else:
         config = shell.read_file(found.sshd_config) or b""
-        path, backup = found.sshd_config, found.sshd_config + ".vz-backup"
-        data = sshd.with_block(config, extra=lines.decode())
-    if shell.read_file(path) == data:
+        path, data = found.sshd_config, sshd.with_block(config, extra=lines.decode())
+    if not sshd.change(shell, found, path, data):
         return Step("password login", False, "already off")
-    if backup:
-        shell.run(["cp", "-p", found.sshd_config, backup])
-    shell.write_file(path, data, 0o644)
-    sshd.check(shell, found, path, backup)
-    sshd.reload(shell)
     return Step("password login", True, "turned off ({})".format(path))
 
 

@@ -57,19 +57,12 @@ def remove_node(options: SSHOptions, purge: bool = False, root: str = "/var/lib/
 
 
 def _unregister(shell: Shell, found: probe.NodeProbe) -> bool:
-    changed = False
-    for path in (sshd.DROPIN, NO_PASSWORD):
-        if shell.read_file(path) is not None:
-            shell.run(["rm", "-f", "--", path])
-            changed = True
+    removed = [path for path in (sshd.DROPIN, NO_PASSWORD) if shell.read_file(path) is not None]
+    if removed:
+        shell.run(["rm", "-f", "--", *removed])
     config = shell.read_file(found.sshd_config) or b""
-    without = sshd.without_block(config)
-    if without != config:
-        backup = found.sshd_config + ".vz-backup"
-        shell.run(["cp", "-p", found.sshd_config, backup])
-        shell.write_file(found.sshd_config, without, 0o644)
-        sshd.check(shell, found, found.sshd_config, backup)
-        changed = True
-    if changed:
+    if sshd.change(shell, found, found.sshd_config, sshd.without_block(config)):
+        return True  # and sshd reloaded, which also drops the drop-ins removed
+    if removed:
         sshd.reload(shell)
-    return changed
+    return bool(removed)

@@ -68,20 +68,32 @@ def register(shell: Shell, probe: NodeProbe) -> str:
     if foreign_subsystem(config):
         return ""  # someone registered vzslave by hand: theirs stands (node check says)
     if probe.dropin:
-        path, data, backup = DROPIN, dropin_text(), ""
-    else:
-        path, data, backup = probe.sshd_config, with_block(config), (
-            probe.sshd_config + ".vz-backup")
-    current = shell.read_file(path)
-    if current == data:
+        if not change(shell, probe, DROPIN, dropin_text()):
+            return ""
+        return "{} (drop-in)".format(DROPIN)
+    if not change(shell, probe, probe.sshd_config, with_block(config)):
         return ""
+    return "{} (a marked block, backup in {})".format(probe.sshd_config, backup_of(probe))
+
+
+def backup_of(probe: NodeProbe) -> str:
+    """Where sshd_config is copied before vz changes it."""
+    return probe.sshd_config + ".vz-backup"
+
+
+def change(shell: Shell, probe: NodeProbe, path: str, data: bytes) -> bool:
+    """``path`` (a drop-in, or sshd_config itself, backed up first) made ``data``,
+    checked with sshd -t (undone if refused), and sshd reloaded; False if it held
+    ``data`` already."""
+    if shell.read_file(path) == data:
+        return False
+    backup = backup_of(probe) if path == probe.sshd_config else ""
     if backup:
         shell.run(["cp", "-p", probe.sshd_config, backup])
     shell.write_file(path, data, 0o644)
     check(shell, probe, path, backup)
     reload(shell)
-    return "{} ({})".format(path, "drop-in" if probe.dropin else "a marked block, backup in "
-                            + backup)
+    return True
 
 
 def check(shell: Shell, probe: NodeProbe, path: str, backup: str) -> None:
