@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """``node add`` against fresh "VPS in a box" nodes (root's password, no vz, no msgpack):
 from the call to a verified hello, and the share of each step (login, probe, key, agent
-upload + unzip + compile, Subsystem + sshd -t + reload, verify, vz.yml), against the
-reference in the same run: a bare paramiko password login running ``true``.
+upload + unzip + compile, Subsystem + sshd -t + reload, verify, vz.yml), and inside them
+the agent's upload and sshd's reload, against the reference in the same run: a bare
+paramiko password login running ``true``.
 
 Run as root: python3 bench/nodeadd.py [--runs 5] [--init systemd]
 (default: busybox and sysvinit boxes in turn; systemd adds the supervisor unit's step)
@@ -16,16 +17,36 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import paramiko  # noqa: E402
 
 from vzmaster.agent import build_agent  # noqa: E402
+from vzmaster.provision import remote, sshd  # noqa: E402
 from vzmaster.provision.add import NodeAdd, add_node, public_key_for  # noqa: E402
 from vzmaster.testing.box import Hub  # noqa: E402
 
 PASSWORD = "bench-password"
+timed: dict[str, float] = {}  # inside the steps: the upload of the agent, sshd's reload
+
+
+def timing(what: str, function: Any, only: Any = lambda *args: True) -> Any:
+    """``function`` with the time of its calls (those ``only`` picks) added to timed[what]."""
+    def timed_call(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if only(*args):
+                timed[what] = timed.get(what, 0.0) + time.monotonic() - started
+    return timed_call
+
+
+remote.Shell.write_file = timing(
+    "  upload", remote.Shell.write_file, lambda shell, path, *rest: path.endswith(".pyz"))
+sshd.reload = timing("  sshd reload", sshd.reload)
 
 
 def main() -> None:
@@ -56,6 +77,7 @@ def main() -> None:
                           public_key=public, private_key=private,
                           known_hosts=os.path.join(work, "known_hosts{}".format(run)),
                           password=PASSWORD, sock_factory=box.connect)
+            timed.clear()
             started = time.monotonic()
             add_node(ask, lambda step, marks=marks: marks.append((step.what, time.monotonic())),
                      agent=lambda: built)
@@ -64,6 +86,8 @@ def main() -> None:
             for what, when in marks:
                 shares.setdefault(what, []).append(when - last)
                 last = when
+            for what, spent in timed.items():
+                shares.setdefault(what, []).append(spent)
             box.close()
     total = statistics.median(totals)
     print("agent zipapp: {} bytes (stored)".format(built.size))
